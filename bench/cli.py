@@ -1,0 +1,72 @@
+"""`sfv-bench` command line. Parsers are defined here (cheap); each command imports its module lazily."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def _add_make_synthetic(sub):
+    p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
+    p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, default=5, help="number of action classes")
+    p.add_argument("--groups", type=int, default=7, help="groups per class (g01..)")
+    p.add_argument("--clips", type=int, default=2, help="clips per group (c01..)")
+    p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
+    p.set_defaults(func="bench.synthetic:cli_make_synthetic")
+
+
+def _add_fvd(sub):
+    p = sub.add_parser("fvd", help="FVD between two folders of videos, or a folder and cached statistics")
+    p.add_argument("real", help="folder of real videos (avi/mp4/mkv/npy/npz) or a statistics file (.npz)")
+    p.add_argument("fake", help="folder of generated videos")
+    p.add_argument("--detector", default=None,
+                   help="i3d_torchscript.pt / i3d_pretrained_400.pt path, a name in the detector cache "
+                        "(stylegan-v, tats), or 'toy' (default: toy, a random-init I3D)")
+    p.add_argument("--num-frames", type=int, default=None, help="use the first F frames of each video")
+    p.add_argument("--size", default=None, help="resize frames to WxH before the detector (e.g. 320x240)")
+    p.add_argument("--covariance", choices=("biased", "unbiased"), default="biased")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func="bench.fvd:cli_fvd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sfv-bench",
+        description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_make_synthetic, _add_fvd):
+        add(sub)
+    for name in EXTRA_COMMANDS:
+        EXTRA_COMMANDS[name](sub)
+    return parser
+
+
+# Commands added by later modules register here (name -> function(subparsers)).
+EXTRA_COMMANDS: dict = {}
+
+
+def main(argv=None) -> int:
+    from .fsutil import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    module, func = args.func.split(":")
+    try:
+        rc = getattr(importlib.import_module(module), func)(args)
+    except UserError as e:
+        print(f"sfv-bench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sfv-bench {args.command}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
