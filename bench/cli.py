@@ -32,12 +32,30 @@ def _add_fvd(sub):
     p.set_defaults(func="bench.fvd:cli_fvd")
 
 
+def _add_run(sub):
+    from .run import add_parser
+    add_parser(sub)
+
+
+def _add_table(sub):
+    p = sub.add_parser("table", help="regenerate table.csv / table.md of a run from its results.jsonl")
+    p.add_argument("run", help="run folder (holding results.jsonl)")
+    p.add_argument("--format", choices=("csv", "md"), default="md")
+    p.add_argument("--write", action="store_true", help="also rewrite table.csv and table.md in the run folder")
+    p.set_defaults(func="bench.report:cli_table")
+
+
+def _add_ls(sub):
+    p = sub.add_parser("ls", help="list methods, their step counts and options")
+    p.set_defaults(func="methods.registry:cli_ls")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfv-bench",
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_make_synthetic, _add_fvd):
+    for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic):
         add(sub)
     for name in EXTRA_COMMANDS:
         EXTRA_COMMANDS[name](sub)

@@ -7,7 +7,7 @@ Rules (SF-V paper sec. 4.2, FACTS.md sec. 1 and 5):
   ``align_corners=False``, antialias when shrinking), then centre-cropped to gen_w x gen_h.
   A 320x240 UCF-101 frame becomes 1024x768, cropped to rows 96..671 (1024x576).
 * Real clip: ``num_frames`` frames at ``fps`` taken from the source frame rate ``src_fps``:
-  index_k = start + round(k * src_fps / fps), k = 0..num_frames-1 (with start = 0 for
+  index_k = start + round(k * src_fps / fps), k = 0..num_frames-1 (round half up: floor(x + 0.5)) (with start = 0 for
   ``clip_start="first"``, the frame the generator is conditioned on, or a per-video seeded
   offset for ``"random"``, StyleGAN-V's rule). A video with fewer than index_last + 1 frames
   is skipped and counted.
@@ -94,7 +94,7 @@ class Protocol:
 
 def tiny_protocol(**kw) -> Protocol:
     """The embedded default world: synthetic data, tiny stack, toy detector, small N."""
-    base = dict(num_videos=16, gen_width=128, gen_height=64, decode_chunk_size=14,
+    base = dict(num_videos=16, gen_width=64, gen_height=64, decode_chunk_size=14,
                 balanced=True, max_fail_frac=0.25)
     base.update(kw)
     return Protocol(**base)

@@ -16,6 +16,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in UCF-101's layout, made once per test session (read-only for tests)."""
+    from bench.run import default_dataset_root
     from bench.synthetic import make_synthetic
 
-    return make_synthetic(tmp_path_factory.mktemp("synthetic"), seed=0)
+    return make_synthetic(default_dataset_root(), seed=0)  # the folder `sfv-bench run` uses too

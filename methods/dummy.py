@@ -1,0 +1,56 @@
+"""``dummy``: a cheap deterministic stand-in for harness tests (no models, no torch).
+
+Video i: frame t is the conditioning image shifted by round(t * (dy_i, dx_i)) pixels (wrapping)
+and brightened by t * b_i, with (dy_i, dx_i, b_i) drawn from numpy's default_rng(seeds[i]). The
+reported UNet calls per video are ``steps`` calls of batch ``batch``; the "UNet time" is the time
+spent making the frames. Option ``nan=True`` makes every video NaN, so ``generate`` raises
+NonFiniteOutput exactly like a real method that diverged.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .base import Method, check_finite
+
+
+class DummyMethod(Method):
+    default_stack = "none"
+
+    def __init__(self, name, steps, **options):
+        super().__init__(name, steps, **options)
+        self.batch = int(options.get("batch", 1))
+        self.nan = bool(options.get("nan", False))
+        self.cfg = self.batch == 2
+
+    def load(self, stack=None, device="cpu", dtype=None, unet=None) -> "DummyMethod":
+        self.device, self.dtype = str(device), str(dtype)
+        return self
+
+    def unet_calls_per_video(self) -> dict:
+        return {"calls": self.steps, "batch": self.batch}
+
+    def generate(self, images, seeds, *, num_frames=14, fps=7, motion_bucket_id=127,
+                 noise_aug_strength=0.02, decode_chunk_size=14) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
+        if len(seeds) != len(images):
+            raise ValueError(f"{len(images)} images but {len(seeds)} seeds")
+        t0 = time.perf_counter()
+        videos = np.empty((len(images), num_frames) + images.shape[1:], np.float32)
+        for i, (img, seed) in enumerate(zip(images, seeds)):
+            rng = np.random.default_rng(int(seed))
+            dy, dx = rng.uniform(-2, 2, size=2)
+            bright = rng.uniform(-3, 3)
+            for t in range(num_frames):
+                shifted = np.roll(img, (int(round(t * dy)), int(round(t * dx))), axis=(0, 1))
+                videos[i, t] = shifted.astype(np.float32) + t * bright
+        if self.nan:
+            videos[:] = np.nan
+        elapsed = time.perf_counter() - t0
+        self.unet_call_log = [self.batch * len(images)] * self.steps
+        self._unet_times = [elapsed / len(images)] * len(images)
+        check_finite(self.name, videos, seeds, "decoded frames")
+        return np.clip(np.round(videos), 0, 255).astype(np.uint8)

@@ -1,0 +1,24 @@
+"""``onestep`` / ``sfv`` / ``ufogen`` / ``ladd``: ONE EDM step from sigma 700 (FACTS sec. 4).
+
+x = 700 * n with n ~ N(0, I) (the latent draw of each sample's generator); the output is
+x0 = c_skip x + c_out F(c_in x; c_noise) at sigma = 700, decoded directly: one batch-1 UNet call
+per video, no CFG. ``sfv``, ``ufogen`` and ``ladd`` are this adapter pointed at a UNet checkpoint
+folder written by ``sfv-train`` (option ``unet``; required except on the tiny stack); ``onestep``
+defaults to the stack's own UNet.
+"""
+from __future__ import annotations
+
+from .sampling import SVDDenoiser, sample_onestep
+from .svd import SVDFamilyMethod
+
+
+class OneStepMethod(SVDFamilyMethod):
+    """Single-step generator (see module doc). Options: unet, sigma."""
+
+    def __init__(self, name, steps, **options):
+        super().__init__(name, steps, **options)
+        self.unet_required = name != "onestep"
+
+    def sample(self, cond, noise, generators):
+        den = SVDDenoiser(self.timer, cond.image_embeddings, cond.image_latents, cond.added_time_ids, None)
+        return sample_onestep(den, noise, float(self.options.get("sigma", 700.0)))

@@ -1,0 +1,217 @@
+"""Method registry: names -> adapters, spec parsing, listing. Imports no torch and no adapter module.
+
+A method spec on the command line is ``name[:steps]``, comma separated:
+``svd:25,svd:16,animatelcm:4,sfv:1``. A name without steps gets its default (svd 25,
+animatelcm 4, the one-step family 1). Options are ``name.key=value`` (``parse_method_options``).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from bench.fsutil import UserError
+
+
+@dataclass(frozen=True)
+class Option:
+    default: object
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    target: str                        # "module:Class", imported only by get_method
+    description: str
+    valid_steps: tuple | None          # None: any integer >= 1
+    default_steps: int
+    default_stack: str
+    cfg: bool                          # batch-2 classifier-free guidance with default options
+    options: dict = field(default_factory=dict)   # name -> Option
+
+    def steps_text(self) -> str:
+        return "any >= 1" if self.valid_steps is None else ", ".join(map(str, self.valid_steps))
+
+
+_UNET_ONESTEP = Option(None, "UNet: a diffusers UNet folder written by `sfv-train` (or with a unet/ "
+                             "subfolder), a .safetensors state dict, or a repo id in the HF cache; "
+                             "default: the stack's own UNet")
+_SIGMA = Option(700.0, "the single step's noise level (FACTS sec. 4)")
+
+
+def _onestep_family(label: str) -> MethodInfo:
+    return MethodInfo(
+        "methods.onestep:OneStepMethod",
+        f"{label}: one EDM step from sigma 700 with a UNet checkpoint from `sfv-train` "
+        f"(required, except on the tiny stack where the stack's UNet stands in)",
+        (1,), 1, "svd", False,
+        {"unet": Option(None, f"{label} UNet checkpoint folder (from `sfv-train`) -- required"), "sigma": _SIGMA},
+    )
+
+
+METHODS: dict[str, MethodInfo] = {
+    "svd": MethodInfo(
+        "methods.svd:SVDMethod",
+        "Stable Video Diffusion, N Euler steps (Karras sigmas 700..0.002), frame-wise CFG 1.0 -> 3.0 "
+        "(cond + uncond in one batch-2 UNet call); equals diffusers' StableVideoDiffusionPipeline",
+        None, 25, "svd", True,
+        {"min_guidance": Option(1.0, "CFG scale of the first frame"),
+         "max_guidance": Option(3.0, "CFG scale of the last frame (<= 1 turns CFG off)"),
+         "unet": Option(None, "replace the stack's UNet (folder, .safetensors or repo id)")},
+    ),
+    "animatelcm": MethodInfo(
+        "methods.animatelcm:AnimateLCMMethod",
+        "AnimateLCM-SVD-xt with its own consistency sampler (40 Karras levels, no CFG); generates "
+        "gen_frames frames and returns the first num_frames (the paper's AnimateLCM*)",
+        (1, 2, 4, 8), 4, "svd-xt", False,
+        {"unet": Option("wangfuyun/AnimateLCM-SVD-xt", "AnimateLCM UNet: repo id in the HF cache, folder or "
+                        ".safetensors state dict (on the tiny stack the stack's UNet stands in unless set)"),
+         "weights_name": Option("AnimateLCM-SVD-xt.safetensors", "state-dict file inside the repo/folder"),
+         "gen_frames": Option(25, "frames generated (the released model is 25-frame SVD-xt); the first "
+                                  "num_frames are returned; 0 = num_frames")},
+    ),
+    "onestep": MethodInfo(
+        "methods.onestep:OneStepMethod",
+        "one EDM step from sigma 700 (x = 700 * noise, output D(x; 700)) with any UNet",
+        (1,), 1, "svd", False, {"unet": _UNET_ONESTEP, "sigma": _SIGMA},
+    ),
+    "sfv": _onestep_family("SF-V"),
+    "ufogen": _onestep_family("UFOGen"),
+    "ladd": _onestep_family("LADD"),
+    "dummy": MethodInfo(
+        "methods.dummy:DummyMethod",
+        "cheap deterministic fake (the image drifting by a seeded offset per frame); no models",
+        None, 1, "none", False,
+        {"batch": Option(1, "UNet batch per video to report (2 pretends CFG)"),
+         "nan": Option(False, "produce NaN videos (tests the harness's NonFiniteOutput path)")},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    steps: int
+    key: str  # "name:steps", unique within a run
+
+
+def _valid_names() -> str:
+    return ", ".join(sorted(METHODS))
+
+
+def parse_spec(item: str) -> MethodSpec:
+    """One ``name[:steps]`` spec -> MethodSpec, or a UserError listing what is valid."""
+    item = item.strip()
+    name, sep, steps_text = item.partition(":")
+    name = name.strip().lower()
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r} in {item!r}; valid methods: {_valid_names()}")
+    info = METHODS[name]
+    if not sep:
+        steps = info.default_steps
+    else:
+        try:
+            steps = int(steps_text.strip())
+        except ValueError:
+            steps = None
+        if steps is None or steps < 1:
+            raise UserError(f"bad step count {steps_text.strip()!r} in {item!r}: {name} takes "
+                            f"{info.steps_text()} steps")
+    if info.valid_steps is not None and steps not in info.valid_steps:
+        raise UserError(f"{name} cannot run {steps} steps ({item!r}); valid steps for {name}: {info.steps_text()}")
+    return MethodSpec(name, steps, f"{name}:{steps}")
+
+
+def parse_specs(text: str) -> list[MethodSpec]:
+    """'svd:25,svd:16,animatelcm:4,sfv:1' -> [MethodSpec, ...] (duplicates are an error)."""
+    items = [s for s in (text or "").split(",") if s.strip()]
+    if not items:
+        raise UserError(f"no method given; valid methods: {_valid_names()} (e.g. svd:25,animatelcm:4,sfv:1)")
+    specs, seen = [], set()
+    for item in items:
+        spec = parse_spec(item)
+        if spec.key in seen:
+            raise UserError(f"method {spec.key} is listed twice")
+        seen.add(spec.key)
+        specs.append(spec)
+    return specs
+
+
+def _convert(value, default, where: str):
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return low in ("1", "true", "yes")
+        return type(default)(value)
+    except ValueError:
+        raise UserError(f"option {where}: {value!r} is not a valid {type(default).__name__}") from None
+
+
+def check_options(name: str, options: dict) -> dict:
+    """Validate option names for method ``name`` and convert string values to the default's type."""
+    info = METHODS[name]
+    out = {}
+    for key, value in options.items():
+        if key not in info.options:
+            valid = ", ".join(sorted(info.options)) or "none"
+            raise UserError(f"unknown option {key!r} for method {name}; valid options: {valid}")
+        out[key] = _convert(value, info.options[key].default, f"{name}.{key}")
+    return out
+
+
+def parse_method_options(items) -> dict[str, dict]:
+    """['sfv.unet=/ckpt', 'svd.max_guidance=2.5'] -> {'sfv': {'unet': '/ckpt'}, 'svd': {'max_guidance': 2.5}}."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        left, eq, value = item.partition("=")
+        name, dot, key = left.strip().partition(".")
+        if not eq or not dot or not key:
+            raise UserError(f"bad method option {item!r}: expected NAME.KEY=VALUE (e.g. sfv.unet=/path/ckpt)")
+        if name not in METHODS:
+            raise UserError(f"unknown method {name!r} in option {item!r}; valid methods: {_valid_names()}")
+        out.setdefault(name, {}).update(check_options(name, {key: value}))
+    return out
+
+
+def get_method(spec, **options):
+    """Instantiate the adapter for ``spec`` (MethodSpec or 'name[:steps]'); imports it lazily."""
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    options = check_options(spec.name, options)
+    module, cls = METHODS[spec.name].target.split(":")
+    return getattr(importlib.import_module(module), cls)(spec.name, spec.steps, **options)
+
+
+def option_defaults(name: str) -> dict:
+    return {k: o.default for k, o in METHODS[name].options.items()}
+
+
+def list_methods() -> list[dict]:
+    """One row per method: name, steps, default_steps, stack, cfg, description, options."""
+    return [{"name": n, "steps": i.steps_text(), "default_steps": i.default_steps, "stack": i.default_stack,
+             "cfg": i.cfg, "description": i.description,
+             "options": {k: {"default": o.default, "help": o.help} for k, o in i.options.items()}}
+            for n, i in METHODS.items()]
+
+
+def cli_ls(args=None) -> int:
+    """`sfv-bench ls`: print the methods, their step counts, default stack, CFG and options."""
+    import textwrap
+
+    from tabulate import tabulate
+
+    rows = [[m["name"], m["steps"], m["default_steps"], m["stack"], "yes" if m["cfg"] else "no",
+             textwrap.fill(m["description"], 70)] for m in list_methods()]
+    print(tabulate(rows, headers=["method", "steps allowed", "default", "stack", "CFG", "description"],
+                   tablefmt="simple"))
+    print("\noptions (NAME.KEY=VALUE):")
+    for m in list_methods():
+        for key, o in m["options"].items():
+            print(f"  {m['name']}.{key} = {o['default']!r}")
+            print(textwrap.fill(o["help"], 96, initial_indent="      ", subsequent_indent="      "))
+    print("\nspecs: comma-separated NAME[:STEPS], e.g. svd:25,svd:16,animatelcm:4,sfv:1")
+    print("stacks: tiny (random-init test stack), svd, svd-xt (HF cache, offline), or a pipeline folder")
+    return 0

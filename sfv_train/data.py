@@ -1,0 +1,302 @@
+"""Training data: video folders -> clips -> cached latents (+ LADD teacher latents).
+
+Rules:
+
+* Videos: a UCF-101 root (``UCF-101/`` + ``ucfTrainTestlist/``, bench.data.UCF101) gives the videos
+  of ``split`` / ``fold`` (default: the training list of fold 1, so the test videos the benchmark
+  conditions on are never trained on); any other folder gives every video below it
+  (bench.videoio.list_videos). No videos -> UserError.
+* Clip: ``num_frames`` frames at ``fps`` from frame 0: index_k = round(k * src_fps / fps)
+  (bench.data.clip_indices, clip_start "first"); arrays without a frame rate (.npy/.npz) are read
+  as if recorded at ``fps``. A video too short is skipped; when every video is too short (or
+  undecodable) -> UserError. Frames are cover-resized and centre-cropped to width x height
+  (bench.transforms.resize_cover_crop, the benchmark's conditioning geometry), so frame 0 is the
+  conditioning image.
+* Latents: ``vae.encode(2 x - 1).latent_dist.mode() * scaling_factor`` per frame (the scaled
+  latent space the UNet denoises). Condition: methods.conditioning.encode_condition on frame 0 --
+  CLIP embedding, noise-augmented image latent (noise from a per-video seed), added time ids
+  [fps - 1, motion_bucket_id, noise_aug_strength] -- the same code the benchmark generates with.
+* Cache: one safetensors file per video under ``<cache>/<key>/``, key = hash of the stack's VAE
+  and image encoder (config + weight file sizes and mtimes), the clip settings and the seed;
+  the file name hashes the video's path, size and mtime. Written atomically, encoded once.
+  With several processes, process r encodes videos r, r + P, ... and waits for the others.
+* LADD teacher latents: the multi-step ``svd`` method (methods.svd.SVDMethod.generate_latents:
+  Euler over SVD's Karras schedule, batch-2 CFG rising from 1.0 to 3.0 over frames) from each
+  video's conditioning frame with the per-video seed (so its condition is exactly the cached one),
+  cached the same way, keyed by the stack's UNet too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.fsutil import UserError, atomic_path, cache_dir, sha256_json
+
+CACHE_VERSION = 1
+KEYS = ("latents", "cond_latent", "image_embeds", "added_time_ids")
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    width: int = 768
+    height: int = 448
+    num_frames: int = 14
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    path: Path
+    rel: str
+
+
+def find_videos(root, split: str = "train", fold: int = 1) -> list[VideoItem]:
+    """Videos of a UCF-101 root (the split list) or of a plain folder, sorted by relative path."""
+    from bench.data import UCF101
+    from bench.videoio import list_videos
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data folder {root} does not exist: pass a folder of videos (UCF-101 layout or plain)")
+    try:
+        ucf = UCF101(root)
+    except UserError:
+        ucf = None
+    if ucf is not None:
+        items = [VideoItem(r.path, r.rel) for r in ucf.refs(split, fold) if r.path.is_file()]
+        where = f"the {split} list of fold {fold} of {root}"
+    else:
+        items = [VideoItem(p, p.relative_to(root).as_posix()) for p in list_videos(root)]
+        where = str(root)
+    if not items:
+        raise UserError(f"no videos found in {where}: pass a folder holding .avi/.mp4/.mkv/.mov/.webm/.npy/.npz "
+                        f"videos (a UCF-101 root or a plain folder); `sfv-bench make-synthetic DIR` writes one")
+    return sorted(items, key=lambda v: v.rel)
+
+
+def clip_frame_indices(n_src: int, src_fps: float, settings: ClipSettings) -> list[int] | None:
+    """Source frames of the clip (from frame 0), or None when the video is too short."""
+    from bench.data import clip_indices
+    from bench.protocol import Protocol
+
+    proto = Protocol(num_frames=settings.num_frames, fps=settings.fps, clip_start="first",
+                     gen_width=settings.width, gen_height=settings.height)
+    return clip_indices(n_src, src_fps if src_fps > 0 else float(settings.fps), proto, 0)
+
+
+def load_clip(item: VideoItem, settings: ClipSettings) -> np.ndarray | None:
+    """uint8 (T, height, width, 3) clip or None when too short. Raises VideoDecodeError."""
+    from bench.transforms import resize_cover_crop
+    from bench.videoio import read_video, video_info
+
+    n, fps, _, _ = video_info(item.path)
+    idx = clip_frame_indices(n, fps, settings)
+    if idx is None:
+        return None
+    return resize_cover_crop(read_video(item.path, idx), settings.width, settings.height)
+
+
+def _file_sig(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def component_signature(stack_dir: Path, names) -> dict:
+    """Identity of stack components: their config and the size/mtime of their weight files."""
+    out = {}
+    for name in names:
+        d = Path(stack_dir) / name
+        files = sorted(p for p in d.glob("*") if p.is_file())
+        out[name] = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] if p.suffix != ".json"
+                     else [p.name, hashlib.sha256(p.read_bytes()).hexdigest()] for p in files]
+    return out
+
+
+def video_seed(seed: int, rel: str) -> int:
+    """Per-video seed (conditioning noise, teacher noise): hash of the run seed and the video path."""
+    return int(hashlib.sha256(f"{seed}/{rel}".encode()).hexdigest()[:15], 16)
+
+
+@torch.no_grad()
+def encode_clip(pipe, clip: np.ndarray, settings: ClipSettings, rel: str, device) -> dict:
+    """Latents and condition of one uint8 clip (T, H, W, 3) -> dict of CPU float32 tensors."""
+    from methods.conditioning import encode_condition
+
+    vae = pipe.vae
+    x = torch.from_numpy(clip).to(device).permute(0, 3, 1, 2).float().div(255.0) * 2 - 1
+    lat = torch.cat([vae.encode(x[i:i + 8].to(vae.dtype)).latent_dist.mode() for i in range(0, len(x), 8)])
+    lat = lat.float() * vae.config.scaling_factor
+    gen = torch.Generator(device).manual_seed(video_seed(settings.seed, rel))
+    cond = encode_condition(pipe, clip[:1], [gen], device, num_frames=1, fps=settings.fps,
+                            motion_bucket_id=settings.motion_bucket_id,
+                            noise_aug_strength=settings.noise_aug_strength)
+    return {"latents": lat.cpu(), "cond_latent": cond.image_latents[0, 0].float().cpu(),
+            "image_embeds": cond.image_embeddings[0].float().cpu(),
+            "added_time_ids": cond.added_time_ids[0].float().cpu()}
+
+
+class LatentCache:
+    """Per-video cached tensors under ``root/<key>/``; see the module docstring."""
+
+    def __init__(self, root: Path, key: dict):
+        self.key = key
+        self.dir = Path(root) / sha256_json(key)[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "key.json"
+        if not meta.exists():
+            from bench.fsutil import atomic_write_json
+            atomic_write_json(meta, key)
+
+    def path(self, item: VideoItem, tag: str = "") -> Path:
+        h = hashlib.sha256(json.dumps([item.rel, _file_sig(item.path)[1:], tag]).encode()).hexdigest()[:20]
+        return self.dir / f"{Path(item.rel).stem}-{h}.safetensors"
+
+
+def _save(path: Path, tensors: dict) -> None:
+    from safetensors.torch import save_file
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _load(path: Path) -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+SKIP = "skip"  # marker written for a video too short or undecodable, so it is not retried
+
+
+def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_dir: Path, device,
+                    cache_root: Path | None = None, rank: int = 0, world: int = 1, wait=None,
+                    log=print) -> list[tuple[VideoItem, Path]]:
+    """Encode (once) every video's clip; return (item, cached file) of the usable videos, in item order."""
+    from bench.videoio import VideoDecodeError
+
+    key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.to_dict(),
+           "stack": component_signature(stack_dir, ("vae", "image_encoder", "feature_extractor"))}
+    cache = LatentCache(cache_root or cache_dir("train-latents"), key)
+    todo = [it for i, it in enumerate(items) if i % world == rank and not cache.path(it).exists()
+            and not cache.path(it, SKIP).exists()]
+    if todo and rank == 0:
+        log(f"encoding {len(todo) * world} of {len(items)} videos to latents (cache {cache.dir})")
+    for it in todo:
+        try:
+            clip = load_clip(it, settings)
+        except VideoDecodeError as e:
+            warnings.warn(f"skipping undecodable video {e}", stacklevel=2)
+            clip = None
+        if clip is None:
+            _save(cache.path(it, SKIP), {"skip": torch.zeros(1)})
+            continue
+        _save(cache.path(it), encode_clip(pipe, clip, settings, it.rel, device))
+    if wait is not None:
+        wait()
+    pairs = [(it, cache.path(it)) for it in items if cache.path(it).exists()]
+    if not pairs:
+        need = clip_frame_indices(10 ** 9, 25.0, settings)[-1] + 1
+        raise UserError(f"none of the {len(items)} videos gives a clip of {settings.num_frames} frames at "
+                        f"{settings.fps} fps (a 25 fps video needs {need} frames): use longer videos or "
+                        f"ask for fewer --num-frames / a lower --fps")
+    skipped = len(items) - len(pairs)
+    if skipped and rank == 0:
+        log(f"skipped {skipped} of {len(items)} videos (too short for the clip or undecodable)")
+    return pairs
+
+
+def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settings: ClipSettings, steps: int,
+                    max_guidance: float, device, cache_root: Path | None = None, rank: int = 0, world: int = 1,
+                    wait=None, log=print) -> list[Path]:
+    """LADD's data: latents of the ``svd:<steps>`` method (methods.svd.SVDMethod.generate_latents) from
+    each usable video's conditioning frame, seeded with the video's seed -- so the teacher's condition
+    (noise augmentation included) is exactly the cached one the student is trained with."""
+    from bench.transforms import resize_cover_crop
+    from bench.videoio import read_video
+    from methods import get_method
+
+    key = {"version": CACHE_VERSION, "what": "teacher", "steps": steps, "max_guidance": max_guidance,
+           "clip": settings.to_dict(), "stack": component_signature(stack_dir, ("unet", "vae", "image_encoder"))}
+    cache = LatentCache(cache_root or cache_dir("teacher"), key)
+    out = [cache.path(it, "teacher") for it, _ in pairs]
+    todo = [i for i in range(len(pairs)) if i % world == rank and not out[i].exists()]
+    if todo and rank == 0:
+        log(f"generating teacher latents with svd:{steps} for {len(todo) * world} of {len(pairs)} videos "
+            f"(cache {cache.dir})")
+    if todo:
+        method = get_method(f"svd:{steps}", max_guidance=float(max_guidance)).load(stack_dir, device, torch.float32)
+        for i in todo:
+            item = pairs[i][0]
+            image = resize_cover_crop(read_video(item.path, [0]), settings.width, settings.height)
+            lat = method.generate_latents(image, [video_seed(settings.seed, item.rel)],
+                                          num_frames=settings.num_frames, fps=settings.fps,
+                                          motion_bucket_id=settings.motion_bucket_id,
+                                          noise_aug_strength=settings.noise_aug_strength)
+            _save(out[i], {"latents": lat[0].float().cpu()})
+        method.unload()
+    if wait is not None:
+        wait()
+    return out
+
+
+class LatentDataset:
+    """Cached items; ``batch(indices)`` stacks them. ``real`` overrides ``latents`` (LADD's teacher data)."""
+
+    def __init__(self, files: list[Path], real: list[Path] | None = None):
+        self.files, self.real = list(files), list(real) if real is not None else None
+        self._mem: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def item(self, i: int) -> dict:
+        if i not in self._mem:
+            d = _load(self.files[i])
+            if self.real is not None:
+                d["latents"] = _load(self.real[i])["latents"]
+            if len(self._mem) < 4096:  # small sets stay in memory
+                self._mem[i] = d
+            return d
+        return self._mem[i]
+
+    def batch(self, indices, device) -> dict:
+        items = [self.item(int(i)) for i in indices]
+        return {k: torch.stack([it[k] for it in items]).to(device) for k in KEYS}
+
+
+def sample_indices(n: int, seed: int, step: int, micro: int, accum: int, batch: int, rank: int,
+                   world: int) -> list[int]:
+    """Indices of micro-batch ``micro`` of optimisation step ``step`` on process ``rank``.
+
+    A stream over epochs, each a permutation of 0..n-1 drawn from torch.Generator(seed + epoch);
+    position p = ((step * accum + micro) * world + rank) * batch + i. Depends on nothing else, so a
+    resumed run reads exactly the same data.
+    """
+    out = []
+    for i in range(batch):
+        p = ((step * accum + micro) * world + rank) * batch + i
+        epoch, j = divmod(p, n)
+        out.append(int(_perm(n, seed, epoch)[j]))
+    return out
+
+
+_PERMS: dict = {}
+
+
+def _perm(n: int, seed: int, epoch: int) -> torch.Tensor:
+    key = (n, seed, epoch)
+    if key not in _PERMS:
+        if len(_PERMS) > 8:
+            _PERMS.clear()
+        _PERMS[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return _PERMS[key]

@@ -1,0 +1,70 @@
+"""Losses of SF-V latent adversarial training (paper eq. 8-11) and its baselines.
+
+Sign convention: D scores REAL inputs high (the usual hinge form). The paper writes eq. 8/11 with
+the opposite sign of D (real low); the two are the same objective under D -> -D.
+
+* D: mean over heads of [relu(1 - D(real)).mean() + relu(1 + D(fake)).mean()]  (+ gamma * R1)
+* G adversarial: mean over heads of -D(fake).mean()
+* pseudo-Huber (eq. 9): per video sqrt(||x0_hat - x0||_2^2 + c^2) - c, the norm over all its
+  elements, averaged over the batch; ``c="auto"`` is 0.00054 * sqrt(d) (d = elements per video,
+  the rule of improved consistency training).
+* MSE (UFOGen): mean of squared differences.
+* R1: ||grad_x s(x)||^2 per video, averaged, where s(x) is the video's score (mean over heads of
+  its mean logit) and x the discriminator input c_in(sigma') x'_t of the REAL video.
+  ``r1_exact`` differentiates with create_graph=True (double backward; run D under the math
+  SDPA backend). ``r1_approx`` is ||s(x + eps n) - s(x)||^2 / eps^2, n ~ N(0, I) (its expectation
+  is the exact R1 to first order), no double backward.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (bf16 under autocast -> float32; float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def score(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Per-video score (b,): mean over heads of the mean logit."""
+    return torch.stack([_up(lg).mean(dim=1) for lg in logits]).mean(0)
+
+
+def hinge_d(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    terms = [F.relu(1 - _up(r)).mean() + F.relu(1 + _up(f)).mean() for r, f in zip(real, fake)]
+    return torch.stack(terms).mean()
+
+
+def hinge_g(fake: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([-_up(f).mean() for f in fake]).mean()
+
+
+def accuracy(logits: list[torch.Tensor], real: bool) -> float:
+    """Fraction of all head logits on the correct side of 0 (real > 0, fake < 0)."""
+    flat = torch.cat([lg.detach().float().flatten() for lg in logits])
+    return float(((flat > 0) if real else (flat < 0)).float().mean())
+
+
+def huber_c_auto(x: torch.Tensor) -> float:
+    return 0.00054 * math.sqrt(x[0].numel())
+
+
+def pseudo_huber(x0_hat: torch.Tensor, x0: torch.Tensor, c: float) -> torch.Tensor:
+    d2 = (_up(x0_hat) - _up(x0)).square().flatten(1).sum(1)
+    return (torch.sqrt(d2 + c * c) - c).mean()
+
+
+def mse(x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(x0_hat.float(), x0.float())
+
+
+def r1_exact(score_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(score_real.sum(), x_real, create_graph=True)
+    return _up(grad).square().flatten(1).sum(1).mean()
+
+
+def r1_approx(score_real: torch.Tensor, score_perturbed: torch.Tensor, eps: float) -> torch.Tensor:
+    return ((_up(score_perturbed) - _up(score_real)).square() / (eps * eps)).mean()
