@@ -50,12 +50,28 @@ def _add_ls(sub):
     p.set_defaults(func="methods.registry:cli_ls")
 
 
+def _add_latency(sub):
+    # bench.latency imports torch: its arguments are parsed by bench.latency.main, so that
+    # `sfv-bench --help` stays fast; `sfv-bench latency --help` shows them all.
+    p = sub.add_parser("latency", add_help=False, help="UNet and end-to-end latency at the paper's shapes "
+                                                       "(full-size random weights, FLOPs, memory, options)")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func="bench.latency:main", pass_argv=True)
+
+
+def _add_regress(sub):
+    from .regress import add_arguments
+    p = sub.add_parser("regress", help="latency regression gate: compare two comparable latency.json runs")
+    add_arguments(p)
+    p.set_defaults(func="bench.regress:cli_regress")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfv-bench",
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic):
+    for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic, _add_latency, _add_regress):
         add(sub)
     for name in EXTRA_COMMANDS:
         EXTRA_COMMANDS[name](sub)
@@ -70,13 +86,18 @@ def main(argv=None) -> int:
     from .fsutil import UserError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "pass_argv", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if getattr(args, "pass_argv", False):
+        args.argv = list(args.argv) + rest
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     module, func = args.func.split(":")
     try:
-        rc = getattr(importlib.import_module(module), func)(args)
+        target = getattr(importlib.import_module(module), func)
+        rc = target(args.argv) if getattr(args, "pass_argv", False) else target(args)
     except UserError as e:
         print(f"sfv-bench {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1043,7 +1043,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="sfv-bench latency", description=__doc__.split("\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
     try:

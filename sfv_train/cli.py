@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import METHODS, OPTIMIZERS, PRESETS, R1_CHOICES, RECON_CHOICES, TrainConfig
-from .disc import HEAD_CHOICES
-from .noise import D_NOISE_CHOICES
+from .config import (D_NOISE_CHOICES, HEAD_CHOICES, METHODS, OPTIMIZERS, PRESETS, R1_CHOICES, RECON_CHOICES,
+                     TrainConfig)
 
 D = TrainConfig()
 
@@ -122,6 +121,10 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"sfv-train: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"sfv-train: error: {e}; checkpoints written so far are kept (try a lower learning rate, "
+              f"--max-grad-norm or --r1)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sfv-train: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130

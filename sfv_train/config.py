@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.fsutil import UserError
 
-from .disc import HEAD_CHOICES
-from .noise import D_NOISE_CHOICES
-
 METHODS = ("sfv", "ufogen", "ladd")
+HEAD_CHOICES = ("both", "spatial", "temporal")
+D_NOISE_CHOICES = ("lognormal-discrete", "next-level", "lognormal")
 RECON_CHOICES = ("pseudo-huber", "mse", "none")
 R1_CHOICES = ("exact", "lazy", "approx", "none")
 OPTIMIZERS = ("sm3", "adamw")
@@ -130,6 +130,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
+        c.data = str(Path(c.data).expanduser().absolute())   # one spelling per folder (resume compares it)
         return c
 
     def to_dict(self) -> dict:

@@ -217,7 +217,7 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
 
 def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settings: ClipSettings, steps: int,
                     max_guidance: float, device, cache_root: Path | None = None, rank: int = 0, world: int = 1,
-                    wait=None, log=print) -> list[Path]:
+                    wait=None, log=print, unet=None) -> list[Path]:
     """LADD's data: latents of the ``svd:<steps>`` method (methods.svd.SVDMethod.generate_latents) from
     each usable video's conditioning frame, seeded with the video's seed -- so the teacher's condition
     (noise augmentation included) is exactly the cached one the student is trained with."""
@@ -234,7 +234,8 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
         log(f"generating teacher latents with svd:{steps} for {len(todo) * world} of {len(pairs)} videos "
             f"(cache {cache.dir})")
     if todo:
-        method = get_method(f"svd:{steps}", max_guidance=float(max_guidance)).load(stack_dir, device, torch.float32)
+        method = get_method(f"svd:{steps}", max_guidance=float(max_guidance))
+        method.load(stack_dir, device, torch.float32, unet=unet)  # unet: the stack's, already loaded
         for i in todo:
             item = pairs[i][0]
             image = resize_cover_crop(read_video(item.path, [0]), settings.width, settings.height)
@@ -264,7 +265,7 @@ class LatentDataset:
             d = _load(self.files[i])
             if self.real is not None:
                 d["latents"] = _load(self.real[i])["latents"]
-            if len(self._mem) < 4096:  # small sets stay in memory
+            if len(self._mem) < 512:  # small sets stay in memory
                 self._mem[i] = d
             return d
         return self._mem[i]

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-HEAD_CHOICES = ("both", "spatial", "temporal")
+from .config import HEAD_CHOICES
 ENCODER_MODULES = ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding", "down_blocks")
 
 

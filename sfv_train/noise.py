@@ -20,12 +20,13 @@ import math
 
 import torch
 
+from .config import D_NOISE_CHOICES
+
 SIGMA_MIN = 0.002
 SIGMA_MAX = 700.0
 RHO = 7.0
 T_G = 4
 T_D = 1000
-D_NOISE_CHOICES = ("lognormal-discrete", "next-level", "lognormal")
 
 
 def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,

@@ -53,7 +53,7 @@ from .data import (ClipSettings, LatentDataset, find_videos, prepare_latents, pr
                    sample_indices)
 from .disc import Discriminator
 from .model import denoise, ema_update
-from .noise import SIGMA_MAX, NoiseSampler, edm_scalings
+from .noise import SIGMA_MAX, NoiseSampler
 
 CKPT_PREFIX = "step-"
 
@@ -205,14 +205,34 @@ class Trainer:
         if cfg.method == "ladd":
             real = prepare_teacher(stack_dir, pairs, settings, cfg.teacher_steps, cfg.teacher_max_guidance,
                                    self.device, cache_root / "teacher" if cache_root else None,
-                                   self.rank, self.world, acc.wait_for_everyone, self.log)
+                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet)
         self.data = LatentDataset([f for _, f in pairs], real)
         self.vae = SimpleNamespace(vae=pipe.vae)   # for previews
         self.vae.vae.requires_grad_(False)
 
-        # models: D copies the pretrained encoder; EMA starts at the pretrained weights
         unet = pipe.unet
         del pipe
+        self.build(unet)
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        self.G = acc.prepare_model(self.G)
+
+        if acc.is_main_process:
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
+        if report != "none":
+            acc.init_trackers("sfv-train", config=_flat_config(cfg.to_dict()))
+        self.log(f"sfv-train: method {cfg.method}, {len(self.data)} clips ({cfg.num_frames} frames "
+                 f"{cfg.width}x{cfg.height} @ {cfg.fps} fps), D noise {cfg.d_noise}, heads {cfg.heads}, "
+                 f"recon {cfg.recon}, R1 {cfg.r1}, {cfg.optimizer}, {self.world} process(es) on {self.device}"
+                 f"{', bf16' if self.bf16 else ''}; step {self.step} -> {cfg.max_steps}")
+
+    def build(self, unet) -> None:
+        """Generator, EMA, discriminator, optimisers, noise sampler and RNG from the pretrained UNet.
+
+        Needs ``self.device``, ``self.rank``; D copies the pretrained encoder (frozen), the EMA
+        starts at the pretrained weights, heads are initialised from ``torch.manual_seed(seed)``
+        (identical on every process)."""
+        cfg = self.cfg
         unet.requires_grad_(False)
         torch.manual_seed(cfg.seed)
         self.D = Discriminator(unet, heads=cfg.heads, cmap_dim=cfg.cmap_dim).to(self.device)
@@ -229,18 +249,6 @@ class Trainer:
         self.noise = NoiseSampler(cfg.d_noise, cfg.p_mean, cfg.p_std, t_d=cfg.t_d)
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
         self.step = 0
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
-        self.G = acc.prepare_model(self.G)
-
-        if acc.is_main_process:
-            atomic_write_json(self.out / "config.json", cfg.to_dict())
-        if report != "none":
-            acc.init_trackers("sfv-train", config=_flat_config(cfg.to_dict()))
-        self.log(f"sfv-train: method {cfg.method}, {len(self.data)} clips ({cfg.num_frames} frames "
-                 f"{cfg.width}x{cfg.height} @ {cfg.fps} fps), D noise {cfg.d_noise}, heads {cfg.heads}, "
-                 f"recon {cfg.recon}, R1 {cfg.r1}, {cfg.optimizer}, {self.world} process(es) on {self.device}"
-                 f"{', bf16' if self.bf16 else ''}; step {self.step} -> {cfg.max_steps}")
 
     def _optimizer(self, params, lr):
         cfg = self.cfg
@@ -286,8 +294,10 @@ class Trainer:
             torch.save(self.opt_g.state_dict(), tmp / "optimizer_g.pt")
             torch.save(self.opt_d.state_dict(), tmp / "optimizer_d.pt")
             atomic_write_json(tmp / "config.json", self.cfg.to_dict())
-            atomic_write_json(tmp / "state.json", {"step": step, "num_processes": self.world, "time": time.time(),
-                                                   "method": self.cfg.method})
+            atomic_write_json(tmp / "state.json", {
+                "step": step, "num_processes": self.world, "time": time.time(), "method": self.cfg.method,
+                "clips_seen": step * self.cfg.grad_accum * self.cfg.batch_size * self.world,
+                "data_order": "sfv_train.data.sample_indices(n, seed, step, micro, accum, batch, rank, world)"})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -444,6 +454,13 @@ class Trainer:
         self.step += 1
         return m
 
+    def _mean_over_processes(self, m: dict) -> dict:
+        if self.world == 1:
+            return m
+        keys = sorted(m)
+        v = self.acc.reduce(torch.tensor([m[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
+        return dict(zip(keys, v.tolist()))
+
     def _append_metrics(self, m: dict) -> None:
         """One JSON line per logged step in out/logs/metrics.jsonl (main process)."""
         if self.acc.is_main_process:
@@ -468,7 +485,7 @@ class Trainer:
                          disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True, file=sys.stdout)
         try:
             while self.step < cfg.max_steps:
-                m = self.train_step()
+                m = self._mean_over_processes(self.train_step())
                 self.history.append({"step": self.step, **m})
                 for k, v in m.items():
                     if not np.isfinite(v):
