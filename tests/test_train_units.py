@@ -158,7 +158,7 @@ def test_r1_exact_and_approx_on_closed_form_score():
     x = torch.randn(3, 5, requires_grad=True)
     score = (a * x.square()).sum(1)                       # grad = 2 a x
     r1 = losses.r1_exact(score, x)
-    assert float(r1.detach()) == pytest.approx(float((2 * a * x).square().sum(1).mean()), rel=1e-6)
+    assert float(r1.detach()) == pytest.approx(float((2 * a * x.detach()).square().sum(1).mean()), rel=1e-6)
     r1.backward()                                          # double backward works
     torch.testing.assert_close(x.grad, 8 * a * a * x.detach() / 3)
     # approx: for a linear score s = w.x, (s(x + eps n) - s(x))^2 / eps^2 = (w.n)^2, mean over n -> ||w||^2
