@@ -9,8 +9,9 @@ Rules (FACTS sec. 5):
   at equal N (two samples of one distribution give FD ~ 81,000/N with D = 400).
 * Distance: |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2), all in float64. The trace term is
   computed as sum(sqrt(eig(A))) with A = S1^1/2 S2 S1^1/2 (symmetric, PSD; similar to S1 S2 so
-  it has the same eigenvalues), using symmetric eigendecompositions and clipping the tiny
-  negative eigenvalues that rounding produces to 0. Unlike scipy's sqrtm (version-sensitive,
+  it has the same eigenvalues), using symmetric eigendecompositions; eigenvalues below the
+  numerical-rank tolerance D * eps * max (rounding noise of true zeros, e.g. when N < D) are set
+  to 0. Unlike scipy's sqrtm (version-sensitive,
   complex output) or an SVD form with an absolute eps (wrong when variances are tiny), this is
   exact on the closed-form cases and real by construction.
 * Real statistics are cached under a hash of the file list (path, size, mtime), the protocol
@@ -129,9 +130,16 @@ class FeatureStats:
         return f"FeatureStats(dim={self.dim}, n={self.n})"
 
 
+def _clip_eigenvalues(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues below the numerical-rank tolerance (D * eps * max|w|, numpy's matrix_rank rule)
+    are rounding noise of true zeros: set them to 0 (their square roots would add ~sqrt(eps))."""
+    tol = w.shape[0] * np.finfo(np.float64).eps * max(np.abs(w).max(initial=0.0), np.finfo(np.float64).tiny)
+    return np.where(w > tol, w, 0.0)
+
+
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
     w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    return (v * np.sqrt(_clip_eigenvalues(w))) @ v.T
 
 
 def frechet_distance(mu1, s1, mu2, s2) -> float:
@@ -147,8 +155,7 @@ def frechet_distance(mu1, s1, mu2, s2) -> float:
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
     r1 = _psd_sqrt(s1)
     a = r1 @ s2 @ r1
-    eig = np.linalg.eigvalsh((a + a.T) / 2)
-    tr_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
+    tr_sqrt = np.sqrt(_clip_eigenvalues(np.linalg.eigvalsh((a + a.T) / 2))).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt)
 
@@ -308,7 +315,15 @@ def cli_fvd(args) -> int:
         if got and got != detector.sha256:
             raise UserError(f"{real_path} was computed with detector sha256 {got[:12]} "
                             f"({real.metadata.get('detector')}), not {detector.sha256[:12]}; use the same --detector")
-        if "protocol" in real.metadata and real.metadata["protocol"] != protocol:
+        run_proto = real.metadata.get("protocol") or {}
+        if "score_width" in run_proto:  # real statistics cached by `sfv-bench run`: adopt its clip geometry
+            want_frames = run_proto["num_frames"]
+            want_size = (run_proto["score_width"], run_proto["score_height"])
+            if (args.num_frames not in (None, want_frames)) or (size not in (None, want_size)):
+                raise UserError(f"{real_path} holds {want_frames}-frame clips at {want_size[0]}x{want_size[1]} "
+                                f"({real.metadata.get('detector', '')}); match --num-frames/--size or drop them")
+            args.num_frames, size = want_frames, want_size
+        elif "protocol" in real.metadata and real.metadata["protocol"] != protocol:
             raise UserError(f"{real_path} was computed with {real.metadata['protocol']}, not {protocol}; "
                             f"match --num-frames/--size")
         print(f"real statistics: {real_path} (N={real.n})", file=sys.stderr)

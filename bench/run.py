@@ -239,7 +239,8 @@ def _real_stats(settings, refs, detector, dist, progress):
     meta = {"used": sorted(u for p in parts for u in p["used"]),
             "corrupt": sorted(c for p in parts for c in p["corrupt"]),
             "too_short": sorted(c for p in parts for c in p["too_short"]),
-            "selected": len(refs), "key": key}
+            "selected": len(refs), "key": key, "detector_sha256": detector.sha256, "detector": detector.label,
+            "protocol": settings.protocol.to_dict(), "n": total.n}
     raise_if_too_many_failures(DataRecord(selected=len(refs), used=len(meta["used"]), corrupt=meta["corrupt"],
                                           too_short=meta["too_short"]), settings.protocol)
     if dist.main:
@@ -354,7 +355,11 @@ def _run(settings, dist, progress) -> int:
     from .detectors import load_detector
     from .fvd import fvd_from_stats
 
-    dlogging.disable_progress_bar()
+    from transformers.utils import logging as tlogging
+
+    dlogging.disable_progress_bar()  # diffusers' and transformers' inner bars and notices stay quiet
+    tlogging.disable_progress_bar()
+    tlogging.set_verbosity_error()
     t_start = time.time()
     specs = parse_specs(settings.method_text)
     out = settings.out_dir()

@@ -230,7 +230,7 @@ def test_load_condition_too_short_and_case_fallback(synthetic_root, tmp_path):
     write_video(ref.path, read_video(ref.path, range(20)), 25)
     with pytest.raises(ClipTooShort, match=r"20 frames, the clip needs 47"):
         load_condition(ref, p)
-    assert load_condition(ref, p, check_length=False).shape == (64, 128, 3)
+    assert load_condition(ref, p, check_length=False).shape == (p.gen_height, p.gen_width, 3)
     other = ds.refs("test", 1)[1]
     other.path.rename(other.path.with_name(other.path.name.upper().replace(".AVI", ".avi")))
     assert load_sample(other, p).real_clip.shape == (14, 240, 320, 3)   # found case-insensitively
@@ -268,7 +268,7 @@ def test_iter_samples_skips_and_names_bad_videos(synthetic_root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         cond = list(iter_samples(refs, p, rec2, what="condition"))
-    assert [s.ref for s in cond] == [s.ref for s in got] and cond[0].cond_image.shape == (64, 128, 3)
+    assert [s.ref for s in cond] == [s.ref for s in got] and cond[0].cond_image.shape == (p.gen_height, p.gen_width, 3)
     assert cond[0].real_clip is None and rec2.to_dict() == d
 
 

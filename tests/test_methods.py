@@ -215,7 +215,7 @@ def test_onestep_family_needs_a_checkpoint_off_the_tiny_stack(img, tmp_path):
 
     stack = tmp_path / "my-svd"
     shutil.copytree(tiny_stack_dir(), stack)  # a "real" stack folder (not named tiny)
-    with pytest.raises(UserError, match=r"method sfv needs its UNet checkpoint: pass the option sfv.unet=PATH"):
+    with pytest.raises(UserError, match=r"method sfv needs its UNet checkpoint: pass --sfv-unet DIR \(or the option sfv.unet=DIR\)"):
         get_method("sfv").load(stack)
     with pytest.raises(UserError, match="does not exist"):
         get_method("ladd", unet=str(tmp_path / "missing")).load(stack)

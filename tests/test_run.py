@@ -27,20 +27,23 @@ def _stable_table(run_dir):
     return [{k: r[k] for k in STABLE} for r in rows]
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory, synthetic_root):
-    """One single-process run, with one intra-op thread like each process of the two-process test
-    (float32 kernels may round differently with another thread count; FVD at N=6 in 400-d is an
-    ill-conditioned function of the features, so such rounding shows)."""
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run here uses one intra-op thread, like each process of the two-process test: float32
+    kernels may round differently with another thread count, and FVD at N=6 in 400-d is an
+    ill-conditioned function of the features, so such rounding shows in the second decimal."""
     import torch
 
-    out = tmp_path_factory.mktemp("run") / "full"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        assert _run(out) == 0
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, synthetic_root):
+    out = tmp_path_factory.mktemp("run") / "full"
+    assert _run(out) == 0
     return out
 
 
