@@ -362,16 +362,10 @@ def _peak_rss_bytes() -> int | None:
         return None
 
 
-@contextlib.contextmanager
 def _fp32_reference_math():
     """TF32 off for the fp32 reference (cuDNN convolutions use TF32 by default on Ampere+)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    from .detectors import tf32_disabled
+    return tf32_disabled()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -82,15 +82,7 @@ class UNetProbe:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def methods(one_thread):
+def methods():
     """spec -> method loaded on the tiny stack (CPU, fp32), loaded once per module."""
     cache = {}
 

@@ -22,14 +22,6 @@ FACTS_SIGMAS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("n", [1, 2, 4, 8])
 def test_sigmas_and_timesteps_match_facts(n):
     sig = animatelcm_sigmas(n)

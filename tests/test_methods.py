@@ -87,14 +87,6 @@ def test_dummy_is_deterministic_and_reports_configured_calls():
 
 # ---------------------------------------------------------------- SVD family on the tiny stack -----
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def img():
     return np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)

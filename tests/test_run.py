@@ -27,19 +27,6 @@ def _stable_table(run_dir):
     return [{k: r[k] for k in STABLE} for r in rows]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every run here uses one intra-op thread, like each process of the two-process test: float32
-    kernels may round differently with another thread count, and FVD at N=6 in 400-d is an
-    ill-conditioned function of the features, so such rounding shows in the second decimal."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, synthetic_root):
     out = tmp_path_factory.mktemp("run") / "full"

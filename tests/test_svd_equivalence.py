@@ -11,14 +11,6 @@ from methods.stacks import SVD_SCHEDULER_CONFIG, load_pipeline
 from methods.sampling import karras_sigmas
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: thread start-up dominates; also immune to a busy machine
-    yield
-    torch.set_num_threads(n)
-
-
 def make_image(h, w, seed):
     """A structured RGB test image (gradients + seeded blocks), uint8 (h, w, 3)."""
     rng = np.random.default_rng(seed)

@@ -15,14 +15,6 @@ FOUR_BLOCKS = dict(TINY_UNET_CONFIG, block_out_channels=(32, 32, 64, 64), num_at
                    up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _unet(config):
     from diffusers import UNetSpatioTemporalConditionModel
     torch.manual_seed(0)

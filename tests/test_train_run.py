@@ -17,15 +17,6 @@ TINY = ["--stack", "tiny", "--width", "64", "--height", "64", "--num-frames", "6
         "--no-progress", "--report-to", "none", "--teacher-steps", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one thread is faster and does not fight other processes on a 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     """2 classes x 3 groups x 1 clip, 30 frames at 25 fps: fold 1 trains on 4 videos."""

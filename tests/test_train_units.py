@@ -13,15 +13,6 @@ from sfv_train.model import denoise, ema_update, tiny_unet
 from sfv_train.noise import NoiseSampler, discrete_lognormal_probs, edm_scalings, generator_sigmas, karras_sigmas
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny UNet calls: one thread is faster and does not fight other processes on 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_generator_levels_match_facts_and_diffusers():
     g = generator_sigmas(4)
     # FACTS sec. 4: {0.002, 2.269, 70.54, 700}

@@ -13,6 +13,19 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Every test runs torch with one intra-op thread: the tiny models are faster so (thread start-up
+    dominates), a busy 2-core machine cannot slow them by oversubscription, and float32 results do
+    not depend on the thread count (the multi-process test compares with single-process runs)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in UCF-101's layout, made once per test session (read-only for tests)."""
