@@ -53,10 +53,8 @@ def _add_ls(sub):
 def _add_latency(sub):
     # bench.latency imports torch: its arguments are parsed by bench.latency.main, so that
     # `sfv-bench --help` stays fast; `sfv-bench latency --help` shows them all.
-    p = sub.add_parser("latency", add_help=False, help="UNet and end-to-end latency at the paper's shapes "
-                                                       "(full-size random weights, FLOPs, memory, options)")
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func="bench.latency:main", pass_argv=True)
+    sub.add_parser("latency", add_help=False, help="UNet and end-to-end latency at the paper's shapes "
+                                                   "(full-size random weights, FLOPs, memory, options)")
 
 
 def _add_regress(sub):
@@ -80,24 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands added by later modules register here (name -> function(subparsers)).
 EXTRA_COMMANDS: dict = {}
+# Commands whose module parses its own arguments (it imports torch; `sfv-bench --help` stays fast).
+PASS_THROUGH = {"latency": "bench.latency:main"}
 
 
 def main(argv=None) -> int:
     from .fsutil import UserError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASS_THROUGH:  # commands that parse their own arguments
+        module, func = PASS_THROUGH[argv[0]].split(":")
+        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and not getattr(args, "pass_argv", False):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if getattr(args, "pass_argv", False):
-        args.argv = list(args.argv) + rest
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     module, func = args.func.split(":")
     try:
-        target = getattr(importlib.import_module(module), func)
-        rc = target(args.argv) if getattr(args, "pass_argv", False) else target(args)
+        rc = getattr(importlib.import_module(module), func)(args)
     except UserError as e:
         print(f"sfv-bench {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -348,18 +348,13 @@ def cli_run(args) -> int:
 
 
 def _run(settings, dist, progress) -> int:
-    from diffusers.utils import logging as dlogging
-
     from methods.registry import get_method, parse_specs
+    from methods.stacks import quiet_hf_logging
     from .data import UCF101, select_videos
     from .detectors import load_detector
     from .fvd import fvd_from_stats
 
-    from transformers.utils import logging as tlogging
-
-    dlogging.disable_progress_bar()  # diffusers' and transformers' inner bars and notices stay quiet
-    tlogging.disable_progress_bar()
-    tlogging.set_verbosity_error()
+    quiet_hf_logging()  # diffusers' and transformers' inner bars and notices stay quiet
     t_start = time.time()
     specs = parse_specs(settings.method_text)
     out = settings.out_dir()

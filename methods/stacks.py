@@ -224,6 +224,16 @@ def resolve_stack(spec: str | os.PathLike | None = "tiny") -> Path:
     return folder
 
 
+def quiet_hf_logging() -> None:
+    """No loading bars or notices from diffusers / transformers (our own bars and errors say enough)."""
+    from diffusers.utils import logging as dlogging
+    from transformers.utils import logging as tlogging
+
+    for lib in (dlogging, tlogging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
+
+
 def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None, variant: str | None = None):
     """Load a ``StableVideoDiffusionPipeline`` from a stack (local files only, no remote code).
 
@@ -233,6 +243,7 @@ def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None, variant: st
     import torch
     from diffusers import StableVideoDiffusionPipeline
 
+    quiet_hf_logging()
     dtype = torch.float32 if dtype is None else dtype
     folder = resolve_stack(stack)
     kwargs = {"dtype": dtype, "local_files_only": True, "variant": variant}

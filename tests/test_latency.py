@@ -169,3 +169,12 @@ def test_cli_latency_bad_input(tmp_path):
             L.cli_latency(_args(tmp_path, device="cuda"))
     with pytest.raises(UserError, match="--repeats must be >= 1"):
         L.cli_latency(_args(tmp_path, repeats=0))
+
+
+def test_sfv_bench_latency_parses_its_own_arguments(capsys):
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["latency", "--shape", "bogus"])
+    assert e.value.code == 2
+    assert "argument --shape: invalid choice: 'bogus'" in capsys.readouterr().err
