@@ -158,3 +158,16 @@ def test_two_processes_give_the_single_process_table(full_run, tmp_path):
     assert _stable_table(out) == _stable_table(full_run)
     rec = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == N
+
+
+def test_fvd_command_on_cached_stats_reproduces_the_run(full_run, capsys):
+    """`sfv-bench fvd STATS SAMPLES` scores a run's samples against its cached real statistics."""
+    from bench.fsutil import cache_dir
+
+    rec = [json.loads(line) for line in (full_run / "results.jsonl").read_text().splitlines()][1]
+    stats = sorted(cache_dir("stats").glob(f"{rec['metric']}-*.npz"))
+    assert len(stats) == 1
+    capsys.readouterr()
+    assert main(["fvd", str(stats[0]), str(full_run / "samples" / "onestep_1")]) == 0
+    out = capsys.readouterr().out
+    assert f"FVD = {rec['fvd']:.2f}  (N_real={N}, N_fake={N}" in out
