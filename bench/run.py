@@ -388,7 +388,8 @@ def _run(settings, dist, progress) -> int:
               "device": settings.device, "device_name": _device_name(settings.device), "dtype": settings.dtype,
               "processes": dist.world, "versions": _versions(), "git_commit": _git_commit(),
               "protocol": p.to_dict(), "world": "tiny" if settings.tiny else "ucf101",
-              "data": {"root": str(dataset.root), "selected": meta["selected"], "used": len(refs),
+              "data": {"root": str(settings.data) if settings.data else "synthetic-s0 (sfv-bench make-synthetic, seed 0)",
+                       "selected": meta["selected"], "used": len(refs),
                        "corrupt": meta["corrupt"], "too_short": meta["too_short"], "real_stats_cache_hit": hit}}
 
     records = []

@@ -57,6 +57,7 @@ class SVDFamilyMethod(Method):
 
         folder = resolve_stack(stack or self.default_stack)
         src = self._unet_source(folder, None)
+        self.stack_spec, self.unet_source = str(stack or self.default_stack), "stack" if src is None else str(src)
         if isinstance(src, str) and src != "stack" and not Path(src).expanduser().exists():
             if not _is_repo_id(src):
                 raise UserError(f"{self.name}: UNet folder or file {src} does not exist")
@@ -70,6 +71,7 @@ class SVDFamilyMethod(Method):
         self.dtype = resolve_dtype(dtype)
         folder = resolve_stack(stack)
         src = self._unet_source(folder, unet)
+        self.stack_spec = str(stack)
         unet_model = None
         if src is not None:
             unet_model = src if isinstance(src, torch.nn.Module) else load_unet(
@@ -91,9 +93,10 @@ class SVDFamilyMethod(Method):
 
     def describe(self) -> dict:
         d = super().describe()
+        if getattr(self, "unet_source", None):  # known after check() or load()
+            d.update(stack=getattr(self, "stack_spec", None) or str(self.stack_dir), unet=self.unet_source)
         if self.pipe is not None:
-            d.update(stack=str(self.stack_dir), unet=self.unet_source, dtype=str(self.dtype).replace("torch.", ""),
-                     device=str(self.device))
+            d.update(dtype=str(self.dtype).replace("torch.", ""), device=str(self.device))
         return d
 
     # -- generation -----------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def test_outputs_and_record(full_run):
         assert r["versions"]["torch"] and r["versions"]["diffusers"] and r["device"] == "cpu"
         assert r["fvd"] > 0
     assert records[1]["unet_calls"] == 1 and records[1]["unet_batch"] == 1
+    assert (records[1]["adapter"]["stack"], records[1]["adapter"]["unet"]) == ("tiny", "stack")
     assert records[0]["unet_calls"] == 3
     # one lossless sample per selected video, and the samples are what FVD scored
     files = sorted((full_run / "samples" / "onestep_1").glob("*.npz"))
