@@ -71,15 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic, _add_latency, _add_regress):
         add(sub)
-    for name in EXTRA_COMMANDS:
-        EXTRA_COMMANDS[name](sub)
     return parser
 
 
-# Commands added by later modules register here (name -> function(subparsers)).
-EXTRA_COMMANDS: dict = {}
 # Commands whose module parses its own arguments (it imports torch; `sfv-bench --help` stays fast).
 PASS_THROUGH = {"latency": "bench.latency:main"}
+
+
+def run_standalone(prog: str, description: str, add_arguments, func, argv=None) -> int:
+    """Parse ``argv`` with ``add_arguments`` and run ``func(args)``; a UserError is one line, exit 2.
+
+    For commands whose module parses its own arguments (``sfv-bench latency``, ``python -m bench.regress``)."""
+    from .fsutil import UserError
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return int(func(args) or 0)
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv=None) -> int:

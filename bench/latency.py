@@ -878,7 +878,7 @@ def render_markdown(r: dict) -> str:
         f"n={b1['n']}), batch 2 {_fmt_ms(b2['median_ms'])}; FLOPs {_tf(r['flops']['unet_batch1'])} / "
         f"{_tf(r['flops']['unet_batch2'])}; achieved {r['tflops_achieved']['unet_batch1']:.3g} / "
         f"{r['tflops_achieved']['unet_batch2']:.3g} TFLOP/s",
-        f"- Peak memory (batch-1 pass, all models resident): "
+        "- Peak memory (batch-1 pass, all models resident): "
         + (f"{r['peak_mem_bytes'] / 2**30:.2f} GiB" if r["peak_mem_bytes"] else
            f"n/a on CPU (process peak RSS {(r['peak_rss_bytes'] or 0) / 2**30:.2f} GiB)"),
         f"- Precision check: {pc['chosen_rel_l2']:.2e} relative L2 vs {pc['reference']} (tolerance "
@@ -1034,17 +1034,8 @@ def cli_latency(args) -> int:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="sfv-bench latency", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cli_latency(args)
-    except UserError as e:
-        print(f"latency: error: {e}", file=sys.stderr)
-        return 2
+    from .cli import run_standalone
+    return run_standalone("sfv-bench latency", __doc__.split("\n")[0], add_arguments, cli_latency, argv)
 
 
 if __name__ == "__main__":

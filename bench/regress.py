@@ -138,17 +138,8 @@ def add_arguments(p) -> None:
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m bench.regress", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cli_regress(args)
-    except UserError as e:
-        print(f"regress: error: {e}", file=sys.stderr)
-        return 2
+    from .cli import run_standalone
+    return run_standalone("sfv-bench regress", __doc__.split("\n")[0], add_arguments, cli_regress, argv)
 
 
 if __name__ == "__main__":

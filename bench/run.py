@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -348,6 +347,7 @@ def cli_run(args) -> int:
 
 
 def _run(settings, dist, progress) -> int:
+    from methods.base import NonFiniteOutput
     from methods.registry import get_method, parse_specs
     from methods.stacks import quiet_hf_logging
     from .data import UCF101, select_videos
@@ -405,15 +405,10 @@ def _run(settings, dist, progress) -> int:
             if any(not (sdir / f"{r.sample_id}.npz").exists() for r in dist.shard(refs)):
                 method.load(stack=_stack_for(settings, spec), device=settings.device, dtype=settings.torch_dtype)
                 _generate_method(settings, spec, method, refs, seeds, sdir, dist, progress)
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a failing method must not stop the others
-            from methods.base import NonFiniteOutput
-            if not isinstance(e, NonFiniteOutput):
-                raise
+        except NonFiniteOutput as e:  # fails this method only; the others go on
             error = f"{type(e).__name__}: {e}"
         finally:
-            method.unload() if hasattr(method, "unload") else None
+            method.unload()
         errors = [e for e in dist.gather_objects(error) if e]
         if errors:
             rec.update(status="failed", error=errors[0], fvd=None, n_fake=0, latency=None)

@@ -44,13 +44,14 @@ KEYS = ("latents", "cond_latent", "image_embeds", "added_time_ids")
 
 @dataclass(frozen=True)
 class ClipSettings:
-    width: int = 768
-    height: int = 448
-    num_frames: int = 14
-    fps: int = 7
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    seed: int = 0
+    """What the cached latents depend on; built from TrainConfig, which holds the defaults."""
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    seed: int
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
