@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))   # tests/helpers.py, tests/reference/
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="sfv-bench-test-cache-")
 os.environ["SFV_BENCH_CACHE"] = _SESSION_CACHE
@@ -29,7 +33,6 @@ def one_thread():
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in UCF-101's layout, made once per test session (read-only for tests)."""
-    from bench.run import default_dataset_root
-    from bench.synthetic import make_synthetic
+    from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 
     return make_synthetic(default_dataset_root(), seed=0)  # the folder `sfv-bench run` uses too

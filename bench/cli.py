@@ -1,20 +1,78 @@
-"""`sfv-bench` command line. Parsers are defined here (cheap); each command imports its module lazily."""
+"""The command line of the suite: every parser of `sfv-bench` and `sfv-train`, and their mains.
+
+Torch-free: a command's module is imported only when the command runs ("module:function" below),
+so `--help` stays fast. The `sfv-train` parser is generated from ``sfv_train.config.TrainConfig``
+(field name, type, default, help, choices). A UserError becomes one line on stderr and exit 2.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
+import typing
+
+from sfv_core.errors import UserError
+from sfv_core.paper import DEFAULT_SPECS
+from sfv_core.protocol import WORLDS
+from sfv_core.values import parse_bool
+
+from .latency import DEFAULT_TOLERANCE
 
 
-def _add_make_synthetic(sub):
-    p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
-    p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--classes", type=int, default=5, help="number of action classes")
-    p.add_argument("--groups", type=int, default=7, help="groups per class (g01..)")
-    p.add_argument("--clips", type=int, default=2, help="clips per group (c01..)")
-    p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
-    p.set_defaults(func="bench.synthetic:cli_make_synthetic")
+def _add_run(sub):
+    tiny = WORLDS["tiny"]
+    p = sub.add_parser("run", help="generate, score and time methods; write Table 1 (no arguments: the tiny toy world)",
+                       description="With no arguments: the embedded tiny world (synthetic data, random-init tiny "
+                                   "SVD stack, toy detector). Every number it prints is a toy number.")
+    p.add_argument("--data", default=None, help="UCF-101 root (holding UCF-101/ and ucfTrainTestlist/); "
+                                                 "default: the synthetic dataset (tiny world)")
+    p.add_argument("--split", choices=("train", "test", "all"), default=None,
+                   help="UCF-101 split list the videos come from (default: test)")
+    p.add_argument("--fold", type=int, choices=(1, 2, 3), default=None, help="split fold (default: 1)")
+    p.add_argument("-n", "--num-videos", type=int, default=None, help="N videos (tiny: 16, real: 2048)")
+    p.add_argument("--balanced", action="store_true", default=None, help="round-robin over classes")
+    p.add_argument("--methods", default=None, help=f"method specs (tiny default: {tiny.methods}; "
+                                                    f"with --data: {DEFAULT_SPECS})")
+    p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
+    p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; tiny world: tiny)")
+    p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
+                                                           "(default wangfuyun/AnimateLCM-SVD-xt from the HF cache)")
+    for fam in ("sfv", "ufogen", "ladd"):
+        p.add_argument(f"--{fam}-unet", default=None, help=f"UNet folder exported by `sfv-train --method {fam}` "
+                                                           f"(= --method-option {fam}.unet=DIR)")
+    p.add_argument("--onestep-unet", default=None, help="UNet folder for `onestep` (default: the stack's UNet)")
+    p.add_argument("--animatelcm-frames", type=int, default=None,
+                   help="frames AnimateLCM generates (25 = the released xt model, first 14 scored: AnimateLCM*; "
+                        "tiny world default 14)")
+    p.add_argument("--method-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="adapter option, repeatable (e.g. svd.max_guidance=2.5); `sfv-bench ls` lists them")
+    p.add_argument("--detector", default=None, help="toy | stylegan-v | tats | PATH (default: toy in the tiny "
+                                                     "world, stylegan-v with --data)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="model dtype (default: float16 on cuda, float32 on cpu)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<world>-<hash of settings>)")
+    p.add_argument("--seed", type=int, default=None, help="selection and per-video generation seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=1, help="videos per generate call (latency is per video)")
+    p.add_argument("--fvd-batch-size", type=int, default=8, help="clips per detector call")
+    p.add_argument("--save-size", choices=("score", "gen"), default="score",
+                   help="store samples at the scoring size (default; FVD needs nothing more) or generation size")
+    p.add_argument("--no-previews", action="store_true", help="do not write previews/")
+    p.set_defaults(func="bench.run:cli_run")
+
+
+def _add_ls(sub):
+    p = sub.add_parser("ls", help="list methods, their step counts and options")
+    p.set_defaults(func="methods.registry:cli_ls")
+
+
+def _add_table(sub):
+    p = sub.add_parser("table", help="regenerate table.csv / table.md of a run from its results.jsonl")
+    p.add_argument("run", help="run folder (holding results.jsonl)")
+    p.add_argument("--format", choices=("csv", "md"), default="md", help="what to print")
+    p.add_argument("--write", action="store_true", help="also rewrite table.csv and table.md in the run folder")
+    p.set_defaults(func="bench.report:cli_table")
 
 
 def _add_fvd(sub):
@@ -26,42 +84,64 @@ def _add_fvd(sub):
                         "(stylegan-v, tats), or 'toy' (default: toy, a random-init I3D)")
     p.add_argument("--num-frames", type=int, default=None, help="use the first F frames of each video")
     p.add_argument("--size", default=None, help="resize frames to WxH before the detector (e.g. 320x240)")
-    p.add_argument("--covariance", choices=("biased", "unbiased"), default="biased")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func="bench.fvd:cli_fvd")
+    p.add_argument("--covariance", choices=("biased", "unbiased"), default="biased",
+                   help="1/N (StyleGAN-V, cd-fvd) or 1/(N-1) (TF, TATS) covariance")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per detector call")
+    p.add_argument("--device", default="cpu", help="cpu | cuda for the detector")
+    p.set_defaults(func="bench.fvd.command:cli_fvd")
 
 
-def _add_run(sub):
-    from .run import add_parser
-    add_parser(sub)
-
-
-def _add_table(sub):
-    p = sub.add_parser("table", help="regenerate table.csv / table.md of a run from its results.jsonl")
-    p.add_argument("run", help="run folder (holding results.jsonl)")
-    p.add_argument("--format", choices=("csv", "md"), default="md")
-    p.add_argument("--write", action="store_true", help="also rewrite table.csv and table.md in the run folder")
-    p.set_defaults(func="bench.report:cli_table")
-
-
-def _add_ls(sub):
-    p = sub.add_parser("ls", help="list methods, their step counts and options")
-    p.set_defaults(func="methods.registry:cli_ls")
+def _add_make_synthetic(sub):
+    p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
+    p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")
+    p.add_argument("--seed", type=int, default=0, help="the dataset's seed")
+    p.add_argument("--classes", type=int, default=5, help="number of action classes")
+    p.add_argument("--groups", type=int, default=7, help="groups per class (g01..)")
+    p.add_argument("--clips", type=int, default=2, help="clips per group (c01..)")
+    p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
+    p.set_defaults(func="bench.cli:cli_make_synthetic")
 
 
 def _add_latency(sub):
-    # bench.latency imports torch: its arguments are parsed by bench.latency.main, so that
-    # `sfv-bench --help` stays fast; `sfv-bench latency --help` shows them all.
-    sub.add_parser("latency", add_help=False, help="UNet and end-to-end latency at the paper's shapes "
-                                                   "(full-size random weights, FLOPs, memory, options)")
+    p = sub.add_parser("latency", help="UNet and end-to-end latency at the paper's shapes "
+                                       "(full-size random weights, FLOPs, memory, options)")
+    p.add_argument("--shape", choices=("tiny", "paper"), default=None,
+                   help="paper: 14 frames 1024x576 (latent 14x4x72x128), full-size models; tiny: the tiny stack "
+                        "at 14 frames 64x64 (default: paper on CUDA, tiny on CPU)")
+    p.add_argument("--stack", default=None, help="real weights: tiny | svd | svd-xt | pipeline folder "
+                                                 "(default: tiny for --shape tiny, random full-size weights for paper)")
+    p.add_argument("--methods", default=DEFAULT_SPECS, help="method specs (default: Table 1's)")
+    p.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", help="fp32 | fp16 | bf16, a comma list to search, or auto")
+    p.add_argument("--attention", default="auto", help="SDPA backend: default | math | flash | efficient | cudnn, "
+                                                      "a list, or auto")
+    p.add_argument("--channels-last", default="auto", help="on | off | off,on | auto")
+    p.add_argument("--compile", default="auto", help="torch.compile the UNet: on | off | off,on | auto")
+    p.add_argument("--cuda-graphs", default="auto", help="CUDA graphs for the UNet: on | off | off,on | auto")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="max relative L2 error of the UNet output vs fp32 eager for a configuration to qualify")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 20 CUDA, 5 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 3 CUDA, 1 CPU)")
+    p.add_argument("--loop-repeats", type=int, default=3, help="timed runs of each method's whole loop")
+    p.add_argument("--num-frames", type=int, default=None, help="override the shape's frames")
+    p.add_argument("--height", type=int, default=None, help="override the shape's height (pixels)")
+    p.add_argument("--width", type=int, default=None, help="override the shape's width (pixels)")
+    p.add_argument("--decode-chunk-size", type=int, default=14, help="VAE decode chunk (frames); recorded")
+    p.add_argument("--no-method-check", action="store_true",
+                   help="skip generating one video with each real adapter (done when a stack is used)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    p.add_argument("--out", default=None, help="output folder for latency.json and latency.md "
+                                              "(default results/latency/<shape>-<device>)")
+    p.set_defaults(func="bench.latency.command:cli_latency")
 
 
 def _add_regress(sub):
-    from .regress import add_arguments
     p = sub.add_parser("regress", help="latency regression gate: compare two comparable latency.json runs")
-    add_arguments(p)
-    p.set_defaults(func="bench.regress:cli_regress")
+    p.add_argument("baseline", help="latency.json of the baseline run")
+    p.add_argument("current", help="latency.json of the run to check")
+    p.add_argument("--tolerance", default="10", help="allowed slow-down of each median, in percent (default 10)")
+    p.set_defaults(func="bench.latency.regress:cli_regress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,49 +154,131 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose module parses its own arguments (it imports torch; `sfv-bench --help` stays fast).
-PASS_THROUGH = {"latency": "bench.latency:main"}
+def cli_make_synthetic(args) -> int:
+    """``sfv-bench make-synthetic DIR``: write the dataset and say where and how much."""
+    from sfv_core.data.clips import clip_indices, frames_needed
+    from sfv_core.data.synthetic import make_synthetic
+    from sfv_core.protocol import GEN
+
+    root = make_synthetic(args.dir, seed=args.seed, classes=args.classes, groups=args.groups,
+                          clips=args.clips, frames=args.frames)
+    n = args.classes * args.groups * args.clips
+    print(f"synthetic UCF-101 layout in {root}: {n} videos, {args.classes} classes x {args.groups} groups "
+          f"x {args.clips} clips, {args.frames} frames at 25 fps, 320x240 (seed {args.seed})")
+    if clip_indices(args.frames, 25.0, GEN.num_frames, GEN.fps) is None:
+        need = frames_needed(25.0, GEN.num_frames, GEN.fps)
+        print(f"note: the default protocol's real clip needs {need} frames; these videos are too short for it")
+    return 0
 
 
-def run_standalone(prog: str, description: str, add_arguments, func, argv=None) -> int:
-    """Parse ``argv`` with ``add_arguments`` and run ``func(args)``; a UserError is one line, exit 2.
-
-    For commands whose module parses its own arguments (``sfv-bench latency``, ``python -m bench.regress``)."""
-    from .fsutil import UserError
-
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(p)
-    args = p.parse_args(argv)
+def _dispatch(prog: str, target: str, args) -> int:
+    module, func = target.split(":")
     try:
-        return int(func(args) or 0)
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        return 130
 
 
 def main(argv=None) -> int:
-    from .fsutil import UserError
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in PASS_THROUGH:  # commands that parse their own arguments
-        module, func = PASS_THROUGH[argv[0]].split(":")
-        return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    """`sfv-bench`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    module, func = args.func.split(":")
+    return _dispatch(f"sfv-bench {args.command}", args.func, args)
+
+
+# --------------------------------------------------------------------------------------- sfv-train
+
+class _TrainFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' for every option that has a default (not for None / '' / switches)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, "", argparse.SUPPRESS) or isinstance(action.default, bool) and not action.type:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``prog: error: ...``, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bool_arg(text: str) -> bool:
     try:
-        rc = getattr(importlib.import_module(module), func)(args)
+        return parse_bool(text)
     except UserError as e:
-        print(f"sfv-bench {args.command}: error: {e}", file=sys.stderr)
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_dataclass_arguments(parser, cls) -> None:
+    """One option per field of a config dataclass, from its type, default and metadata
+    (help, group, choices, flag, metavar, nargs/const, negate)."""
+    hints = typing.get_type_hints(cls)
+    groups: dict = {}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        kw = {"dest": f.name, "help": meta["help"], "default": f.default}
+        if meta.get("negate"):
+            group.add_argument(flag, action="store_false", **kw)
+            continue
+        typ = hints[f.name]
+        base = next((t for t in typing.get_args(typ) if t is not type(None)), typ)
+        kw["type"] = _bool_arg if base is bool else base
+        for key in ("choices", "metavar", "nargs", "const"):
+            if key in meta:
+                kw[key] = meta[key]
+        group.add_argument(flag, **kw)
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    from sfv_train.config import PRESETS, TrainConfig
+
+    presets = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for m, p in PRESETS.items())
+    p = _OneLineParser(
+        prog="sfv-train", formatter_class=_TrainFormatter,
+        description="Latent adversarial training of a one-step SVD generator (SF-V, sec. 3-4), with UFOGen "
+                    "and LADD on the same framework. Defaults are the paper's settings. Writes OUT/config.json, "
+                    "OUT/checkpoints/step-XXXXXX/, OUT/export/unet (load with `sfv-bench run --methods "
+                    "sfv:1 --sfv-unet OUT/export/unet`), OUT/previews/, OUT/logs/.",
+        epilog=f"Method presets (explicit options win): {presets}. Several GPUs: "
+               f"accelerate launch --num_processes 8 $(which sfv-train) ... (or torchrun).")
+    add_dataclass_arguments(p, TrainConfig)
+    return p
+
+
+def train_main(argv=None) -> int:
+    """`sfv-train`."""
+    from sfv_train.config import TrainConfig
+
+    try:
+        args = build_train_parser().parse_args(argv)
+    except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
+        return int(e.code or 0)
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    try:
+        from sfv_train.trainer import train
+        train(cfg)
+    except UserError as e:
+        print(f"sfv-train: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"sfv-train: error: {e}; checkpoints written so far are kept (try a lower learning rate, "
+              f"--max-grad-norm or --r1)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"sfv-bench {args.command}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        print("sfv-train: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
-    return int(rc or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return 0

@@ -53,13 +53,6 @@ class Dist:
         tdist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj):
-        if self.world == 1:
-            return obj
-        box = [obj]
-        tdist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def close(self) -> None:
         if self.world > 1 and tdist.is_initialized():
             tdist.destroy_process_group()

@@ -10,8 +10,9 @@ import json
 import math
 from pathlib import Path
 
-from . import paper
-from .fsutil import UserError, atomic_path, atomic_write_bytes, atomic_write_text
+from sfv_core import paper
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
 
 COLUMNS = ["Name", "Steps", "Method spec", "FVD", "Latency (s)", "Latency p90 (s)", "UNet calls x batch",
            "N", "FVD (paper)", "Latency (s) (paper, A100)"]
@@ -45,8 +46,8 @@ def table_rows(records: list[dict]) -> list[dict]:
             return {"FVD": "failed", "Latency (s)": "", "Latency p90 (s)": "",
                     "UNet calls x batch": f"{rec['unet_calls']} x {rec['unet_batch']}", "N": ""}
         lat = rec.get("latency") or {}
-        return {"FVD": _fmt(rec["fvd"], 2), "Latency (s)": _fmt(lat.get("unet_s_median"), 4),
-                "Latency p90 (s)": _fmt(lat.get("unet_s_p90"), 4),
+        return {"FVD": _fmt(rec["fvd"], 2), "Latency (s)": _fmt(lat.get("median_s"), 4),
+                "Latency p90 (s)": _fmt(lat.get("p90_s"), 4),
                 "UNet calls x batch": f"{rec['unet_calls']} x {rec['unet_batch']}", "N": str(rec["n_fake"])}
 
     for p in paper.table1_rows():
@@ -130,7 +131,7 @@ def write_plot(run_dir, records: list[dict]) -> Path | None:
     toy = any((r.get("detector") or {}).get("toy") for r in ok)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for r in ok:
-        x, y = r["latency"]["unet_s_median"], r["fvd"]
+        x, y = r["latency"]["median_s"], r["fvd"]
         ax.scatter([x], [y])
         ax.annotate(r["spec"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if not toy:  # the paper's points are only comparable with a real detector
@@ -201,12 +202,9 @@ def render_reference_tables23() -> str:
 
 
 def write_reference(folder="results") -> None:
-    """Regenerate the committed reference tables: `python -m bench.report`."""
+    """Regenerate the committed reference tables (results/paper_table1.*, results/paper_tables23.md)."""
     folder = Path(folder)
     atomic_write_text(folder / "paper_table1.csv", render_reference("csv"))
     atomic_write_text(folder / "paper_table1.md", render_reference("md"))
     atomic_write_text(folder / "paper_tables23.md", render_reference_tables23())
 
-
-if __name__ == "__main__":
-    write_reference()

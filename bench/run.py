@@ -15,140 +15,63 @@ that were generated in that process run, the stored per-sample times of the othe
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from methods.base import NonFiniteOutput
+from methods.models.stacks import quiet_hf_logging
+from methods.models.timing import clock_name, summarize
+from methods.registry import get_method, parse_method_options, parse_specs
+from sfv_core.data.synthetic import default_dataset_root, make_synthetic
+from sfv_core.data.ucf101 import UCF101, DataRecord, iter_samples, raise_if_too_many_failures, select_videos
+from sfv_core.data.videoio import read_video
+from sfv_core.env import device_name, git_commit, resolve_device, versions
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_json, atomic_write_text, sha256_json
+from sfv_core.paper import DEFAULT_SPECS
+from sfv_core.protocol import WORLDS, Protocol
+from sfv_core.seeds import sample_seed
 
 from . import report
-from .fsutil import UserError, atomic_write_json, atomic_write_text, cache_dir, sha256_json
-from .protocol import Protocol, tiny_protocol
-
-TINY_METHODS = "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1"
-REAL_METHODS = "svd:25,svd:16,svd:8,svd:4,animatelcm:8,animatelcm:4,animatelcm:2,ufogen:1,ladd:1,sfv:1"
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("run", help="generate, score and time methods; write Table 1 (no arguments: the tiny toy world)",
-                       description="With no arguments: the embedded tiny world (synthetic data, random-init tiny "
-                                   "SVD stack, toy detector). Every number it prints is a toy number.")
-    p.add_argument("--data", default=None, help="UCF-101 root (holding UCF-101/ and ucfTrainTestlist/); "
-                                                 "default: the synthetic dataset (tiny world)")
-    p.add_argument("--split", choices=("train", "test", "all"), default=None)
-    p.add_argument("--fold", type=int, choices=(1, 2, 3), default=None)
-    p.add_argument("-n", "--num-videos", type=int, default=None, help="N videos (tiny: 16, real: 2048)")
-    p.add_argument("--balanced", action="store_true", default=None, help="round-robin over classes")
-    p.add_argument("--methods", default=None, help=f"method specs (tiny default: {TINY_METHODS}; "
-                                                    f"with --data: {REAL_METHODS})")
-    p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
-    p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; tiny world: tiny)")
-    p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
-                                                           "(default wangfuyun/AnimateLCM-SVD-xt from the HF cache)")
-    for fam in ("sfv", "ufogen", "ladd"):
-        p.add_argument(f"--{fam}-unet", default=None, help=f"UNet folder exported by `sfv-train --method {fam}`")
-    p.add_argument("--onestep-unet", default=None, help="UNet folder for `onestep` (default: the stack's UNet)")
-    p.add_argument("--animatelcm-frames", type=int, default=None,
-                   help="frames AnimateLCM generates (25 = the released xt model, first 14 scored: AnimateLCM*; "
-                        "tiny world default 14)")
-    p.add_argument("--method-option", action="append", default=[], metavar="NAME.KEY=VALUE",
-                   help="adapter option, repeatable (e.g. svd.max_guidance=2.5); `sfv-bench ls` lists them")
-    p.add_argument("--detector", default=None, help="toy | stylegan-v | tats | PATH (default: toy in the tiny "
-                                                     "world, stylegan-v with --data)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
-                   help="model dtype (default: float16 on cuda, float32 on cpu)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<world>-<hash of settings>)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=1, help="videos per generate call (latency is per video)")
-    p.add_argument("--fvd-batch-size", type=int, default=8)
-    p.add_argument("--save-size", choices=("score", "gen"), default="score",
-                   help="store samples at the scoring size (default; FVD needs nothing more) or generation size")
-    p.add_argument("--no-previews", action="store_true")
-    p.set_defaults(func="bench.run:cli_run")
-
-
-# ----------------------------------------------------------------------------------------------
-def _device(arg):
-    import torch
-    if arg:
-        if arg.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda asked but torch sees no CUDA device (use --device cpu)")
-        return arg
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    import diffusers
-    import torch
-    import transformers
-    from importlib.metadata import version
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "sfv_bench": version("sfv-bench"),
-            "cuda": torch.version.cuda}
-
-
-def _device_name(device: str) -> str:
-    import torch
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def sample_seed(base_seed: int, sample_id: str) -> int:
-    """Per-sample seed: the same for every method (common random numbers), independent of sharding."""
-    return int(hashlib.sha256(f"{base_seed}:{sample_id}".encode()).hexdigest()[:8], 16)
-
-
-def spec_dirname(spec: str) -> str:
-    return spec.replace(":", "_").replace("/", "_")
+from .dist import Dist
+from .fvd.detectors import load_detector
+from .fvd.features import cached_stats, compute_stats
+from .fvd.stats import FeatureStats, fvd_from_stats
+from .generate import generate_method, missing, read_samples, spec_dirname
 
 
 class Settings:
     """Everything that changes a run's numbers, resolved from the command line."""
 
     def __init__(self, args):
-        import torch
         self.tiny = args.data is None
-        self.device = _device(args.device)
+        world = self.world = WORLDS["tiny" if self.tiny else "ucf101"]
+        self.device = resolve_device(args.device)
         self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
         proto_kw = {k: v for k, v in dict(split=args.split, fold=args.fold, num_videos=args.num_videos,
                                           balanced=args.balanced, seed=args.seed).items() if v is not None}
         try:
-            self.protocol = tiny_protocol(**proto_kw) if self.tiny else Protocol(**proto_kw)
+            self.protocol = Protocol(**{**world.protocol, **proto_kw})
         except ValueError as e:
             raise UserError(str(e)) from None
-        self.method_text = args.methods or (TINY_METHODS if self.tiny else REAL_METHODS)
-        self.stack = args.stack or ("tiny" if self.tiny else "svd")
-        self.xt_stack = args.xt_stack or ("tiny" if self.tiny else "svd-xt")
-        from methods.registry import parse_method_options
+        self.method_text = args.methods or world.methods or DEFAULT_SPECS
+        self.stack = args.stack or world.stack
+        self.xt_stack = args.xt_stack or world.xt_stack
         self.options = parse_method_options(args.method_option)
         for fam in ("animatelcm", "sfv", "ufogen", "ladd", "onestep"):
             if getattr(args, f"{fam}_unet"):
                 self.options.setdefault(fam, {})["unet"] = getattr(args, f"{fam}_unet")
-        frames = args.animatelcm_frames or (self.protocol.num_frames if self.tiny else 25)
+        frames = args.animatelcm_frames or world.animatelcm_frames or self.protocol.num_frames
         self.options.setdefault("animatelcm", {}).setdefault("gen_frames", frames)
-        self.detector = args.detector or ("toy" if self.tiny else "stylegan-v")
+        self.detector = args.detector or world.detector
         self.batch_size = args.batch_size
         self.fvd_batch_size = args.fvd_batch_size
         self.save_size = args.save_size
@@ -168,6 +91,9 @@ class Settings:
             return Path(self.out_arg)
         return Path("runs") / f"{'tiny' if self.tiny else 'ucf101'}-{sha256_json(self.key())[:10]}"
 
+    def stack_for(self, spec) -> str:
+        return self.xt_stack if spec.name == "animatelcm" else self.stack
+
 
 def _check_run_json(out: Path, key: dict, dist) -> None:
     path = out / "run.json"
@@ -182,16 +108,9 @@ def _check_run_json(out: Path, key: dict, dist) -> None:
         atomic_write_json(path, {"settings": key, "argv": sys.argv[1:]})
 
 
-# ----------------------------------------------------------------------------------------------
-def default_dataset_root() -> Path:
-    """Where the tiny world's synthetic dataset lives (made once, seed 0)."""
-    return cache_dir("datasets") / "synthetic-s0"
-
-
 def _dataset_root(settings, dist) -> Path:
     if settings.data:
         return Path(settings.data)
-    from .synthetic import make_synthetic
     root = default_dataset_root()
     if dist.main:
         make_synthetic(root, seed=0)
@@ -200,53 +119,36 @@ def _dataset_root(settings, dist) -> Path:
 
 
 def _real_stats(settings, refs, detector, dist, progress):
-    """Real feature statistics, from the cache when every input matches (no video decoded then)."""
-    from .data import DataRecord, iter_samples, raise_if_too_many_failures
-    from .fvd import FeatureStats, stats_cache_key
+    """Real feature statistics through the one cache (no video decoded on a hit); each process
+    extracts its shard, the sums are all-reduced and the skip records gathered."""
+    p = settings.protocol
 
-    key = stats_cache_key([r.path for r in refs], settings.protocol.to_dict(), detector.sha256)
-    path = cache_dir("stats") / f"{settings.protocol.metric_name}-{key[:24]}.npz"
-    if path.exists():
-        stats = FeatureStats.load(path)
-        if stats.metadata.get("key") == key:
-            if progress:
-                print(f"real statistics: cache hit {path} (N={stats.n}); no real video decoded", flush=True)
-            return stats, stats.metadata, True
-    record = DataRecord(selected=len(refs), used=0, corrupt=[], too_short=[])
-    mine = dist.shard(refs)
-    stats = FeatureStats(detector.feature_dim)
-    used = []
-    batch = []
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(mine), desc="real clips", disable=not progress, unit="clip")
+    def compute():
+        record = DataRecord(selected=len(refs))
+        mine = dist.shard(refs)
+        used = []
 
-    def flush():
-        if batch:
-            stats.append(detector.features(np.stack(batch)))
-            batch.clear()
-    # the fail-share check must see the whole selection, so each process checks only its part here
-    for sample in iter_samples(mine, settings.protocol, record, what="clip", check_fail_share=False):
-        batch.append(sample.real_clip)
-        used.append(sample.ref.sample_id)
-        if len(batch) == settings.fvd_batch_size:
-            flush()
-        bar.update(1)
-    flush()
-    bar.close()
-    total = FeatureStats.from_tensor(dist.all_reduce_sum(stats.to_tensor()), detector.feature_dim)
-    parts = dist.gather_objects({"used": used, "corrupt": record.corrupt, "too_short": record.too_short})
-    meta = {"used": sorted(u for p in parts for u in p["used"]),
-            "corrupt": sorted(c for p in parts for c in p["corrupt"]),
-            "too_short": sorted(c for p in parts for c in p["too_short"]),
-            "selected": len(refs), "key": key, "detector_sha256": detector.sha256, "detector": detector.label,
-            "protocol": settings.protocol.to_dict(), "n": total.n}
-    raise_if_too_many_failures(DataRecord(selected=len(refs), used=len(meta["used"]), corrupt=meta["corrupt"],
-                                          too_short=meta["too_short"]), settings.protocol)
-    if dist.main:
-        total.save(path, meta)
-    total.metadata = meta
-    dist.barrier()
-    return total, meta, False
+        def clips():
+            # the fail-share check must see the whole selection, so each process checks only its part here
+            for sample in iter_samples(mine, p, record, what="clip", check_fail_share=False):
+                used.append(sample.ref.sample_id)
+                yield sample.real_clip
+
+        part = compute_stats(detector, clips(), settings.fvd_batch_size, "real clips" if progress else None,
+                             total=len(mine))
+        total = FeatureStats.from_tensor(dist.all_reduce_sum(part.to_tensor()), detector.feature_dim)
+        parts = dist.gather_objects({"used": used, "corrupt": record.corrupt, "too_short": record.too_short})
+        meta = {k: sorted(x for q in parts for x in q[k]) for k in ("used", "corrupt", "too_short")}
+        meta["selected"] = len(refs)
+        raise_if_too_many_failures(DataRecord(selected=len(refs), used=len(meta["used"]), corrupt=meta["corrupt"],
+                                              too_short=meta["too_short"]), p)
+        return total, meta
+
+    stats, hit, path = cached_stats([r.path for r in refs], p.to_dict(), detector, compute, label=p.metric_name,
+                                    dist=dist)
+    if hit and progress:
+        print(f"real statistics: cache hit {path} (N={stats.n}); no real video decoded", flush=True)
+    return stats, stats.metadata, hit
 
 
 def _warn_bad(meta) -> None:
@@ -257,85 +159,24 @@ def _warn_bad(meta) -> None:
                       stacklevel=2)
 
 
-def _stack_for(settings, spec):
-    return settings.xt_stack if spec.name == "animatelcm" else settings.stack
-
-
-def _generate_method(settings, spec, method, refs, seeds, out: Path, dist, progress) -> None:
-    """Generate every missing sample of this process's shard; each sample is written atomically."""
-    from .data import load_condition
-    from .transforms import resize_frames
-    from .videoio import save_array
-    from tqdm.auto import tqdm
-
-    p = settings.protocol
-    todo = [r for r in dist.shard(refs) if not (out / f"{r.sample_id}.npz").exists()]
-    if not todo:
-        return
-    kw = dict(num_frames=p.num_frames, fps=p.fps, motion_bucket_id=p.motion_bucket_id,
-              noise_aug_strength=p.noise_aug_strength, decode_chunk_size=p.decode_chunk_size)
-    conds = {}
-
-    def cond(ref):
-        if ref.sample_id not in conds:
-            conds[ref.sample_id] = load_condition(ref, p)
-        return conds[ref.sample_id]
-
-    # warm-up (not timed, not saved): lazy init, allocator and kernel selection are excluded
-    method.warmup(p.gen_height, p.gen_width, **kw)
-    bar = tqdm(total=len(todo), desc=f"{spec.key:>14}", disable=not progress, unit="video")
-    for i in range(0, len(todo), settings.batch_size):
-        chunk = todo[i:i + settings.batch_size]
-        images = np.stack([cond(r) for r in chunk])
-        videos = method.generate(images, [seeds[r.sample_id] for r in chunk], **kw)
-        times = method.last_unet_times()
-        calls = method.unet_calls_per_video()
-        for j, ref in enumerate(chunk):
-            v = videos[j]  # AnimateLCM*: the adapter returns the first 14 of its 25 frames
-            if settings.save_size == "score":
-                v = resize_frames(v, p.score_width, p.score_height)
-            # the .json sidecar first: the .npz is the completion marker that a rerun looks for
-            atomic_write_json(out / f"{ref.sample_id}.json", {
-                "unet_seconds": times[j], "unet_calls": calls["calls"], "unet_batch": calls["batch"],
-                "seed": seeds[ref.sample_id], "frames_generated": int(videos.shape[1])})
-            save_array(out / f"{ref.sample_id}.npz", v)
-            conds.pop(ref.sample_id, None)
-        bar.update(len(chunk))
-    bar.close()
-
-
 def _fake_stats(settings, refs, detector, out: Path, dist):
-    from .fvd import FeatureStats
-    from .transforms import resize_frames
-    from .videoio import read_video
+    times = []
 
-    p = settings.protocol
-    stats = FeatureStats(detector.feature_dim)
-    times, batch = [], []
-    for ref in dist.shard(refs):
-        v = read_video(out / f"{ref.sample_id}.npz")
-        batch.append(resize_frames(v, p.score_width, p.score_height))
-        times.append(json.loads((out / f"{ref.sample_id}.json").read_text())["unet_seconds"])
-        if len(batch) == settings.fvd_batch_size:
-            stats.append(detector.features(np.stack(batch)))
-            batch.clear()
-    if batch:
-        stats.append(detector.features(np.stack(batch)))
-    total = FeatureStats.from_tensor(dist.all_reduce_sum(stats.to_tensor()), detector.feature_dim)
-    all_times = [t for part in dist.gather_objects(times) for t in part]
-    return total, all_times
+    def videos():
+        for v, seconds in read_samples(dist.shard(refs), out, settings.protocol):
+            times.append(seconds)
+            yield v
+
+    part = compute_stats(detector, videos(), settings.fvd_batch_size)
+    total = FeatureStats.from_tensor(dist.all_reduce_sum(part.to_tensor()), detector.feature_dim)
+    return total, [t for q in dist.gather_objects(times) for t in q]
 
 
 def _latency(times: list, device: str) -> dict:
-    t = np.asarray(times, dtype=np.float64)
-    return {"unet_s_median": float(np.median(t)), "unet_s_p10": float(np.percentile(t, 10)),
-            "unet_s_p90": float(np.percentile(t, 90)), "unet_s_mean": float(t.mean()), "n": int(t.size),
-            "clock": "cuda-events" if device.startswith("cuda") else "time.perf_counter"}
+    return {**summarize(times, "s"), "clock": clock_name(device)}
 
 
 def cli_run(args) -> int:
-    from .dist import Dist
-
     settings = Settings(args)
     dist = Dist(settings.device)
     settings.device = dist.device
@@ -347,13 +188,6 @@ def cli_run(args) -> int:
 
 
 def _run(settings, dist, progress) -> int:
-    from methods.base import NonFiniteOutput
-    from methods.registry import get_method, parse_specs
-    from methods.stacks import quiet_hf_logging
-    from .data import UCF101, select_videos
-    from .detectors import load_detector
-    from .fvd import fvd_from_stats
-
     quiet_hf_logging()  # diffusers' and transformers' inner bars and notices stay quiet
     t_start = time.time()
     specs = parse_specs(settings.method_text)
@@ -371,7 +205,7 @@ def _run(settings, dist, progress) -> int:
     methods = {}
     for spec in specs:
         m = get_method(spec, **settings.options.get(spec.name, {}))
-        m.check(stack=_stack_for(settings, spec))  # resolves stack and UNet files, loads nothing
+        m.check(stack=settings.stack_for(spec))  # resolves stack and UNet files, loads nothing
         methods[spec.key] = (spec, m)
     detector = load_detector(settings.detector, device=settings.device)
     _check_run_json(out, settings.key(), dist)
@@ -385,8 +219,8 @@ def _run(settings, dist, progress) -> int:
     common = {"metric": p.metric_name, "covariance": p.covariance, "n_real": real.n,
               "detector": {"name": detector.name, "kind": detector.kind, "sha256": detector.sha256,
                            "label": detector.label, "toy": detector.is_toy},
-              "device": settings.device, "device_name": _device_name(settings.device), "dtype": settings.dtype,
-              "processes": dist.world, "versions": _versions(), "git_commit": _git_commit(),
+              "device": settings.device, "device_name": device_name(settings.device), "dtype": settings.dtype,
+              "processes": dist.world, "versions": versions(), "git_commit": git_commit(),
               "protocol": p.to_dict(), "world": "tiny" if settings.tiny else "ucf101",
               "data": {"root": str(settings.data) if settings.data else "synthetic-s0 (sfv-bench make-synthetic, seed 0)",
                        "selected": meta["selected"], "used": len(refs),
@@ -398,13 +232,14 @@ def _run(settings, dist, progress) -> int:
         calls = method.unet_calls_per_video()
         rec = {"method": spec.name, "spec": key, "label": getattr(method, "label", spec.name), "steps": spec.steps,
                "unet_calls": calls["calls"], "unet_batch": calls["batch"], "cfg": bool(getattr(method, "cfg", False)),
-               "stack": _stack_for(settings, spec), "adapter": method.describe(),
+               "stack": settings.stack_for(spec), "adapter": method.describe(),
                **common}
         error = None
         try:
-            if any(not (sdir / f"{r.sample_id}.npz").exists() for r in dist.shard(refs)):
-                method.load(stack=_stack_for(settings, spec), device=settings.device, dtype=settings.torch_dtype)
-                _generate_method(settings, spec, method, refs, seeds, sdir, dist, progress)
+            if missing(dist.shard(refs), sdir):
+                method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype)
+                generate_method(method, dist.shard(refs), seeds, sdir, p, batch_size=settings.batch_size,
+                                save_size=settings.save_size, label=spec.key, progress=progress)
         except NonFiniteOutput as e:  # fails this method only; the others go on
             error = f"{type(e).__name__}: {e}"
         finally:
@@ -421,7 +256,7 @@ def _run(settings, dist, progress) -> int:
             rec.update(status="ok", fvd=res["fvd"], n_fake=fake.n, latency=_latency(times, settings.device))
             if dist.main:
                 print(f"  {key}: FVD{' (toy)' if detector.is_toy else ''} = {res['fvd']:.2f} "
-                      f"(N={fake.n}), UNet {rec['latency']['unet_s_median']:.4f} s/video "
+                      f"(N={fake.n}), UNet {rec['latency']['median_s']:.4f} s/video "
                       f"({calls['calls']} x batch {calls['batch']})", flush=True)
         records.append(rec)
         if dist.main:  # results so far, so an interrupted run still leaves readable records
@@ -431,7 +266,6 @@ def _run(settings, dist, progress) -> int:
         paths = report.write_tables(out, records)
         report.write_plot(out, records)
         if settings.previews:
-            from .videoio import read_video
             for rec in records:
                 if rec["status"] == "ok":
                     sdir = out / "samples" / spec_dirname(rec["spec"])

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         env = dict(os.environ, SFV_BENCH_CACHE=str(Path(tmp) / "cache"), TQDM_DISABLE="1")
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
-        cmd = [sys.executable, "-m", "bench.cli", "run", "--out", str(Path(tmp) / "run"), *args.extra]
+        cmd = [sys.executable, "-m", "bench", "run", "--out", str(Path(tmp) / "run"), *args.extra]
         print(f"cores: {os.cpu_count()}, threads: {args.threads or 'torch default'}, command: sfv-bench run "
               f"{' '.join(args.extra)}", flush=True)
         for label in ("cold", "warm (resume)"):

@@ -50,17 +50,20 @@ class RandomLatents:
 
 def make_trainer(size: str, device: str, r1: str, out: Path):
     from accelerate import Accelerator
+    from diffusers import UNetSpatioTemporalConditionModel
 
+    from methods.models.configs import FULL_CONFIGS, TINY_CONFIGS
     from sfv_train.config import TrainConfig
-    from sfv_train.model import full_unet, tiny_unet
     from sfv_train.trainer import Trainer
 
+    torch.manual_seed(0)
     if size == "full":
         width, height, frames = 768, 448, 14
-        unet = full_unet(device)
+        with torch.device(device):
+            unet = UNetSpatioTemporalConditionModel.from_config(FULL_CONFIGS["unet"])
     else:
         width, height, frames = 64, 64, 14
-        unet = tiny_unet(0).to(device)
+        unet = UNetSpatioTemporalConditionModel.from_config(TINY_CONFIGS["unet"]).to(device)
     bf16 = size == "full" and device.startswith("cuda")
     cfg = TrainConfig(data="-", out=str(out), stack="-", width=width, height=height, num_frames=frames,
                       grad_accum=1, batch_size=1, r1=r1, mixed_precision="bf16" if bf16 else "no",
@@ -68,9 +71,9 @@ def make_trainer(size: str, device: str, r1: str, out: Path):
     t = Trainer(cfg)
     t.acc = Accelerator(cpu=device == "cpu")
     t.device, t.bf16, t.rank, t.world = t.acc.device, bf16, 0, 1
+    t.gen = torch.Generator().manual_seed(0)
     t.data = RandomLatents(4, frames, height // 8, width // 8, unet.config.cross_attention_dim)
-    t.build(unet)
-    t.G = t.acc.prepare_model(t.G)
+    t.build_models(unet)
     return t
 
 

@@ -36,7 +36,9 @@ H200_BF16_TFLOPS = 790.0  # measured dense bf16 matmul rate (FACTS sec. 7)
 def main(argv=None) -> int:
     import torch
 
-    from bench import latency
+    from bench.cli import main as sfv_bench
+    from bench.latency.options import Options
+    from bench.latency.report import _slug
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stack", default=None, help="real weights (tiny | svd | svd-xt | folder); default random")
@@ -45,9 +47,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_latency: no CUDA device -- this script is for GPU machines "
-              "(on a CPU: python -m bench.latency --shape tiny)", file=sys.stderr)
+              "(on a CPU: sfv-bench latency --shape tiny)", file=sys.stderr)
         return 2
-    gpu = latency._slug(torch.cuda.get_device_name(0))
+    gpu = _slug(torch.cuda.get_device_name(0))
     runs = {"auto": ["--dtype", "auto"], "bf16": ["--dtype", "bf16"]}
     results = {}
     for name, extra in runs.items():
@@ -57,8 +59,8 @@ def main(argv=None) -> int:
             cmd += ["--stack", args.stack]
         if args.quick:
             cmd += ["--repeats", "5", "--compile", "off"]
-        print(f"== {name}: python -m bench.latency {' '.join(cmd)}", flush=True)
-        rc = latency.main(cmd)
+        print(f"== {name}: sfv-bench latency {' '.join(cmd)}", flush=True)
+        rc = sfv_bench(["latency", *cmd])
         if rc == 2:
             return 2
         results[name] = json.loads((out / "latency.json").read_text())
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
         onestep = next((m for m in r["methods"] if m["calls"] == 1 and m["frames"] == r["shape"]["num_frames"]), None)
         e2e = onestep["e2e"]["total_ms"] if onestep else float("nan")
         pc = r["precision_check"]
-        print(f"[{name}] {latency.Options(**r['options']).label()} on {r['env']['gpu_name']}: "
+        print(f"[{name}] {Options(**r['options']).label()} on {r['env']['gpu_name']}: "
               f"batch-1 UNet pass {b1:.1f} ms (target {TARGET_UNET_MS:.0f}, floor {floor:.0f} ms, paper A100 300 ms, "
               f"{r['tflops_achieved']['unet_batch1']:.0f} TFLOP/s); one-step video {e2e:.1f} ms "
               f"(target {TARGET_ONESTEP_E2E_MS:.0f}); precision {pc['chosen_rel_l2']:.2e} <= {pc['tolerance']}: "

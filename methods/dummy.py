@@ -12,27 +12,28 @@ import time
 
 import numpy as np
 
+from sfv_core.protocol import GenerationConditions
+
 from .base import Method, check_finite
 
 
 class DummyMethod(Method):
     default_stack = "none"
 
-    def __init__(self, name, steps, **options):
-        super().__init__(name, steps, **options)
-        self.batch = int(options.get("batch", 1))
-        self.nan = bool(options.get("nan", False))
-        self.cfg = self.batch == 2
+    @property
+    def cfg(self) -> bool:
+        return int(self.options["batch"]) == 2
 
-    def load(self, stack=None, device="cpu", dtype=None, unet=None) -> "DummyMethod":
+    def load(self, stack=None, device="cpu", dtype=None) -> "DummyMethod":
         self.device, self.dtype = str(device), str(dtype)
         return self
 
     def unet_calls_per_video(self) -> dict:
-        return {"calls": self.steps, "batch": self.batch}
+        return {"calls": self.steps, "batch": int(self.options["batch"])}
 
-    def generate(self, images, seeds, *, num_frames=14, fps=7, motion_bucket_id=127,
-                 noise_aug_strength=0.02, decode_chunk_size=14) -> np.ndarray:
+    def generate(self, images, seeds, conditions: GenerationConditions | None = None,
+                 **overrides) -> np.ndarray:
+        num_frames = GenerationConditions.of(conditions, **overrides).num_frames
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
@@ -47,10 +48,11 @@ class DummyMethod(Method):
             for t in range(num_frames):
                 shifted = np.roll(img, (int(round(t * dy)), int(round(t * dx))), axis=(0, 1))
                 videos[i, t] = shifted.astype(np.float32) + t * bright
-        if self.nan:
+        if self.options["nan"]:
             videos[:] = np.nan
         elapsed = time.perf_counter() - t0
-        self.unet_call_log = [self.batch * len(images)] * self.steps
+        batch = int(self.options["batch"])
+        self.unet_call_log = [batch * len(images)] * self.steps
         self._unet_times = [elapsed / len(images)] * len(images)
         check_finite(self.name, videos, seeds, "decoded frames")
         return np.clip(np.round(videos), 0, 255).astype(np.uint8)

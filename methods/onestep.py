@@ -8,17 +8,18 @@ defaults to the stack's own UNet.
 """
 from __future__ import annotations
 
-from .sampling import SVDDenoiser, sample_onestep
+from .models.edm import Denoiser
+from .sampling import sample_onestep
 from .svd import SVDFamilyMethod
 
 
 class OneStepMethod(SVDFamilyMethod):
     """Single-step generator (see module doc). Options: unet, sigma."""
 
-    def __init__(self, name, steps, **options):
-        super().__init__(name, steps, **options)
+    def __init__(self, name, steps, options=None, user_options=()):
+        super().__init__(name, steps, options, user_options)
         self.unet_required = name != "onestep"
 
-    def sample(self, cond, noise, generators):
-        den = SVDDenoiser(self.timer, cond.image_embeddings, cond.image_latents, cond.added_time_ids, None)
-        return sample_onestep(den, noise, float(self.options.get("sigma", 700.0)))
+    def sample(self, unet, cond, noise, generators):
+        den = Denoiser(unet, cond.image_embeddings, cond.image_latents, cond.added_time_ids)
+        return sample_onestep(den, noise, float(self.options["sigma"]))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from bench.fsutil import UserError
+from sfv_core.errors import UserError
+from sfv_core.values import parse_bool
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,9 @@ def parse_specs(text: str) -> list[MethodSpec]:
 def _convert(value, default, where: str):
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         return value
+    if isinstance(default, bool):
+        return parse_bool(value, f"option {where}")
     try:
-        if isinstance(default, bool):
-            low = value.strip().lower()
-            if low not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError
-            return low in ("1", "true", "yes")
         return type(default)(value)
     except ValueError:
         raise UserError(f"option {where}: {value!r} is not a valid {type(default).__name__}") from None
@@ -177,12 +175,18 @@ def parse_method_options(items) -> dict[str, dict]:
 
 
 def get_method(spec, **options):
-    """Instantiate the adapter for ``spec`` (MethodSpec or 'name[:steps]'); imports it lazily."""
+    """Instantiate the adapter for ``spec`` (MethodSpec or 'name[:steps]'); imports it lazily.
+
+    The adapter gets every option of the method: the registry's defaults, overridden by ``options``."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
-    options = check_options(spec.name, options)
-    module, cls = METHODS[spec.name].target.split(":")
-    return getattr(importlib.import_module(module), cls)(spec.name, spec.steps, **options)
+    info = METHODS[spec.name]
+    given = check_options(spec.name, options)
+    module, cls = info.target.split(":")
+    method = getattr(importlib.import_module(module), cls)(spec.name, spec.steps, {**option_defaults(spec.name), **given},
+                                                           user_options=given)
+    method.default_stack = info.default_stack
+    return method
 
 
 def option_defaults(name: str) -> dict:

@@ -6,66 +6,59 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.fsutil import UserError
+from sfv_core.env import resolve_dtype
+from sfv_core.errors import UserError
+from sfv_core.protocol import GenerationConditions
 
-from .base import Method, UNetTimer, check_finite, resolve_dtype
-from .conditioning import decode_latents, encode_condition, frame_guidance, frames_to_uint8
-from .registry import METHODS, option_defaults
-from .sampling import SVDDenoiser, karras_sigmas, sample_euler
-
-
-def _is_tiny(folder) -> bool:
-    """A tiny stack built by ``stacks.tiny_stack_dir`` (in the suite's cache)."""
-    from bench.fsutil import cache_dir
-
-    return folder.name.startswith("tiny-s") and folder.resolve().parent == cache_dir("stacks").resolve()
+from .base import Method, check_finite
+from .models.conditioning import decode_latents, encode_condition, frame_guidance, frames_to_uint8
+from .models.edm import Denoiser, karras_sigmas
+from .models.stacks import hf_snapshot, is_repo_id, is_tiny_stack, load_pipeline, load_unet, resolve_stack
+from .models.timing import UNetTimer
+from .sampling import sample_euler
 
 
 class SVDFamilyMethod(Method):
     """Base of every method built on an SVD stack (svd, animatelcm, onestep, sfv, ufogen, ladd).
 
-    Options not given take the registry's defaults (``methods.registry.METHODS``). UNet source:
-    the ``unet`` argument of ``load``, else the ``unet`` option; when that is the registry default
-    (not set by the user) and the stack is ``tiny``, the tiny stack's own UNet stands in (no tiny
-    AnimateLCM/SF-V weights exist); ``unet="stack"`` always means the stack's own UNet.
+    UNet source: the ``unet`` argument of ``load``, else the ``unet`` option; when the option is
+    the registry default (not set by the user) and the stack is a built-in test stack (tiny), the
+    stack's own UNet stands in (no tiny AnimateLCM/SF-V weights exist); ``unet="stack"`` always means
+    the stack's own UNet.
+
+    Subclasses implement ``sample(unet, cond, noise, generators)``: the denoising loop over any
+    UNet callable (the model, a timing wrapper, an options-applied runner).
     """
 
     unet_required = False  # True: a non-tiny stack needs an explicit UNet checkpoint
 
-    def __init__(self, name, steps, **options):
-        super().__init__(name, steps, **options)
-        info = METHODS.get(name)
-        self.user_options = set(options)
-        self.options = {**option_defaults(name), **options} if info else dict(options)
-        if info:
-            self.default_stack = info.default_stack
+    def __init__(self, name, steps, options=None, user_options=()):
+        super().__init__(name, steps, options, user_options)
         self.pipe = None
+        self.timer = None
 
     # -- loading --------------------------------------------------------------------------------
     def _unet_source(self, folder, unet):
         src = unet if unet is not None else self.options.get("unet")
         user_set = unet is not None or "unet" in self.user_options
-        if src in (None, "stack") or (not user_set and _is_tiny(folder)):
-            if self.unet_required and src is None and not _is_tiny(folder):
+        if src in (None, "stack") or (not user_set and is_tiny_stack(folder)):
+            if self.unet_required and src is None and not is_tiny_stack(folder):
                 raise UserError(f"method {self.name} needs its UNet checkpoint: pass --{self.name}-unet DIR "
                                 f"(or the option {self.name}.unet=DIR), a UNet folder exported by `sfv-train`")
             return None
         return src
 
     def check(self, stack=None) -> None:
-        from .stacks import _hf_snapshot, _is_repo_id, resolve_stack
-
         folder = resolve_stack(stack or self.default_stack)
         src = self._unet_source(folder, None)
         self.stack_spec, self.unet_source = str(stack or self.default_stack), "stack" if src is None else str(src)
         if isinstance(src, str) and src != "stack" and not Path(src).expanduser().exists():
-            if not _is_repo_id(src):
+            if not is_repo_id(src):
                 raise UserError(f"{self.name}: UNet folder or file {src} does not exist")
-            _hf_snapshot(src, f"{self.name} UNet '{src}'")
+            hf_snapshot(src, f"{self.name} UNet '{src}'")
 
     def load(self, stack=None, device="cpu", dtype=None, unet=None) -> "SVDFamilyMethod":
-        from .stacks import load_pipeline, load_unet, resolve_stack
-
+        """``unet``: an already loaded UNet module, or a UNet source that overrides the option."""
         stack = stack or self.default_stack
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
@@ -100,16 +93,13 @@ class SVDFamilyMethod(Method):
         return d
 
     # -- generation -----------------------------------------------------------------------------
-    def frames_to_generate(self, num_frames: int) -> int:
-        return num_frames
-
-    def sample(self, cond, noise: torch.Tensor, generators) -> torch.Tensor:
-        """Latents (B, T, 4, h, w) from the conditional batch ``cond`` and unit noise."""
+    def sample(self, unet, cond, noise: torch.Tensor, generators) -> torch.Tensor:
+        """Latents (B, T, 4, h, w) from the conditional batch ``cond`` and unit noise, calling ``unet``."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def generate_latents(self, images, seeds, *, num_frames: int = 14, fps: int = 7,
-                         motion_bucket_id: int = 127, noise_aug_strength: float = 0.02) -> torch.Tensor:
+    def generate_latents(self, images, seeds, conditions: GenerationConditions | None = None,
+                         **overrides) -> torch.Tensor:
         """Denoised latents (B, T_gen, 4, H/8, W/8) -- what the pipeline returns with output_type='latent'.
 
         Random draws per sample generator, in the pipeline's order: noise augmentation (3, H, W),
@@ -117,6 +107,7 @@ class SVDFamilyMethod(Method):
         """
         from diffusers.utils.torch_utils import randn_tensor
 
+        c = GenerationConditions.of(conditions, **overrides)
         if self.pipe is None:
             raise RuntimeError(f"{self!r}: call load() before generate()")
         images = np.asarray(images)
@@ -128,25 +119,25 @@ class SVDFamilyMethod(Method):
             raise ValueError(f"image size {w}x{h} must be a multiple of {scale}")
         if len(seeds) != b:
             raise ValueError(f"{b} images but {len(seeds)} seeds")
-        frames = self.frames_to_generate(num_frames)
+        frames = self.frames_to_generate(c.num_frames)
         gens = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
-        cond = encode_condition(self.pipe, images, gens, self.device, num_frames=frames, fps=fps,
-                                motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength)
+        cond = encode_condition(self.pipe, images, gens, self.device, num_frames=frames, fps=c.fps,
+                                motion_bucket_id=c.motion_bucket_id, noise_aug_strength=c.noise_aug_strength)
         shape = (b, frames, self.pipe.unet.config.in_channels // 2, h // scale, w // scale)
         noise = randn_tensor(shape, generator=gens, device=self.device, dtype=cond.image_embeddings.dtype)
         self.timer.reset()
-        latents = self.sample(cond, noise, gens)
+        latents = self.sample(self.timer, cond, noise, gens)
         total = self.timer.total_seconds()
         self.unet_call_log = list(self.timer.calls)
         self._unet_times = [total / b] * b
         return latents
 
-    def generate(self, images, seeds, *, num_frames: int = 14, fps: int = 7, motion_bucket_id: int = 127,
-                 noise_aug_strength: float = 0.02, decode_chunk_size: int = 14) -> np.ndarray:
-        latents = self.generate_latents(images, seeds, num_frames=num_frames, fps=fps,
-                                        motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength)
+    def generate(self, images, seeds, conditions: GenerationConditions | None = None,
+                 **overrides) -> np.ndarray:
+        c = GenerationConditions.of(conditions, **overrides)
+        latents = self.generate_latents(images, seeds, c)
         check_finite(self.name, latents, seeds, "latents")
-        frames = decode_latents(self.pipe, latents, decode_chunk_size or latents.shape[1], keep=num_frames)
+        frames = decode_latents(self.pipe.vae, latents, c.decode_chunk_size or latents.shape[1], keep=c.num_frames)
         check_finite(self.name, frames, seeds, "decoded frames")
         return frames_to_uint8(frames)
 
@@ -163,10 +154,10 @@ class SVDMethod(SVDFamilyMethod):
     def cfg(self) -> bool:
         return float(self.options["max_guidance"]) > 1
 
-    def sample(self, cond, noise, generators):
+    def sample(self, unet, cond, noise, generators):
         guidance = None
         if self.cfg:
             guidance = frame_guidance(float(self.options["min_guidance"]), float(self.options["max_guidance"]),
-                                      noise.shape[0], noise.shape[1], self.device, noise.dtype)
-        den = SVDDenoiser(self.timer, cond.image_embeddings, cond.image_latents, cond.added_time_ids, guidance)
+                                      noise.shape[0], noise.shape[1], noise.device, noise.dtype)
+        den = Denoiser(unet, cond.image_embeddings, cond.image_latents, cond.added_time_ids, guidance)
         return sample_euler(den, noise, karras_sigmas(self.steps))

@@ -22,7 +22,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.fsutil import UserError
+from sfv_core.errors import UserError
+from sfv_core.protocol import GEN
 
 METHODS = ("sfv", "ufogen", "ladd")
 HEAD_CHOICES = ("both", "spatial", "temporal")
@@ -40,60 +41,75 @@ RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total
             "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights"}
 
 
+def opt(default, help: str, group: str, **cli):
+    """A TrainConfig field with what the command line needs (the parser is generated from these):
+    ``help``, ``group``, and optionally ``choices``, ``flag`` (default --field-name), ``metavar``,
+    ``negate`` (a store_false switch named by ``flag``)."""
+    return field(default=default, metadata={"help": help, "group": group, **cli})
+
+
 @dataclass
 class TrainConfig:
-    data: str = ""
-    out: str = ""
-    method: str = "sfv"
-    stack: str = "svd"
-    split: str = "train"
-    fold: int = 1
-    width: int = 768
-    height: int = 448
-    num_frames: int = 14
-    fps: int = 7
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.02
-    heads: str = "both"
-    d_noise: str | None = None
-    p_mean: float | None = None
-    p_std: float | None = None
-    t_d: int = 1000
-    recon: str | None = None
-    recon_weight: float = 0.1
-    huber_c: float | None = None          # None: 0.00054 sqrt(d)
-    r1: str = "exact"
-    r1_every: int = 16
-    r1_gamma: float = 1e-5
-    r1_eps: float = 0.01
-    optimizer: str = "sm3"
-    lr_g: float = 1e-5
-    lr_d: float = 1e-4
-    momentum: float = 0.5
-    beta: float = 0.999
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.0            # 0: no clipping (norms are still logged)
-    ema: float = 0.95
-    batch_size: int = 1
-    grad_accum: int = 4
-    max_steps: int = 50000
-    mixed_precision: str = "auto"         # auto (bf16 on CUDA, fp32 on CPU) | no | bf16
-    gradient_checkpointing: bool = True
-    cmap_dim: int = 64
-    teacher_steps: int = 25
-    teacher_max_guidance: float = 3.0
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 1000
-    checkpoints_total_limit: int = 0      # 0: keep all
-    log_every: int = 10
-    preview_every: int = 1000             # 0: no previews
-    report_to: str = "auto"               # auto (tensorboard when importable) | tensorboard | none
-    latent_cache: str = ""                # "" -> $SFV_BENCH_CACHE/train-latents
-    resume: str = ""                      # "" | latest | a checkpoint folder
-    export_weights: str = "ema"           # ema | raw
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
+    # run
+    data: str = opt("", "folder of videos: a UCF-101 root (its train list is used) or any folder", "run")
+    out: str = opt("", "run folder (checkpoints, export, logs, previews)", "run")
+    method: str = opt("sfv", "sets the presets below", "run", choices=METHODS)
+    stack: str = opt("svd", "SVD stack: svd | svd-xt | tiny | pipeline folder | HF repo id (cache only)", "run")
+    resume: str = opt("", "continue from the latest checkpoint in OUT (or from the given checkpoint folder)", "run",
+                      nargs="?", const="latest")
+    max_steps: int = opt(50000, "optimisation steps (the run ends there)", "run")
+    seed: int = opt(0, "heads init, noise, data order, conditioning noise", "run")
+    device: str = opt("auto", "auto | cpu | cuda (under accelerate launch: set by accelerate)", "run")
+    # data
+    split: str = opt("train", "UCF-101 split list (UCF-101 roots only)", "data", choices=("train", "test", "all"))
+    fold: int = opt(1, "UCF-101 split fold", "data", choices=(1, 2, 3))
+    width: int = opt(768, "training width (cover-resize + centre crop)", "data")
+    height: int = opt(448, "training height", "data")
+    num_frames: int = opt(GEN.num_frames, "frames per clip", "data")
+    fps: int = opt(GEN.fps, "clip frame rate (also the fps conditioning)", "data")
+    motion_bucket_id: int = opt(GEN.motion_bucket_id, "added time id", "data")
+    noise_aug_strength: float = opt(GEN.noise_aug_strength, "noise on the conditioning image", "data")
+    latent_cache: str = opt("", "latent cache folder (default: $SFV_BENCH_CACHE/train-latents)", "data")
+    teacher_steps: int = opt(25, "LADD: steps of the svd teacher", "data")
+    teacher_max_guidance: float = opt(3.0, "LADD: teacher CFG max scale", "data")
+    # objective
+    heads: str = opt("both", "discriminator heads (Table 2)", "objective", choices=HEAD_CHOICES)
+    d_noise: str | None = opt(None, "noise before D (default: the method preset)", "objective", choices=D_NOISE_CHOICES)
+    p_mean: float | None = opt(None, "lognormal P_mean (Table 3; default: the method preset)", "objective")
+    p_std: float | None = opt(None, "lognormal P_std, sign ignored (default: the method preset)", "objective")
+    t_d: int = opt(1000, "Karras levels of the discretised lognormal", "objective")
+    recon: str | None = opt(None, "reconstruction loss (default: the method preset)", "objective", choices=RECON_CHOICES)
+    recon_weight: float = opt(0.1, "reconstruction weight", "objective", flag="--lambda")
+    huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video)", "objective")
+    r1: str = opt("exact", "R1 on real inputs: exact (double backward, math SDPA), lazy (exact every --r1-every), "
+                  "approx, none", "objective", choices=R1_CHOICES)
+    r1_every: int = opt(16, "k of --r1 lazy (penalty weighted by k)", "objective")
+    r1_gamma: float = opt(1e-5, "R1 weight gamma", "objective")
+    r1_eps: float = opt(0.01, "perturbation of the approximate R1", "objective")
+    cmap_dim: int = opt(64, "projection dimension of the heads", "objective")
+    # optimisation
+    optimizer: str = opt("sm3", "SM3 (pytorch-optimizer) or AdamW", "optimisation", choices=OPTIMIZERS)
+    lr_g: float = opt(1e-5, "generator learning rate", "optimisation")
+    lr_d: float = opt(1e-4, "discriminator heads learning rate", "optimisation")
+    momentum: float = opt(0.5, "SM3 momentum / AdamW beta1", "optimisation")
+    beta: float = opt(0.999, "SM3 beta / AdamW beta2", "optimisation")
+    weight_decay: float = opt(0.0, "AdamW only", "optimisation")
+    max_grad_norm: float = opt(0.0, "0: no clipping (norms are still logged)", "optimisation")
+    ema: float = opt(0.95, "EMA decay of the generator", "optimisation")
+    batch_size: int = opt(1, "videos per device per micro-batch", "optimisation")
+    grad_accum: int = opt(4, "micro-batches per step", "optimisation")
+    mixed_precision: str = opt("auto", "bf16 autocast (auto: on CUDA only)", "optimisation",
+                               choices=("auto", "no", "bf16"))
+    gradient_checkpointing: bool = opt(True, "G and the frozen D backbone", "optimisation", metavar="on|off")
+    # output
+    checkpoint_every: int = opt(1000, "steps between checkpoints (and at the end)", "output")
+    checkpoints_total_limit: int = opt(0, "0: keep all", "output")
+    log_every: int = opt(10, "steps between log lines / tracker points", "output")
+    preview_every: int = opt(1000, "0: no preview videos", "output")
+    report_to: str = opt("auto", "accelerate tracker (auto: tensorboard when installed)", "output",
+                         choices=("auto", "tensorboard", "none"))
+    export_weights: str = opt("ema", "weights in OUT/export/unet", "output", choices=("ema", "raw"))
+    progress: bool = opt(True, "no progress bar", "output", flag="--no-progress", negate=True)
 
     def resolved(self) -> "TrainConfig":
         """Fill preset values for options left at None and validate (UserError on bad input)."""
@@ -140,7 +156,3 @@ class TrainConfig:
         """The values a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
 
-
-def diff_keys(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k)]

@@ -2,20 +2,21 @@
 
 Rules:
 
-* Videos: a UCF-101 root (``UCF-101/`` + ``ucfTrainTestlist/``, bench.data.UCF101) gives the videos
+* Videos: a UCF-101 root (``UCF-101/`` + ``ucfTrainTestlist/``, sfv_core.data.ucf101.UCF101) gives the videos
   of ``split`` / ``fold`` (default: the training list of fold 1, so the test videos the benchmark
   conditions on are never trained on); any other folder gives every video below it
-  (bench.videoio.list_videos). No videos -> UserError.
+  (sfv_core.data.videoio.list_videos). No videos -> UserError.
 * Clip: ``num_frames`` frames at ``fps`` from frame 0: index_k = round(k * src_fps / fps)
-  (bench.data.clip_indices, clip_start "first"); arrays without a frame rate (.npy/.npz) are read
+  (sfv_core.data.clips.clip_indices, clip_start "first"); arrays without a frame rate (.npy/.npz) are read
   as if recorded at ``fps``. A video too short is skipped; when every video is too short (or
   undecodable) -> UserError. Frames are cover-resized and centre-cropped to width x height
-  (bench.transforms.resize_cover_crop, the benchmark's conditioning geometry), so frame 0 is the
+  (sfv_core.data.transforms.resize_cover_crop, the benchmark's conditioning geometry), so frame 0 is the
   conditioning image.
 * Latents: ``vae.encode(2 x - 1).latent_dist.mode() * scaling_factor`` per frame (the scaled
   latent space the UNet denoises). Condition: methods.conditioning.encode_condition on frame 0 --
   CLIP embedding, noise-augmented image latent (noise from a per-video seed), added time ids
-  [fps - 1, motion_bucket_id, noise_aug_strength] -- the same code the benchmark generates with.
+  [fps - 1, motion_bucket_id, noise_aug_strength] -- the same code the benchmark generates with;
+  its noise comes from ``sfv_core.seeds.sample_seed(seed, rel)``.
 * Cache: one safetensors file per video under ``<cache>/<key>/``, key = hash of the stack's VAE
   and image encoder (config + weight file sizes and mtimes), the clip settings and the seed;
   the file name hashes the video's path, size and mtime. Written atomically, encoded once.
@@ -36,7 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.fsutil import UserError, atomic_path, cache_dir, sha256_json
+from sfv_core.data.clips import clip_indices, frames_needed
+from sfv_core.data.transforms import resize_cover_crop
+from sfv_core.data.ucf101 import UCF101
+from sfv_core.data.videoio import VideoDecodeError, list_videos, read_video, video_info
+from sfv_core.errors import UserError
+from sfv_core.fsutil import (atomic_write_json, cache_dir, file_signature, load_safetensors, save_safetensors,
+                             sha256_json)
+from sfv_core.seeds import sample_seed
 
 CACHE_VERSION = 1
 KEYS = ("latents", "cond_latent", "image_embeds", "added_time_ids")
@@ -56,6 +64,11 @@ class ClipSettings:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def conditions(self):
+        from sfv_core.protocol import GenerationConditions
+
+        return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength)
+
 
 @dataclass(frozen=True)
 class VideoItem:
@@ -65,9 +78,6 @@ class VideoItem:
 
 def find_videos(root, split: str = "train", fold: int = 1) -> list[VideoItem]:
     """Videos of a UCF-101 root (the split list) or of a plain folder, sorted by relative path."""
-    from bench.data import UCF101
-    from bench.videoio import list_videos
-
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist: pass a folder of videos (UCF-101 layout or plain)")
@@ -89,29 +99,16 @@ def find_videos(root, split: str = "train", fold: int = 1) -> list[VideoItem]:
 
 def clip_frame_indices(n_src: int, src_fps: float, settings: ClipSettings) -> list[int] | None:
     """Source frames of the clip (from frame 0), or None when the video is too short."""
-    from bench.data import clip_indices
-    from bench.protocol import Protocol
-
-    proto = Protocol(num_frames=settings.num_frames, fps=settings.fps, clip_start="first",
-                     gen_width=settings.width, gen_height=settings.height)
-    return clip_indices(n_src, src_fps if src_fps > 0 else float(settings.fps), proto, 0)
+    return clip_indices(n_src, src_fps if src_fps > 0 else float(settings.fps), settings.num_frames, settings.fps)
 
 
 def load_clip(item: VideoItem, settings: ClipSettings) -> np.ndarray | None:
     """uint8 (T, height, width, 3) clip or None when too short. Raises VideoDecodeError."""
-    from bench.transforms import resize_cover_crop
-    from bench.videoio import read_video, video_info
-
     n, fps, _, _ = video_info(item.path)
     idx = clip_frame_indices(n, fps, settings)
     if idx is None:
         return None
     return resize_cover_crop(read_video(item.path, idx), settings.width, settings.height)
-
-
-def _file_sig(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def component_signature(stack_dir: Path, names) -> dict:
@@ -125,21 +122,16 @@ def component_signature(stack_dir: Path, names) -> dict:
     return out
 
 
-def video_seed(seed: int, rel: str) -> int:
-    """Per-video seed (conditioning noise, teacher noise): hash of the run seed and the video path."""
-    return int(hashlib.sha256(f"{seed}/{rel}".encode()).hexdigest()[:15], 16)
-
-
 @torch.no_grad()
 def encode_clip(pipe, clip: np.ndarray, settings: ClipSettings, rel: str, device) -> dict:
     """Latents and condition of one uint8 clip (T, H, W, 3) -> dict of CPU float32 tensors."""
-    from methods.conditioning import encode_condition
+    from methods.models.conditioning import encode_condition
 
     vae = pipe.vae
     x = torch.from_numpy(clip).to(device).permute(0, 3, 1, 2).float().div(255.0) * 2 - 1
     lat = torch.cat([vae.encode(x[i:i + 8].to(vae.dtype)).latent_dist.mode() for i in range(0, len(x), 8)])
     lat = lat.float() * vae.config.scaling_factor
-    gen = torch.Generator(device).manual_seed(video_seed(settings.seed, rel))
+    gen = torch.Generator(device).manual_seed(sample_seed(settings.seed, rel))
     cond = encode_condition(pipe, clip[:1], [gen], device, num_frames=1, fps=settings.fps,
                             motion_bucket_id=settings.motion_bucket_id,
                             noise_aug_strength=settings.noise_aug_strength)
@@ -157,23 +149,11 @@ class LatentCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "key.json"
         if not meta.exists():
-            from bench.fsutil import atomic_write_json
             atomic_write_json(meta, key)
 
     def path(self, item: VideoItem, tag: str = "") -> Path:
-        h = hashlib.sha256(json.dumps([item.rel, _file_sig(item.path)[1:], tag]).encode()).hexdigest()[:20]
+        h = hashlib.sha256(json.dumps([item.rel, file_signature(item.path)[1:], tag]).encode()).hexdigest()[:20]
         return self.dir / f"{Path(item.rel).stem}-{h}.safetensors"
-
-
-def _save(path: Path, tensors: dict) -> None:
-    from safetensors.torch import save_file
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def _load(path: Path) -> dict:
-    from safetensors.torch import load_file
-    return load_file(str(path))
 
 
 SKIP = "skip"  # marker written for a video too short or undecodable, so it is not retried
@@ -183,8 +163,6 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
                     cache_root: Path | None = None, rank: int = 0, world: int = 1, wait=None,
                     log=print) -> list[tuple[VideoItem, Path]]:
     """Encode (once) every video's clip; return (item, cached file) of the usable videos, in item order."""
-    from bench.videoio import VideoDecodeError
-
     key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.to_dict(),
            "stack": component_signature(stack_dir, ("vae", "image_encoder", "feature_extractor"))}
     cache = LatentCache(cache_root or cache_dir("train-latents"), key)
@@ -199,14 +177,14 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
             warnings.warn(f"skipping undecodable video {e}", stacklevel=2)
             clip = None
         if clip is None:
-            _save(cache.path(it, SKIP), {"skip": torch.zeros(1)})
+            save_safetensors({"skip": torch.zeros(1)}, cache.path(it, SKIP))
             continue
-        _save(cache.path(it), encode_clip(pipe, clip, settings, it.rel, device))
+        save_safetensors(encode_clip(pipe, clip, settings, it.rel, device), cache.path(it))
     if wait is not None:
         wait()
     pairs = [(it, cache.path(it)) for it in items if cache.path(it).exists()]
     if not pairs:
-        need = clip_frame_indices(10 ** 9, 25.0, settings)[-1] + 1
+        need = frames_needed(25.0, settings.num_frames, settings.fps)
         raise UserError(f"none of the {len(items)} videos gives a clip of {settings.num_frames} frames at "
                         f"{settings.fps} fps (a 25 fps video needs {need} frames): use longer videos or "
                         f"ask for fewer --num-frames / a lower --fps")
@@ -222,8 +200,6 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
     """LADD's data: latents of the ``svd:<steps>`` method (methods.svd.SVDMethod.generate_latents) from
     each usable video's conditioning frame, seeded with the video's seed -- so the teacher's condition
     (noise augmentation included) is exactly the cached one the student is trained with."""
-    from bench.transforms import resize_cover_crop
-    from bench.videoio import read_video
     from methods import get_method
 
     key = {"version": CACHE_VERSION, "what": "teacher", "steps": steps, "max_guidance": max_guidance,
@@ -240,11 +216,8 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
         for i in todo:
             item = pairs[i][0]
             image = resize_cover_crop(read_video(item.path, [0]), settings.width, settings.height)
-            lat = method.generate_latents(image, [video_seed(settings.seed, item.rel)],
-                                          num_frames=settings.num_frames, fps=settings.fps,
-                                          motion_bucket_id=settings.motion_bucket_id,
-                                          noise_aug_strength=settings.noise_aug_strength)
-            _save(out[i], {"latents": lat[0].float().cpu()})
+            lat = method.generate_latents(image, [sample_seed(settings.seed, item.rel)], settings.conditions())
+            save_safetensors({"latents": lat[0].float().cpu()}, out[i])
         method.unload()
     if wait is not None:
         wait()
@@ -263,9 +236,9 @@ class LatentDataset:
 
     def item(self, i: int) -> dict:
         if i not in self._mem:
-            d = _load(self.files[i])
+            d = load_safetensors(self.files[i])
             if self.real is not None:
-                d["latents"] = _load(self.real[i])["latents"]
+                d["latents"] = load_safetensors(self.real[i])["latents"]
             if len(self._mem) < 512:  # small sets stay in memory
                 self._mem[i] = d
             return d

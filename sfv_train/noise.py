@@ -1,9 +1,8 @@
-"""Noise levels and EDM preconditioning for latent adversarial training (SF-V paper eq. 2, 5-7).
+"""Noise levels of latent adversarial training (SF-V paper eq. 5-7): generator levels and the
+discriminator's noise rules. The Karras schedule and EDM scalings are methods.models.edm.
 
-* Karras levels (eq. 5): sigma_t = (s_min^(1/rho) + t/(T-1) (s_max^(1/rho) - s_min^(1/rho)))^rho,
-  t = 0..T-1, s_min 0.002, s_max 700, rho 7 -- ascending.
-* Generator levels: T_g = 4 gives {0.002, 2.269, 70.54, 700}; training draws sigma uniformly from
-  the upper three, inference is one step from 700 (FACTS sec. 4).
+* Generator levels: T_g = 4 Karras levels {0.002, 2.269, 70.54, 700}; training draws sigma uniformly
+  from the upper three, inference is one step from 700 (FACTS sec. 4).
 * Discriminator noise sigma' (real and fake share it):
   - ``lognormal-discrete`` (SF-V): T_d = 1000 Karras levels, level i >= 1 drawn with
     P(i) proportional to Phi((ln s_i - P_mean)/|P_std|) - Phi((ln s_{i-1} - P_mean)/|P_std|)
@@ -11,8 +10,6 @@
   - ``next-level`` (UFOGen): the next lower generator level (700 -> 70.54 -> 2.269 -> 0.002).
   - ``lognormal`` (LADD): ln sigma' ~ N(P_mean, P_std^2), clamped to [s_min, s_max]; LADD's
     logit-normal on the flow time t is this lognormal on sigma = t / (1 - t).
-* EDM preconditioning (eq. 2 / 6): c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1),
-  c_in = 1/sqrt(s^2+1), c_noise = 0.25 ln s -- SVD's v-prediction parameterisation.
 """
 from __future__ import annotations
 
@@ -20,28 +17,17 @@ import math
 
 import torch
 
+from methods.models.edm import SIGMA_MAX, SIGMA_MIN, karras_levels
+
 from .config import D_NOISE_CHOICES
 
-SIGMA_MIN = 0.002
-SIGMA_MAX = 700.0
-RHO = 7.0
 T_G = 4
 T_D = 1000
 
 
-def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-                  rho: float = RHO) -> torch.Tensor:
-    """Eq. 5 for t = 0..n-1, ascending, float64."""
-    if n < 2:
-        raise ValueError(f"need at least 2 levels (got {n})")
-    ramp = torch.arange(n, dtype=torch.float64) / (n - 1)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return (lo + ramp * (hi - lo)) ** rho
-
-
 def generator_sigmas(n: int = T_G) -> torch.Tensor:
     """The T_g generator levels, ascending: {0.002, 2.269, 70.54, 700} for T_g = 4."""
-    return karras_sigmas(n)
+    return karras_levels(n)
 
 
 def discrete_lognormal_probs(p_mean: float, p_std: float, n: int = T_D) -> torch.Tensor:
@@ -52,7 +38,7 @@ def discrete_lognormal_probs(p_mean: float, p_std: float, n: int = T_D) -> torch
     """
     if p_std == 0:
         raise ValueError("P_std must not be 0")
-    s = karras_sigmas(n)
+    s = karras_levels(n)
     z = (s.log() - p_mean) / abs(p_std)
     cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
     p = torch.zeros(n, dtype=torch.float64)
@@ -61,12 +47,6 @@ def discrete_lognormal_probs(p_mean: float, p_std: float, n: int = T_D) -> torch
     if not total > 0:
         raise ValueError(f"P_mean={p_mean}, P_std={p_std} put no mass on [{SIGMA_MIN}, {SIGMA_MAX}]")
     return p / total
-
-
-def edm_scalings(sigma: torch.Tensor):
-    """(c_skip, c_out, c_in, c_noise) of eq. 2 for a tensor of sigmas."""
-    s2 = sigma * sigma + 1
-    return 1 / s2, -sigma / s2.sqrt(), 1 / s2.sqrt(), 0.25 * sigma.log()
 
 
 class NoiseSampler:
@@ -78,7 +58,7 @@ class NoiseSampler:
             raise ValueError(f"d_noise must be one of {D_NOISE_CHOICES} (got {d_noise!r})")
         self.d_noise, self.p_mean, self.p_std = d_noise, float(p_mean), float(p_std)
         self.g_levels = generator_sigmas(t_g)
-        self.d_levels = karras_sigmas(t_d)
+        self.d_levels = karras_levels(t_d)
         self.d_probs = discrete_lognormal_probs(p_mean, p_std, t_d) if d_noise == "lognormal-discrete" else None
 
     def sample_g(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,114 @@
+"""The latency result as JSON and as a Markdown table beside the paper's A100 figures."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from sfv_core.fsutil import atomic_write_json, atomic_write_text
+from sfv_core.paper import GPU, table1_rows
+
+from .models import Shape
+from .options import Options
+
+
+def _fmt_ms(ms) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms / 1e3:.2f} s" if ms >= 1000 else f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
+
+
+def _tf(x) -> str:
+    return f"{x / 1e12:.3g} T" if x >= 1e11 else f"{x / 1e9:.3g} G"
+
+
+def render_markdown(r: dict) -> str:
+    env, o, sh = r["env"], r["options"], r["shape"]
+    dev = env["gpu_name"] or f"CPU ({env['cpu']}, {env['threads']} threads)"
+    lat = "x".join(map(str, sh["latent"]))
+    b1, b2 = r["unet_pass"]["batch1"], r["unet_pass"]["batch2"]
+    pc = r["precision_check"]
+    lines = [
+        "# Latency: denoising process (UNet) and end to end",
+        "",
+        f"- Device: {dev}; driver {env['driver'] or '—'}; torch {env['torch']}, CUDA {env['cuda'] or '—'}, "
+        f"diffusers {env['diffusers']}; clock {env['clock']}",
+        f"- Options: {Options(**o).label()} (dtype {o['dtype']}, attention {o['attention']}, channels_last "
+        f"{'on' if o['channels_last'] else 'off'}, torch.compile {'on' if o['compile'] else 'off'}, CUDA graphs "
+        f"{'on' if o['cuda_graphs'] else 'off'})",
+        f"- Shape: {sh['name']} -- {sh['num_frames']} frames {sh['width']}x{sh['height']}, latent {lat}; "
+        f"models: {r['models']['source']} (UNet {r['models']['unet_params'] / 1e6:.1f} M parameters)",
+        f"- UNet pass: batch 1 {_fmt_ms(b1['median_ms'])} (p10 {_fmt_ms(b1['p10_ms'])}, p90 {_fmt_ms(b1['p90_ms'])}, "
+        f"n={b1['n']}), batch 2 {_fmt_ms(b2['median_ms'])}; FLOPs {_tf(r['flops']['unet_batch1'])} / "
+        f"{_tf(r['flops']['unet_batch2'])}; achieved {r['tflops_achieved']['unet_batch1']:.3g} / "
+        f"{r['tflops_achieved']['unet_batch2']:.3g} TFLOP/s",
+        "- Peak memory (batch-1 pass, all models resident): "
+        + (f"{r['peak_mem_bytes'] / 2**30:.2f} GiB" if r["peak_mem_bytes"] else
+           f"n/a on CPU (process peak RSS {(r['peak_rss_bytes'] or 0) / 2**30:.2f} GiB)"),
+        f"- Precision check: {pc['chosen_rel_l2']:.2e} relative L2 vs {pc['reference']} (tolerance "
+        f"{pc['tolerance']}): {'pass' if pc['passed'] else 'FAIL'}; {len(pc['candidates'])} configuration(s) tried",
+        f"- VAE decode chunk size: {r['decode_chunk_size']}",
+        "",
+        f"Latency of the denoising process (all UNet calls of one video), beside the paper's {GPU} figures:",
+        "",
+        "| Method | Steps | UNet calls x batch | Paper (s) | UNet, calls x median (s) | UNet loop (s) | "
+        "End to end (s) | Paper / ours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    measured = {m["spec"]: m for m in r["methods"]}
+    done = set()
+    for p in table1_rows():
+        m = measured.get(p["spec"]) if p["spec"] else None
+        if m is None:
+            lines.append(f"| {p['name']} | {p['steps']} | — | {p['latency_s']:.2f} | — | — | — | — |")
+            continue
+        done.add(m["spec"])
+        lines.append(_method_line(p["name"], m, p["latency_s"]))
+    for m in r["methods"]:
+        if m["spec"] not in done:
+            lines.append(_method_line(m["spec"], m, None))
+    lines += ["", "End-to-end breakdown (medians):", "",
+              "| Method | Image encoder | VAE encode | UNet loop | VAE decode (frames, chunk) | Total |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for m in r["methods"]:
+        e = m["e2e"]
+        lines.append(f"| {m['spec']} | {_fmt_ms(e['image_encoder_ms'])} | {_fmt_ms(e['vae_encode_ms'])} | "
+                     f"{_fmt_ms(e['unet_loop_ms'])} | {_fmt_ms(e['vae_decode_ms'])} ({e['frames_decoded']}, "
+                     f"{e['decode_chunk_size']}) | {_fmt_ms(e['total_ms'])} |")
+    lines += ["", "Precision check candidates:", "", "| Configuration | Median batch-1 pass | Rel. L2 vs fp32 | Pass |",
+              "|---|---:|---:|---|"]
+    for c in pc["candidates"]:
+        if c.get("error"):
+            lines.append(f"| {c['label']} | — | — | not run: {c['error']} |")
+        else:
+            lines.append(f"| {c['label']} | {_fmt_ms(c['median_ms'])} | {c['rel_l2']:.2e} | "
+                         f"{'yes' if c['passed'] else 'no'} |")
+    lines += ["", "FLOPs (counted with torch.utils.flop_counter on the meta device):", "",
+              "| Part | FLOPs |", "|---|---:|"]
+    lines += [f"| {k} | {_tf(v)} |" for k, v in r["flops"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _method_line(name, m, paper_s) -> str:
+    ratio = f"{paper_s * 1e3 / m['unet_ms_median']:.2f}x" if paper_s else "—"
+    return (f"| {name} | {m['steps']} | {m['calls']} x {m['batch']} | "
+            f"{f'{paper_s:.2f}' if paper_s else '—'} | {m['unet_ms_median'] / 1e3:.3f} | "
+            f"{m['unet_loop_ms'] / 1e3:.3f} | {m['e2e']['total_ms'] / 1e3:.3f} | {ratio} |")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def default_out_dir(shape: Shape, device: str) -> Path:
+    name = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else "cpu"
+    return Path("results") / "latency" / f"{shape.name}-{_slug(name)}"
+
+
+def write_results(result: dict, out_dir) -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    js, md = out_dir / "latency.json", out_dir / "latency.md"
+    atomic_write_json(js, result)
+    atomic_write_text(md, render_markdown(result))
+    return js, md

@@ -1,0 +1,126 @@
+"""Model configurations: the real SVD architectures (full size) and the tiny test stack.
+
+Every config is what diffusers' / transformers' classes take (``from_config``); the full-size ones
+are the hub configs of stabilityai/stable-video-diffusion-img2vid (unet/, vae/, image_encoder/ =
+laion CLIP ViT-H/14 vision tower), checked against the published parameter counts in the tests.
+"""
+from __future__ import annotations
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The scheduler config of stabilityai/stable-video-diffusion-img2vid(-xt) (scheduler/scheduler_config.json).
+# Note timestep_spacing="leading": it makes EulerDiscreteScheduler.init_noise_sigma = sqrt(sigma_max^2 + 1).
+SVD_SCHEDULER_CONFIG = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "sigma_max": 700.0,
+    "sigma_min": 0.002,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "timestep_type": "continuous",
+    "trained_betas": None,
+    "use_karras_sigmas": True,
+}
+
+# Real SVD architectures at toy size (FACTS sec. 2); StableVideoDiffusionPipeline accepts them as-is.
+TINY_CONFIGS = {
+    "unet": {
+        "sample_size": 8,
+        "in_channels": 8,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"],
+        "up_block_types": ["UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"],
+        "block_out_channels": [32, 64],
+        "addition_time_embed_dim": 32,
+        "projection_class_embeddings_input_dim": 96,  # 3 added time ids x addition_time_embed_dim
+        "layers_per_block": 2,
+        "cross_attention_dim": 32,  # = CLIP projection_dim
+        "transformer_layers_per_block": 1,
+        "num_attention_heads": [2, 4],
+        "num_frames": 14,
+    },
+    "vae": {  # 4 levels -> the real 8x spatial downsampling
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "block_out_channels": [32, 32, 64, 64],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "sample_size": 64,
+        "scaling_factor": 0.18215,
+        "force_upcast": True,
+    },
+    "image_encoder": {
+        "hidden_size": 32,
+        "projection_dim": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "image_size": 224,
+        "patch_size": 14,
+        "num_channels": 3,
+    },
+    "feature_extractor": {  # SVD's CLIPImageProcessor settings (OpenAI CLIP mean/std)
+        "crop_size": 224,
+        "size": 224,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+        "resample": 3,
+    },
+    "scheduler": SVD_SCHEDULER_CONFIG,
+}
+
+
+# Full-size architectures (hub configs of stabilityai/stable-video-diffusion-img2vid: unet/, vae/,
+# image_encoder/ = laion CLIP ViT-H/14 vision tower). Parameter counts are checked in the tests.
+FULL_CONFIGS = {
+    "unet": {
+        "sample_size": 96, "in_channels": 8, "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlockSpatioTemporal"] * 3 + ["DownBlockSpatioTemporal"],
+        "up_block_types": ["UpBlockSpatioTemporal"] + ["CrossAttnUpBlockSpatioTemporal"] * 3,
+        "block_out_channels": [320, 640, 1280, 1280], "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 768, "layers_per_block": 2, "cross_attention_dim": 1024,
+        "transformer_layers_per_block": 1, "num_attention_heads": [5, 10, 20, 20], "num_frames": 25,
+    },
+    "vae": {
+        "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+        "sample_size": 768, "scaling_factor": 0.18215, "force_upcast": True,
+    },
+    "image_encoder": {
+        "hidden_size": 1280, "intermediate_size": 5120, "projection_dim": 1024, "num_hidden_layers": 32,
+        "num_attention_heads": 16, "num_channels": 3, "image_size": 224, "patch_size": 14,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+    },
+}
+
+
+def build_models(configs: dict, device="cpu") -> dict:
+    """Random-init {'unet', 'vae', 'image_encoder'} from configs on ``device`` (``meta``: shapes only),
+    in eval mode without gradients."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.device(device):
+        models = {
+            "unet": UNetSpatioTemporalConditionModel.from_config(configs["unet"]),
+            "vae": AutoencoderKLTemporalDecoder.from_config(configs["vae"]),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"])),
+        }
+    # A few parameters are made with the legacy torch.Tensor([...]) constructor (AlphaBlender's
+    # mix_factor), which ignores the default device: move them too.
+    return {k: m.to(device).eval().requires_grad_(False) for k, m in models.items()}
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,255 @@
+"""Model stacks: where the SVD components come from, and the tiny random-init stack for tests.
+
+A *stack* is a diffusers ``StableVideoDiffusionPipeline`` folder (``model_index.json`` plus the
+subfolders ``unet``, ``vae``, ``image_encoder``, ``feature_extractor``, ``scheduler``). Specs:
+
+* ``tiny`` -- the real SVD architectures at toy size with seeded random weights (FACTS sec. 2).
+  Built once per (seed, configs, diffusers/transformers version) and saved with
+  ``save_pretrained`` under ``cache_dir('stacks')``; every load goes through ``from_pretrained``,
+  exactly like a real stack.
+* ``svd`` / ``svd-xt`` -- the Hugging Face repos ``stabilityai/stable-video-diffusion-img2vid``
+  and ``stabilityai/stable-video-diffusion-img2vid-xt``, taken from the local HF cache only.
+* a folder path, or any other ``owner/name`` repo id already in the HF cache.
+
+Nothing here touches the network: a missing stack is a one-line ``UserError`` naming the folder
+or repo id and the command that fetches it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from sfv_core.errors import UserError
+from sfv_core.fsutil import cache_dir
+
+from .configs import TINY_CONFIGS
+
+STACK_REPOS = {
+    "svd": "stabilityai/stable-video-diffusion-img2vid",
+    "svd-xt": "stabilityai/stable-video-diffusion-img2vid-xt",
+}
+
+def _versions_key() -> str:
+    import diffusers
+    import transformers
+
+    def mm(v):
+        return ".".join(v.split(".")[:2])
+
+    return f"diffusers{mm(diffusers.__version__)}-transformers{mm(transformers.__version__)}"
+
+
+def tiny_stack_key(seed: int = 0) -> str:
+    """Folder name of the tiny stack: seed + short hash of the configs and library versions."""
+    blob = json.dumps({"configs": TINY_CONFIGS, "versions": _versions_key()}, sort_keys=True)
+    return f"tiny-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _build_tiny_pipeline(seed: int):
+    """Random-init SVD pipeline from TINY_CONFIGS (torch.manual_seed(seed) before each component)."""
+    import torch
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
+                           StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    c = TINY_CONFIGS
+    torch.manual_seed(seed)
+    unet = UNetSpatioTemporalConditionModel(**c["unet"])
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLTemporalDecoder(**c["vae"])
+    torch.manual_seed(seed + 2)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
+    fe = dict(c["feature_extractor"])
+    feature_extractor = CLIPImageProcessor(
+        crop_size={"height": fe.pop("crop_size"), "width": 224}, size={"shortest_edge": fe.pop("size")}, **fe)
+    scheduler = EulerDiscreteScheduler.from_config(c["scheduler"])
+    return StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
+                                        scheduler=scheduler, feature_extractor=feature_extractor)
+
+
+def tiny_stack_dir(seed: int = 0) -> Path:
+    """Folder of the tiny stack, building and saving it (atomically) on first use.
+
+    The pipeline is built in a temporary folder next to the final one and renamed into place,
+    so an interrupted build never leaves a half-written stack; a concurrent builder that loses
+    the race simply discards its copy.
+    """
+    root = cache_dir("stacks")
+    final = root / tiny_stack_key(seed)
+    if (final / "model_index.json").is_file():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        pipe = _build_tiny_pipeline(seed)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        # Record the feature extractor under the hub's class name (transformers picks its backend at
+        # load time: CLIPImageProcessorPil without torchvision), exactly like the real SVD folders.
+        index = json.loads((tmp / "model_index.json").read_text())
+        index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "model_index.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def hf_snapshot(repo_id: str, what: str) -> Path:
+    """Local snapshot folder of a HF repo (cache only, never the network) or a UserError."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError, offline-mode errors, bad repo id ...
+        raise UserError(
+            f"{what} not found locally: expected the Hugging Face repo {repo_id} in the HF cache "
+            f"({_hf_cache_hint()}); fetch it on a machine with network with "
+            f"`huggingface-cli download {repo_id}` (then copy the cache), or pass a local folder path"
+        ) from e
+
+
+def _hf_cache_hint() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+        return f"HF_HUB_CACHE={HF_HUB_CACHE}"
+    except Exception:  # pragma: no cover
+        return "the HF cache"
+
+
+def is_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+def is_tiny_stack(folder) -> bool:
+    """A tiny stack built by ``tiny_stack_dir`` (in the suite's cache)."""
+    folder = Path(folder)
+    return folder.name.startswith("tiny-s") and folder.resolve().parent == cache_dir("stacks").resolve()
+
+
+def resolve_stack(spec: str | os.PathLike | None = "tiny") -> Path:
+    """Folder of a stack spec: 'tiny', 'svd', 'svd-xt', a folder path, or a repo id in the HF cache."""
+    spec = "tiny" if spec is None else str(spec)
+    if spec == "tiny":
+        return tiny_stack_dir()
+    if spec.startswith("tiny-s") and spec[6:].isdigit():
+        return tiny_stack_dir(int(spec[6:]))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"stack folder {path} has no model_index.json: expected a diffusers "
+                            f"StableVideoDiffusionPipeline folder (save_pretrained layout)")
+        return path
+    if spec in STACK_REPOS:
+        folder = hf_snapshot(STACK_REPOS[spec], f"stack '{spec}'")
+    elif is_repo_id(spec):
+        folder = hf_snapshot(spec, f"stack '{spec}' (no such local folder either)")
+    else:
+        raise UserError(f"stack folder {path} does not exist; valid stacks: tiny, "
+                        f"{', '.join(STACK_REPOS)}, a diffusers pipeline folder, or a repo id in the HF cache")
+    if not (folder / "model_index.json").is_file():
+        raise UserError(f"stack '{spec}' ({folder}) has no model_index.json: the HF cache holds an "
+                        f"incomplete download; rerun `huggingface-cli download {STACK_REPOS.get(spec, spec)}`")
+    return folder
+
+
+def quiet_hf_logging() -> None:
+    """No loading bars or notices from diffusers / transformers (our own bars and errors say enough)."""
+    from diffusers.utils import logging as dlogging
+    from transformers.utils import logging as tlogging
+
+    for lib in (dlogging, tlogging):
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
+
+
+def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None):
+    """Load a ``StableVideoDiffusionPipeline`` from a stack (local files only, no remote code).
+
+    ``unet``: an already loaded UNet that replaces the stack's (e.g. from ``load_unet``).
+    """
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+
+    quiet_hf_logging()
+    dtype = torch.float32 if dtype is None else dtype
+    folder = resolve_stack(stack)
+    kwargs = {"dtype": dtype, "local_files_only": True}
+    if unet is not None:
+        kwargs["unet"] = unet
+    try:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise UserError(f"could not load the stack at {folder}: {str(e).splitlines()[0]}") from e
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None):
+    """Load a ``UNetSpatioTemporalConditionModel`` from a local source (never the network).
+
+    ``source`` may be
+      * a diffusers model folder (``config.json`` + weights), or a folder holding one under
+        ``unet/`` (a pipeline folder or an ``sfv-train`` export);
+      * a ``.safetensors`` file with a UNet state dict (AnimateLCM-SVD-xt's release format): the
+        architecture is taken from ``stack``'s UNet config and the weights loaded strictly;
+      * a HF repo id in the local cache, holding either of the above (``weights_name`` picks
+        the state-dict file when the repo holds several).
+    """
+    import torch
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    dtype = torch.float32 if dtype is None else dtype
+    src = str(source)
+    path = Path(src).expanduser()
+    if not path.exists():
+        if is_repo_id(src):
+            path = hf_snapshot(src, f"UNet '{src}' (no such local file or folder either)")
+        else:
+            raise UserError(f"UNet folder or file {path} does not exist: pass a diffusers UNet folder "
+                            f"(e.g. written by `sfv-train export`), a .safetensors state dict, or a repo id")
+    if path.is_dir():
+        for sub in (None, "unet"):
+            d = path / sub if sub else path
+            if (d / "config.json").is_file():
+                return UNetSpatioTemporalConditionModel.from_pretrained(
+                    d, dtype=dtype, local_files_only=True)
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+        if weights_name:
+            if weights_name not in files:
+                raise UserError(f"{path} has no {weights_name} (it has: {', '.join(files) or 'no .safetensors'})")
+            path = path / weights_name
+        elif len(files) == 1:
+            path = path / files[0]
+        else:
+            raise UserError(f"{path} holds no diffusers UNet (config.json or unet/config.json) and "
+                            f"{'several' if files else 'no'} .safetensors files ({', '.join(files)}); "
+                            f"pick one with weights_name")
+    if path.suffix != ".safetensors":
+        raise UserError(f"UNet weights {path} must be a .safetensors state dict or a diffusers folder")
+    if stack is None:
+        raise UserError(f"loading the UNet state dict {path} needs the stack whose UNet architecture it fits")
+    from safetensors.torch import load_file
+
+    config = UNetSpatioTemporalConditionModel.load_config(resolve_stack(stack), subfolder="unet",
+                                                          local_files_only=True)
+    unet = UNetSpatioTemporalConditionModel.from_config(config)
+    state = load_file(str(path))
+    own = unet.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise UserError(f"UNet weights {path} do not fit the stack's UNet ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(wrong)} wrong-shape keys, e.g. "
+                        f"{(missing or unexpected or wrong)[0]}): wrong stack?")
+    unet.load_state_dict(state, strict=True)
+    return unet.to(dtype)

@@ -1,0 +1,120 @@
+"""UNet timing: the call-counting timer wrapped around a UNet, repeat timing of any callable, and
+the one summary of a list of times (median, p10, p90, min, mean, n).
+
+Clocks: on CUDA a pair of ``torch.cuda.Event(enable_timing=True)`` around each call (read after
+synchronising); on a CPU ``time.perf_counter`` (CPU forward passes are synchronous).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def sync(device) -> None:
+    if is_cuda(device):
+        torch.cuda.synchronize()
+
+
+def clock_name(device) -> str:
+    return "cuda-events" if is_cuda(device) else "time.perf_counter"
+
+
+class UNetTimer:
+    """Wraps a UNet: records the batch size of every call and the time spent inside it.
+
+    ``calls`` lists the batch of every call since the last ``reset()``; ``total_seconds()`` the
+    time. Attribute reads (config, dtype, ...) go to the wrapped model.
+    """
+
+    def __init__(self, unet):
+        self.unet = unet
+        self.calls: list[int] = []
+        self._events: list = []
+        self._seconds = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def reset(self) -> None:
+        self.calls, self._events, self._seconds = [], [], 0.0
+
+    def __call__(self, sample, *args, **kwargs):
+        self.calls.append(int(sample.shape[0]))
+        if sample.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = self.unet(sample, *args, **kwargs)
+            end.record()
+            self._events.append((start, end))
+        else:
+            t0 = time.perf_counter()
+            out = self.unet(sample, *args, **kwargs)
+            self._seconds += time.perf_counter() - t0
+        return out
+
+    def total_seconds(self) -> float:
+        """Seconds spent in the UNet since the last reset."""
+        if self._events:
+            torch.cuda.synchronize()
+            self._seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1000.0
+            self._events = []
+        return self._seconds
+
+
+def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        if is_cuda(device):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(float(start.elapsed_time(end)))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def summarize(values, unit: str = "ms") -> dict:
+    """{median_<unit>, p10_<unit>, p90_<unit>, min_<unit>, mean_<unit>, n} of a list of times."""
+    a = np.asarray(values, dtype=np.float64)
+    return {f"median_{unit}": float(np.median(a)), f"p10_{unit}": float(np.percentile(a, 10)),
+            f"p90_{unit}": float(np.percentile(a, 90)), f"min_{unit}": float(a.min()),
+            f"mean_{unit}": float(a.mean()), "n": int(a.size)}
+
+
+@contextlib.contextmanager
+def peak_memory(device, out: dict, key: str):
+    """Record the peak memory during the block in ``out[key]`` (CUDA: allocated bytes; CPU: None)."""
+    if is_cuda(device):
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    yield
+    if is_cuda(device):
+        sync(device)
+        out[key] = int(torch.cuda.max_memory_allocated(device))
+    else:
+        out[key] = None
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+    except Exception:  # pragma: no cover - non-Linux
+        return None

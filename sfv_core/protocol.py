@@ -1,0 +1,133 @@
+"""The evaluation protocol: every value that changes a number lives here and is recorded with it.
+
+Rules (SF-V paper sec. 4.2, FACTS.md sec. 1 and 5):
+
+* Conditioning image: frame 0 of the source video. It is resized with the *cover* rule:
+  scale = max(gen_w / src_w, gen_h / src_h), bilinear (torch ``F.interpolate``,
+  ``align_corners=False``, antialias when shrinking), then centre-cropped to gen_w x gen_h.
+  A 320x240 UCF-101 frame becomes 1024x768, cropped to rows 96..671 (1024x576).
+* Real clip: ``num_frames`` frames at ``fps`` taken from the source frame rate ``src_fps``:
+  index_k = start + round(k * src_fps / fps), k = 0..num_frames-1 (round half up: floor(x + 0.5)) (with start = 0 for
+  ``clip_start="first"``, the frame the generator is conditioned on, or a per-video seeded
+  offset for ``"random"``, StyleGAN-V's rule). A video with fewer than index_last + 1 frames
+  is skipped and counted.
+* Scoring geometry: with ``real_crop="match"`` the real clip is centre-cropped to the
+  generation aspect exactly like the conditioning image (so real and generated show the same
+  region), then real and generated frames are both resized (bilinear, antialiased) to
+  score_w x score_h. ``real_crop="none"`` resizes the full real frame instead.
+* Detector input: score-size clips resized to 224x224 bilinear, mapped to [-1, 1].
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationConditions:
+    """What every method generates with: SVD's defaults (FACTS sec. 2), the one place they are typed.
+
+    ``decode_chunk_size`` frames are decoded together by the temporal VAE: it changes the output."""
+    num_frames: int = 14
+    fps: int = 7
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    decode_chunk_size: int = 14
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, conditions: "GenerationConditions | None" = None, **overrides) -> "GenerationConditions":
+        """``conditions`` (default: SVD's) with keyword overrides, e.g. ``of(None, num_frames=3)``."""
+        base = conditions if conditions is not None else cls()
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown generation condition(s) {sorted(unknown)}")
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+
+GEN = GenerationConditions()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    dataset: str = "ucf101"
+    split: str = "test"            # train | test | all
+    fold: int = 1                  # 1, 2, 3 (ucfTrainTestlist)
+    num_videos: int = 2048         # N: videos selected (before skips)
+    seed: int = 0
+    balanced: bool = False         # round-robin over classes when selecting
+    num_frames: int = GEN.num_frames
+    fps: int = GEN.fps
+    gen_width: int = 1024
+    gen_height: int = 576
+    score_width: int = 320
+    score_height: int = 240
+    cond_resize: str = "cover-center-crop"
+    clip_start: str = "first"      # first | random
+    real_crop: str = "match"       # match | none
+    max_fail_frac: float = 0.05    # stop if more of the selection than this fails to decode
+    # generation conditions shared by every method
+    motion_bucket_id: int = GEN.motion_bucket_id
+    noise_aug_strength: float = GEN.noise_aug_strength
+    decode_chunk_size: int = GEN.decode_chunk_size
+    # FVD
+    detector_size: int = 224
+    covariance: str = "biased"     # biased (1/N, StyleGAN-V, cd-fvd) | unbiased (1/(N-1), TF, TATS)
+
+    def __post_init__(self):
+        checks = [
+            (self.split in ("train", "test", "all"), f"split must be train, test or all (got {self.split!r})"),
+            (self.fold in (1, 2, 3), f"fold must be 1, 2 or 3 (got {self.fold!r})"),
+            (self.num_videos >= 1, f"num_videos must be >= 1 (got {self.num_videos})"),
+            (self.num_frames >= 1 and self.fps >= 1, "num_frames and fps must be >= 1"),
+            (self.clip_start in ("first", "random"), f"clip_start must be first or random (got {self.clip_start!r})"),
+            (self.real_crop in ("match", "none"), f"real_crop must be match or none (got {self.real_crop!r})"),
+            (self.covariance in ("biased", "unbiased"), f"covariance must be biased or unbiased (got {self.covariance!r})"),
+            (0.0 <= self.max_fail_frac < 1.0, "max_fail_frac must be in [0, 1)"),
+            (self.gen_width % 8 == 0 and self.gen_height % 8 == 0, "generation size must be a multiple of 8"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **kw) -> "Protocol":
+        return dataclasses.replace(self, **kw)
+
+    def conditions(self) -> GenerationConditions:
+        return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength,
+                                    self.decode_chunk_size)
+
+    @property
+    def metric_name(self) -> str:
+        """Name that spells the protocol, StyleGAN-V style: fvd2048_14f_7fps_320x240."""
+        return f"fvd{self.num_videos}_{self.num_frames}f_{self.fps}fps_{self.score_width}x{self.score_height}"
+
+
+@dataclass(frozen=True)
+class World:
+    """The defaults `sfv-bench run` uses in one world: protocol values, stacks, detector, methods."""
+    name: str
+    protocol: dict
+    stack: str
+    xt_stack: str
+    detector: str
+    methods: str
+    animatelcm_frames: int | None   # None: the protocol's frames
+    toy: bool                       # numbers not comparable with the paper's
+
+
+WORLDS = {
+    "tiny": World("tiny", dict(num_videos=16, gen_width=64, gen_height=64, balanced=True, max_fail_frac=0.25),
+                  "tiny", "tiny", "toy", "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", None, True),
+    "ucf101": World("ucf101", {}, "svd", "svd-xt", "stylegan-v", "", 25, False),   # methods: paper.DEFAULT_SPECS
+}
+
+
+def tiny_protocol(**kw) -> Protocol:
+    """The embedded tiny world: synthetic data, tiny stack, toy detector, small N."""
+    return Protocol(**{**WORLDS["tiny"].protocol, **kw})

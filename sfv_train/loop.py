@@ -1,0 +1,206 @@
+"""The loop every trainer shares: accelerate, the run folder, exact resume, logs, progress, export.
+
+A trainer subclasses ``TrainLoop`` and implements ``build()`` (data, models, optimisers, once the
+accelerator exists), ``train_step()`` (one optimisation step -> metrics), ``checkpoint_parts()``
+(what a checkpoint holds) and ``export()``; optionally ``preview()``. The configuration is a
+dataclass with ``out``, ``resume``, ``max_steps``, ``seed``, ``device``, ``report_to``, ``progress``,
+``log_every``, ``checkpoint_every``, ``checkpoints_total_limit``, ``preview_every``, a
+``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share).
+
+Run folder::
+
+    config.json                   the resolved configuration (compared on --resume)
+    checkpoints/step-XXXXXX/      weights .safetensors, optimiser .pt, rng-<rank>.pt, state.json,
+                                  config.json -- written to .tmp-step-XXXXXX, then renamed
+    export/                       the result (a diffusers model folder + sfv_train.json)
+    previews/                     what the trainer previews (videos)
+    logs/<name>/                  TensorBoard events (accelerate tracker)
+    logs/metrics.jsonl            the logged metrics, one JSON line per logged step
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_json
+
+from .checkpoint import find_resume, load_checkpoint, save_checkpoint
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _flat_config(d: dict) -> dict:
+    """Tracker hparams: only bool/str/int/float values."""
+    return {k: (v if isinstance(v, (bool, str, int, float)) else json.dumps(v)) for k, v in d.items()}
+
+
+def diff_keys(old: dict, new: dict) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+class TrainLoop:
+    name = "train"                     # tracker: logs/<name>/
+    desc = ""                          # progress bar (default: name)
+    postfix: tuple = ()                # metrics shown on the progress bar
+
+    def __init__(self, cfg, log=None):
+        self.cfg = cfg.resolved()
+        self._log = log
+        self.out = Path(self.cfg.out).expanduser()
+        self.ckpt_root = self.out / "checkpoints"
+        self.step = 0
+        self.acc = None
+        self.pbar = None
+
+    # -- to implement ---------------------------------------------------------------------------
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self) -> dict:
+        raise NotImplementedError
+
+    def checkpoint_parts(self) -> tuple[dict, dict]:
+        """({name: module with state_dict/load_state_dict}, {name: optimiser})."""
+        raise NotImplementedError
+
+    def export(self) -> Path:
+        raise NotImplementedError
+
+    def preview(self) -> Path | None:
+        return None
+
+    def checkpoint_state(self) -> dict:
+        """Extra entries of state.json."""
+        return {}
+
+    # -- infrastructure -------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.acc is not None and not self.acc.is_main_process:
+            return
+        if self._log is not None:
+            self._log(msg)
+        elif self.pbar is not None:
+            self.pbar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def autocast(self):
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _compare_config(self, path: Path) -> None:
+        if not path.is_file():
+            return
+        cls = type(self.cfg)
+        old = cls(**{k: v for k, v in json.loads(path.read_text()).items()
+                     if k in cls.__dataclass_fields__}).compared()
+        new = self.cfg.compared()
+        diff = diff_keys(old, new)
+        if diff:
+            shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff[:6])
+            raise UserError(f"--resume: {path} was written with another configuration; differing: {shown}. "
+                            f"Use the same options or another --out")
+
+    def setup(self) -> None:
+        """Check the run folder, start accelerate, build, resume, write config.json, start the tracker."""
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        cfg = self.cfg
+        resume_from = find_resume(cfg.resume, self.ckpt_root, self._compare_config)
+        if resume_from is None and cfg.resume:
+            self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
+        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        report = cfg.report_to
+        if report == "auto":
+            report = "tensorboard" if _tensorboard_available() else "none"
+        self.acc = Accelerator(
+            cpu=cpu, mixed_precision="no", log_with=None if report == "none" else report,
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
+        self.device = self.acc.device
+        self.bf16 = getattr(cfg, "mixed_precision", "no") == "bf16" or (
+            getattr(cfg, "mixed_precision", "no") == "auto" and self.device.type == "cuda")
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
+        self.build()
+        if resume_from is not None:
+            models, opts = self.checkpoint_parts()
+            state = load_checkpoint(resume_from, self.acc, self.gen, optimizers=opts,
+                                    weights={k: m.load_state_dict for k, m in models.items()})
+            self.step = int(state["step"])
+            self.log(f"resumed from {resume_from} (step {self.step})")
+        if self.acc.is_main_process:
+            atomic_write_json(self.out / "config.json", cfg.to_dict())
+        if report != "none":
+            self.acc.init_trackers(self.name, config=_flat_config(cfg.to_dict()))
+
+    def save_checkpoint(self) -> Path:
+        models, opts = self.checkpoint_parts()
+        return save_checkpoint(self.ckpt_root, self.step, self.acc, self.gen, optimizers=opts,
+                               weights={k: m.state_dict() for k, m in models.items()}, config=self.cfg.to_dict(),
+                               state=self.checkpoint_state(), limit=self.cfg.checkpoints_total_limit)
+
+    def mean_over_processes(self, m: dict) -> dict:
+        if self.world == 1:
+            return m
+        keys = sorted(m)
+        v = self.acc.reduce(torch.tensor([m[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
+        return dict(zip(keys, v.tolist()))
+
+    def append_metrics(self, m: dict) -> None:
+        """One JSON line per logged step in out/logs/metrics.jsonl (main process)."""
+        if self.acc.is_main_process:
+            path = self.out / "logs" / "metrics.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": self.step, **m}) + "\n")
+
+    def clip_grad(self, params, max_norm: float = 0.0) -> float:
+        params = [p for p in params if p.grad is not None]
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+
+    def run(self) -> Path:
+        """Train to ``max_steps`` (checkpointing, logging, previewing on the way), then export."""
+        from tqdm.auto import tqdm
+
+        self.setup()
+        cfg, acc = self.cfg, self.acc
+        self.history: list[dict] = []
+        self.pbar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.desc or self.name,
+                         disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True, file=sys.stdout)
+        try:
+            while self.step < cfg.max_steps:
+                m = self.mean_over_processes(self.train_step())
+                self.history.append({"step": self.step, **m})
+                for k, v in m.items():
+                    if not np.isfinite(v):
+                        raise FloatingPointError(f"non-finite {k} = {v} at step {self.step}")
+                self.pbar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    acc.log(m, step=self.step)
+                    self.append_metrics(m)
+                    self.pbar.set_postfix({k: f"{m[k]:.3g}" for k in self.postfix if k in m})
+                    self.log(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in m.items()))
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+                if cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self.preview()
+        finally:
+            self.pbar.close()
+            self.pbar = None
+        path = self.export()
+        acc.end_training()
+        return path
