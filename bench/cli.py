@@ -14,7 +14,7 @@ import typing
 
 from sfv_core.errors import UserError
 from sfv_core.paper import DEFAULT_SPECS
-from sfv_core.protocol import WORLDS
+from sfv_core.protocol import GEN, WORLDS
 from sfv_core.values import parse_bool
 
 from .latency import DEFAULT_TOLERANCE
@@ -82,7 +82,11 @@ def _add_fvd(sub):
     p.add_argument("--detector", default=None,
                    help="i3d_torchscript.pt / i3d_pretrained_400.pt path, a name in the detector cache "
                         "(stylegan-v, tats), or 'toy' (default: toy, a random-init I3D)")
-    p.add_argument("--num-frames", type=int, default=None, help="use the first F frames of each video")
+    p.add_argument("--num-frames", type=int, default=GEN.num_frames, help="frames per clip (the protocol's 14)")
+    p.add_argument("--fps", type=int, default=GEN.fps,
+                   help="clip frame rate: frame k is round(k * src_fps / fps) from frame 0, src_fps read from each "
+                        "container, as `sfv-bench run` takes real clips (arrays count as this rate)")
+    p.add_argument("--consecutive", action="store_true", help="take the first --num-frames frames instead")
     p.add_argument("--size", default=None, help="resize frames to WxH before the detector (e.g. 320x240)")
     p.add_argument("--covariance", choices=("biased", "unbiased"), default="biased",
                    help="1/N (StyleGAN-V, cd-fvd) or 1/(N-1) (TF, TATS) covariance")

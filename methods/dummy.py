@@ -1,4 +1,4 @@
-"""``dummy``: a cheap deterministic stand-in for harness tests (no models, no torch).
+"""``dummy``: a cheap deterministic stand-in for harness tests (no models).
 
 Video i: frame t is the conditioning image shifted by round(t * (dy_i, dx_i)) pixels (wrapping)
 and brightened by t * b_i, with (dy_i, dx_i, b_i) drawn from numpy's default_rng(seeds[i]). The
@@ -33,10 +33,11 @@ class DummyMethod(Method):
 
     def generate(self, images, seeds, conditions: GenerationConditions | None = None,
                  **overrides) -> np.ndarray:
-        num_frames = GenerationConditions.of(conditions, **overrides).num_frames
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
+        from sfv_core.data.transforms import fit_images
+
+        c = GenerationConditions.of(conditions, **overrides)
+        num_frames = c.num_frames
+        images = fit_images(images, c.width, c.height, c.resize)[1]
         if len(seeds) != len(images):
             raise ValueError(f"{len(images)} images but {len(seeds)} seeds")
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ class MethodInfo:
 _UNET_ONESTEP = Option(None, "UNet: a diffusers UNet folder written by `sfv-train` (or with a unet/ "
                              "subfolder), a .safetensors state dict, or a repo id in the HF cache; "
                              "default: the stack's own UNet")
-_SIGMA = Option(700.0, "the single step's noise level (FACTS sec. 4)")
+_SIGMA = Option(700.0, "the single step's noise level (sigma_max of SVD's schedule)")
 
 
 def _onestep_family(label: str) -> MethodInfo:
@@ -61,14 +61,22 @@ METHODS: dict[str, MethodInfo] = {
     ),
     "animatelcm": MethodInfo(
         "methods.animatelcm:AnimateLCMMethod",
-        "AnimateLCM-SVD-xt with its own consistency sampler (40 Karras levels, no CFG); generates "
-        "gen_frames frames and returns the first num_frames (the paper's AnimateLCM*)",
+        "AnimateLCM-SVD-xt 1.1 with its own consistency sampler (40 Karras levels, no CFG); generates "
+        "gen_frames frames, decodes them all in chunks of 8 and returns the first num_frames (the paper's "
+        "AnimateLCM*, as the official batch script does)",
         (1, 2, 4, 8), 4, "svd-xt", False,
         {"unet": Option("wangfuyun/AnimateLCM-SVD-xt", "AnimateLCM UNet: repo id in the HF cache, folder or "
                         ".safetensors state dict (on the tiny stack the stack's UNet stands in unless set)"),
-         "weights_name": Option("AnimateLCM-SVD-xt.safetensors", "state-dict file inside the repo/folder"),
+         "weights_name": Option("AnimateLCM-SVD-xt-1.1.safetensors", "state-dict file inside the repo/folder: "
+                                "the paper's xt-1.1 (what the official app.py loads); "
+                                "AnimateLCM-SVD-xt.safetensors is the 1.0 release"),
          "gen_frames": Option(25, "frames generated (the released model is 25-frame SVD-xt); the first "
-                                  "num_frames are returned; 0 = num_frames")},
+                                  "num_frames are returned; 0 = num_frames"),
+         "decode_chunk_size": Option(8, "with decode_frames=all: frames the temporal VAE decodes together "
+                                        "(the official batch_inference.py: 8); 0 = the protocol's"),
+         "decode_frames": Option("all", "all: decode every generated frame, then keep the first num_frames "
+                                        "(the reference); kept: decode only the first num_frames latents, "
+                                        "in chunks of the protocol's decode_chunk_size")},
     ),
     "onestep": MethodInfo(
         "methods.onestep:OneStepMethod",

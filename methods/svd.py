@@ -1,19 +1,19 @@
 """SVD-family adapters: shared loading / conditioning / timing, and ``svd`` (N Euler steps + CFG)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from sfv_core.env import resolve_dtype
 from sfv_core.errors import UserError
+from sfv_core.fsutil import folder_sha256
 from sfv_core.protocol import GenerationConditions
 
 from .base import Method, check_finite
 from .models.conditioning import decode_latents, encode_condition, frame_guidance, frames_to_uint8
 from .models.edm import Denoiser, karras_sigmas
-from .models.stacks import hf_snapshot, is_repo_id, is_tiny_stack, load_pipeline, load_unet, resolve_stack
+from .models.stacks import (check_unet, is_tiny_stack, load_pipeline, load_unet, locate_unet, resolve_stack,
+                            weights_sha256)
 from .models.timing import UNetTimer
 from .sampling import sample_euler
 
@@ -49,13 +49,15 @@ class SVDFamilyMethod(Method):
         return src
 
     def check(self, stack=None) -> None:
+        """Resolve the stack and the UNet, check the UNet's config and weight keys (no tensor is
+        loaded) and take the content identity of both (sha256, cached by size and mtime)."""
         folder = resolve_stack(stack or self.default_stack)
         src = self._unet_source(folder, None)
         self.stack_spec, self.unet_source = str(stack or self.default_stack), "stack" if src is None else str(src)
-        if isinstance(src, str) and src != "stack" and not Path(src).expanduser().exists():
-            if not is_repo_id(src):
-                raise UserError(f"{self.name}: UNet folder or file {src} does not exist")
-            hf_snapshot(src, f"{self.name} UNet '{src}'")
+        unet_path = locate_unet(folder if src is None else src, self.options.get("weights_name"))
+        check_unet(unet_path, folder)
+        self.weights = {"stack_sha256": folder_sha256(folder / "vae") + ":" + folder_sha256(folder / "image_encoder"),
+                        "unet_file": str(unet_path), "unet_sha256": weights_sha256(unet_path)}
 
     def load(self, stack=None, device="cpu", dtype=None, unet=None) -> "SVDFamilyMethod":
         """``unet``: an already loaded UNet module, or a UNet source that overrides the option."""
@@ -88,6 +90,7 @@ class SVDFamilyMethod(Method):
         d = super().describe()
         if getattr(self, "unet_source", None):  # known after check() or load()
             d.update(stack=getattr(self, "stack_spec", None) or str(self.stack_dir), unet=self.unet_source)
+        d.update(getattr(self, "weights", {}))
         if self.pipe is not None:
             d.update(dtype=str(self.dtype).replace("torch.", ""), device=str(self.device))
         return d
@@ -110,19 +113,19 @@ class SVDFamilyMethod(Method):
         c = GenerationConditions.of(conditions, **overrides)
         if self.pipe is None:
             raise RuntimeError(f"{self!r}: call load() before generate()")
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {images.shape}")
-        b, h, w = images.shape[:3]
-        scale = self.pipe.vae_scale_factor
-        if h % scale or w % scale:
-            raise ValueError(f"image size {w}x{h} must be a multiple of {scale}")
-        if len(seeds) != b:
-            raise ValueError(f"{b} images but {len(seeds)} seeds")
+        images = list(images) if isinstance(images, (list, tuple)) else list(np.asarray(images))
+        if len(seeds) != len(images):
+            raise ValueError(f"{len(images)} images but {len(seeds)} seeds")
         frames = self.frames_to_generate(c.num_frames)
         gens = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        scale = self.pipe.vae_scale_factor
+        for size in {(c.width, c.height)} if c.width else {(im.shape[1], im.shape[0]) for im in images}:
+            if size[0] % scale or size[1] % scale:
+                raise ValueError(f"generation size {size[0]}x{size[1]} must be a multiple of {scale}")
         cond = encode_condition(self.pipe, images, gens, self.device, num_frames=frames, fps=c.fps,
-                                motion_bucket_id=c.motion_bucket_id, noise_aug_strength=c.noise_aug_strength)
+                                motion_bucket_id=c.motion_bucket_id, noise_aug_strength=c.noise_aug_strength,
+                                width=c.width, height=c.height, resize=c.resize)
+        b, h, w = len(images), cond.image_latents.shape[-2] * scale, cond.image_latents.shape[-1] * scale
         shape = (b, frames, self.pipe.unet.config.in_channels // 2, h // scale, w // scale)
         noise = randn_tensor(shape, generator=gens, device=self.device, dtype=cond.image_embeddings.dtype)
         self.timer.reset()

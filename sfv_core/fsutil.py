@@ -85,3 +85,28 @@ def load_safetensors(path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def sha256_cached(path) -> str:
+    """sha256 of a file, remembered by (resolved path, size, mtime) in $SFV_BENCH_CACHE/hashes.json:
+    a weight file of several GB is hashed once, a changed file again."""
+    sig = file_signature(path)
+    book = cache_dir() / "hashes.json"
+    try:
+        known = json.loads(book.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(sig[0])
+    if entry and entry[:2] == sig[1:]:
+        return entry[2]
+    digest = sha256_file(path)
+    known[sig[0]] = [*sig[1:], digest]
+    atomic_write_json(book, known)
+    return digest
+
+
+def folder_sha256(folder, patterns=("*.safetensors", "*.bin", "*.json")) -> str:
+    """One sha256 of a model folder: its weight and config files (names and contents, name-sorted)."""
+    folder = Path(folder)
+    files = sorted({p for pat in patterns for p in folder.glob(pat) if p.is_file()})
+    return sha256_json([[p.name, sha256_cached(p)] for p in files])

@@ -2,25 +2,32 @@
 
 Rules (SF-V paper sec. 4.2, FACTS.md sec. 1 and 5):
 
-* Conditioning image: frame 0 of the source video. It is resized with the *cover* rule:
-  scale = max(gen_w / src_w, gen_h / src_h), bilinear (torch ``F.interpolate``,
-  ``align_corners=False``, antialias when shrinking), then centre-cropped to gen_w x gen_h.
-  A 320x240 UCF-101 frame becomes 1024x768, cropped to rows 96..671 (1024x576).
+* Conditioning image (``cond_resize``): frame 0 of the source video, given to the method at its
+  native size. ``"stretch"`` (default, the paper's reading and diffusers' own behaviour): the CLIP
+  embedding is computed from that frame (antialiased resize to 224), and the frame is stretched
+  to gen_w x gen_h with PIL's Lanczos resize (``VaeImageProcessor.resize``, no crop) for the VAE:
+  exactly what ``StableVideoDiffusionPipeline(image, height=576, width=1024)`` does with a
+  320x240 frame. ``"cover-center-crop"`` (option): scale = max(gen_w / src_w, gen_h / src_h),
+  bilinear (antialiased when shrinking), centre-cropped to gen_w x gen_h before the method sees
+  it (320x240 -> 1024x768, rows 96..671), CLIP from the crop.
 * Real clip: ``num_frames`` frames at ``fps`` taken from the source frame rate ``src_fps``:
   index_k = start + round(k * src_fps / fps), k = 0..num_frames-1 (round half up: floor(x + 0.5)) (with start = 0 for
   ``clip_start="first"``, the frame the generator is conditioned on, or a per-video seeded
   offset for ``"random"``, StyleGAN-V's rule). A video with fewer than index_last + 1 frames
   is skipped and counted.
-* Scoring geometry: with ``real_crop="match"`` the real clip is centre-cropped to the
-  generation aspect exactly like the conditioning image (so real and generated show the same
-  region), then real and generated frames are both resized (bilinear, antialiased) to
-  score_w x score_h. ``real_crop="none"`` resizes the full real frame instead.
+* Scoring geometry: generated frames are stretched (bilinear, antialiased) back to
+  score_w x score_h ("resized back to 320x240"); real clips keep their full native frame
+  (``real_crop="none"``, default: a 320x240 UCF-101 clip is used as is). ``real_crop="match"``
+  (with the crop rule) centre-crops the real clip to the generation aspect first.
 * Detector input: score-size clips resized to 224x224 bilinear, mapped to [-1, 1].
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+
+RESIZE_RULES = ("stretch", "cover-center-crop")
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class GenerationConditions:
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
     decode_chunk_size: int = 14
+    width: int | None = None       # generation size; None: the conditioning image's own size
+    height: int | None = None
+    resize: str = "stretch"        # how an image of another size gets there (Protocol.cond_resize)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -64,9 +74,9 @@ class Protocol:
     gen_height: int = 576
     score_width: int = 320
     score_height: int = 240
-    cond_resize: str = "cover-center-crop"
+    cond_resize: str = "stretch"   # stretch | cover-center-crop
     clip_start: str = "first"      # first | random
-    real_crop: str = "match"       # match | none
+    real_crop: str = "none"        # none | match
     max_fail_frac: float = 0.05    # stop if more of the selection than this fails to decode
     # generation conditions shared by every method
     motion_bucket_id: int = GEN.motion_bucket_id
@@ -83,7 +93,9 @@ class Protocol:
             (self.num_videos >= 1, f"num_videos must be >= 1 (got {self.num_videos})"),
             (self.num_frames >= 1 and self.fps >= 1, "num_frames and fps must be >= 1"),
             (self.clip_start in ("first", "random"), f"clip_start must be first or random (got {self.clip_start!r})"),
-            (self.real_crop in ("match", "none"), f"real_crop must be match or none (got {self.real_crop!r})"),
+            (self.real_crop in ("match", "none"), f"real_crop must be none or match (got {self.real_crop!r})"),
+            (self.cond_resize in RESIZE_RULES, f"cond_resize must be one of {', '.join(RESIZE_RULES)} "
+                                               f"(got {self.cond_resize!r})"),
             (self.covariance in ("biased", "unbiased"), f"covariance must be biased or unbiased (got {self.covariance!r})"),
             (0.0 <= self.max_fail_frac < 1.0, "max_fail_frac must be in [0, 1)"),
             (self.gen_width % 8 == 0 and self.gen_height % 8 == 0, "generation size must be a multiple of 8"),
@@ -100,7 +112,7 @@ class Protocol:
 
     def conditions(self) -> GenerationConditions:
         return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength,
-                                    self.decode_chunk_size)
+                                    self.decode_chunk_size, self.gen_width, self.gen_height, self.cond_resize)
 
     @property
     def metric_name(self) -> str:

@@ -2,13 +2,20 @@
 
 Presets (``--method``; an explicit option overrides its preset value):
 
-=========  ====================  ===============  ==================  ==========
-method     D noise (sigma')      P_mean / P_std   reconstruction      real data
-=========  ====================  ===============  ==================  ==========
-sfv        lognormal-discrete    -1 / -1          pseudo-Huber        videos
-ufogen     next-level            (unused)         MSE                 videos
-ladd       lognormal             1 / 1            none                teacher (svd)
-=========  ====================  ===============  ==================  ==========
+=========  ====================  ===============  ===============================  ==========
+method     D noise (sigma')      P_mean / P_std   reconstruction (reduction, lam)  real data
+=========  ====================  ===============  ===============================  ==========
+sfv        lognormal-discrete    -1 / -1          pseudo-Huber (video, 0.1)        videos
+ufogen     next-level            (unused)         diffusion (element, 1.0)         videos
+ladd       lognormal             1 / 1            none                             teacher (svd)
+=========  ====================  ===============  ===============================  ==========
+
+Reconstruction, written out: SF-V (eq. 9) applies lambda = 0.1 to sqrt(||x0_hat - x0||^2 + c^2) - c
+with the norm over the WHOLE video latent. UFOGen's reference implementation (the authors'
+SIDDMs-UFOGen repository, ``train_ufo.py``) adds the pretrained model's own diffusion training loss
+(a mean over elements) with weight 1 to the adversarial loss; on SVD that is the v-prediction MSE,
+i.e. (s^2 + 1)/s^2 (x0_hat - x0)^2 averaged over elements. Per-element vs whole-video reduction
+differs by the element count (~300k at 768x448), so the reduction is an explicit option.
 
 Paper defaults (sec. 4): 768x448, 14 frames, 7 fps, SM3 (momentum 0.5, beta 0.999), lr 1e-5 G /
 1e-4 D, EMA 0.95, lambda 0.1, batch 1 per device x 4 accumulation (x 8 GPUs = 32), 50K steps,
@@ -28,13 +35,17 @@ from sfv_core.protocol import GEN
 METHODS = ("sfv", "ufogen", "ladd")
 HEAD_CHOICES = ("both", "spatial", "temporal")
 D_NOISE_CHOICES = ("lognormal-discrete", "next-level", "lognormal")
-RECON_CHOICES = ("pseudo-huber", "mse", "none")
+RECON_CHOICES = ("pseudo-huber", "mse", "diffusion", "none")
+RECON_REDUCTIONS = ("video", "element")
 R1_CHOICES = ("exact", "lazy", "approx", "none")
 OPTIMIZERS = ("sm3", "adamw")
 PRESETS = {
-    "sfv": dict(d_noise="lognormal-discrete", p_mean=-1.0, p_std=-1.0, recon="pseudo-huber"),
-    "ufogen": dict(d_noise="next-level", p_mean=-1.0, p_std=-1.0, recon="mse"),
-    "ladd": dict(d_noise="lognormal", p_mean=1.0, p_std=1.0, recon="none"),
+    "sfv": dict(d_noise="lognormal-discrete", p_mean=-1.0, p_std=-1.0, recon="pseudo-huber",
+                recon_reduction="video", recon_weight=0.1),
+    "ufogen": dict(d_noise="next-level", p_mean=-1.0, p_std=-1.0, recon="diffusion", recon_reduction="element",
+                   recon_weight=1.0),
+    "ladd": dict(d_noise="lognormal", p_mean=1.0, p_std=1.0, recon="none", recon_reduction="element",
+                 recon_weight=0.0),
 }
 # Options that do not change the trained weights: they may differ between a run and its resume.
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
@@ -78,8 +89,14 @@ class TrainConfig:
     p_mean: float | None = opt(None, "lognormal P_mean (Table 3; default: the method preset)", "objective")
     p_std: float | None = opt(None, "lognormal P_std, sign ignored (default: the method preset)", "objective")
     t_d: int = opt(1000, "Karras levels of the discretised lognormal", "objective")
-    recon: str | None = opt(None, "reconstruction loss (default: the method preset)", "objective", choices=RECON_CHOICES)
-    recon_weight: float = opt(0.1, "reconstruction weight", "objective", flag="--lambda")
+    recon: str | None = opt(None, "reconstruction loss of x0_hat against x0: pseudo-huber (SF-V eq. 9), mse, "
+                            "diffusion (the teacher's own v-space denoising loss, (s^2+1)/s^2 (x0_hat-x0)^2: UFOGen's), "
+                            "none (default: the method preset)", "objective", choices=RECON_CHOICES)
+    recon_reduction: str | None = opt(None, "video: over all elements of a video (pseudo-huber of the whole-video L2 "
+                                      "norm; sum of squares), element: mean over elements (default: the preset)",
+                                      "objective", choices=RECON_REDUCTIONS)
+    recon_weight: float | None = opt(None, "reconstruction weight lambda (default: the preset; SF-V 0.1, UFOGen 1)",
+                                     "objective", flag="--lambda")
     huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video)", "objective")
     r1: str = opt("exact", "R1 on real inputs: exact (double backward, math SDPA), lazy (exact every --r1-every), "
                   "approx, none", "objective", choices=R1_CHOICES)
@@ -122,6 +139,8 @@ class TrainConfig:
         checks = [
             (c.d_noise in D_NOISE_CHOICES, f"--d-noise must be one of {', '.join(D_NOISE_CHOICES)} (got {c.d_noise!r})"),
             (c.recon in RECON_CHOICES, f"--recon must be one of {', '.join(RECON_CHOICES)} (got {c.recon!r})"),
+            (c.recon_reduction in RECON_REDUCTIONS, f"--recon-reduction must be video or element (got {c.recon_reduction!r})"),
+            (c.recon_weight >= 0, f"--lambda must be >= 0 (got {c.recon_weight})"),
             (c.heads in HEAD_CHOICES, f"--heads must be one of {', '.join(HEAD_CHOICES)} (got {c.heads!r})"),
             (c.r1 in R1_CHOICES, f"--r1 must be one of {', '.join(R1_CHOICES)} (got {c.r1!r})"),
             (c.optimizer in OPTIMIZERS, f"--optimizer must be sm3 or adamw (got {c.optimizer!r})"),

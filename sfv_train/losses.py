@@ -8,7 +8,8 @@ the opposite sign of D (real low); the two are the same objective under D -> -D.
 * pseudo-Huber (eq. 9): per video sqrt(||x0_hat - x0||_2^2 + c^2) - c, the norm over all its
   elements, averaged over the batch; ``c="auto"`` is 0.00054 * sqrt(d) (d = elements per video,
   the rule of improved consistency training).
-* MSE (UFOGen): mean of squared differences.
+* MSE: squared differences; "diffusion": weighted by (s^2 + 1)/s^2 (the v-prediction loss).
+  ``reduction="video"`` sums over a video's elements, ``"element"`` averages them; batch mean.
 * R1: ||grad_x s(x)||^2 per video, averaged, where s(x) is the video's score (mean over heads of
   its mean logit) and x the discriminator input c_in(sigma') x'_t of the REAL video.
   ``r1_exact`` differentiates with create_graph=True (double backward; run D under the math
@@ -52,13 +53,32 @@ def huber_c_auto(x: torch.Tensor) -> float:
     return 0.00054 * math.sqrt(x[0].numel())
 
 
-def pseudo_huber(x0_hat: torch.Tensor, x0: torch.Tensor, c: float) -> torch.Tensor:
-    d2 = (_up(x0_hat) - _up(x0)).square().flatten(1).sum(1)
-    return (torch.sqrt(d2 + c * c) - c).mean()
+def pseudo_huber(x0_hat: torch.Tensor, x0: torch.Tensor, c: float, reduction: str = "video") -> torch.Tensor:
+    """``video``: per video sqrt(||d||^2 + c^2) - c over all its elements (eq. 9); ``element``: the mean
+    over elements of sqrt(d^2 + c^2) - c."""
+    d2 = (_up(x0_hat) - _up(x0)).square()
+    if reduction == "element":
+        return (torch.sqrt(d2 + c * c) - c).flatten(1).mean(1).mean()
+    return (torch.sqrt(d2.flatten(1).sum(1) + c * c) - c).mean()
 
 
-def mse(x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(x0_hat.float(), x0.float())
+def _reduce(per_element: torch.Tensor, reduction: str) -> torch.Tensor:
+    flat = per_element.flatten(1)
+    return (flat.sum(1) if reduction == "video" else flat.mean(1)).mean()
+
+
+def mse(x0_hat: torch.Tensor, x0: torch.Tensor, reduction: str = "element", weight=None) -> torch.Tensor:
+    """Squared error, optionally weighted per video (``weight`` (b,)), reduced per ``reduction``."""
+    d2 = (_up(x0_hat) - _up(x0)).square()
+    if weight is not None:
+        d2 = d2 * weight.to(d2).view(-1, *([1] * (d2.ndim - 1)))
+    return _reduce(d2, reduction)
+
+
+def diffusion_weight(sigma: torch.Tensor) -> torch.Tensor:
+    """(s^2 + 1) / s^2: the x0-space weight of SVD's v-prediction (EDM, sigma_data = 1) denoising loss."""
+    s2 = sigma.double() ** 2
+    return ((s2 + 1) / s2).float()
 
 
 def r1_exact(score_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:

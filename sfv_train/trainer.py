@@ -173,14 +173,17 @@ class Trainer(TrainLoop):
         with self.autocast():
             return self.D(x_in, c_noise, b["cond_latent"], b["image_embeds"], b["added_time_ids"])
 
-    def _recon(self, x0_hat, x0):
+    def _recon(self, x0_hat, x0, sigma):
         cfg = self.cfg
         if cfg.recon == "none":
             return torch.zeros((), device=self.device)
-        if cfg.recon == "mse":
-            return losses.mse(x0_hat, x0)
+        if cfg.recon in ("mse", "diffusion"):
+            weight = losses.diffusion_weight(sigma) if cfg.recon == "diffusion" else None
+            return losses.mse(x0_hat, x0, cfg.recon_reduction, weight)
         c = cfg.huber_c if cfg.huber_c is not None else losses.huber_c_auto(x0)
-        return losses.pseudo_huber(x0_hat, x0, c)
+        if cfg.recon_reduction == "element" and cfg.huber_c is None:
+            c = c / x0[0].numel() ** 0.5             # the same per-element scale
+        return losses.pseudo_huber(x0_hat, x0, c, cfg.recon_reduction)
 
     def train_step(self) -> dict:
         cfg, acc, gen = self.cfg, self.acc, self.gen
@@ -207,7 +210,7 @@ class Trainer(TrainLoop):
                 x0_hat = x0_hat.float()
                 logits = self._disc(self._d_input(x0_hat, sigma_d, eps_d), sigma_d, b)
                 l_adv = losses.hinge_g(logits)
-                l_rec = self._recon(x0_hat, x0)
+                l_rec = self._recon(x0_hat, x0, sigma)
                 loss = l_adv + cfg.recon_weight * l_rec
                 acc.backward(loss / accum)
             stash.append((b, x0_hat.detach(), sigma_d, eps_d))

@@ -23,21 +23,32 @@ def _video_files(folder: Path, role: str) -> list[Path]:
     return files
 
 
-def _clips(files: list[Path], num_frames: int | None, size):
-    """Yield uint8 (T, H, W, 3) clips: the first ``num_frames`` frames, resized to ``size``."""
+def _clip_rule(num_frames: int, fps: int, consecutive: bool) -> str:
+    if consecutive:
+        return f"the first {num_frames} consecutive frames"
+    return (f"{num_frames} frames at {fps} fps from frame 0 (index_k = round(k * src_fps / {fps}), src_fps from "
+            f"each container; .npy/.npz arrays are taken as {fps} fps)")
+
+
+def _clips(files: list[Path], num_frames: int, fps: int, consecutive: bool, size):
+    """Yield uint8 (T, H, W, 3) clips by the protocol's frame rule (or consecutive frames), resized to ``size``."""
+    from sfv_core.data.clips import clip_indices, frames_needed
     from sfv_core.data.transforms import resize_frames
     from sfv_core.data.videoio import VideoDecodeError, read_video, video_info
 
-    from .i3d import MIN_FRAMES
-
-    need = max(num_frames or MIN_FRAMES, MIN_FRAMES)
     for f in files:
         try:
-            n = video_info(f)[0]
-            if n < need:
-                raise UserError(f"{f}: {n} frames, fewer than the {need} needed "
-                                f"(I3D needs >= {MIN_FRAMES}; lower --num-frames or drop the video)")
-            clip = read_video(f, range(num_frames) if num_frames else None)
+            n, src_fps = video_info(f)[:2]
+            if consecutive or not src_fps > 0:
+                idx = list(range(num_frames)) if n >= num_frames else None
+                need = num_frames
+            else:
+                idx = clip_indices(n, src_fps, num_frames, fps)
+                need = frames_needed(src_fps, num_frames, fps)
+            if idx is None:
+                raise UserError(f"{f}: {n} frames, the clip needs {need} ({_clip_rule(num_frames, fps, consecutive)}); "
+                                f"lower --num-frames or drop the video")
+            clip = read_video(f, idx)
         except VideoDecodeError as e:
             raise UserError(f"cannot decode {e}") from None
         yield clip if size is None else resize_frames(clip, *size)
@@ -49,8 +60,10 @@ def cli_fvd(args) -> int:
     from .i3d import MIN_FRAMES
 
     size = parse_size(args.size)
-    if args.num_frames is not None and args.num_frames < MIN_FRAMES:
+    if args.num_frames < MIN_FRAMES:
         raise UserError(f"--num-frames must be >= {MIN_FRAMES} (I3D's minimum), got {args.num_frames}")
+    if args.fps < 1:
+        raise UserError(f"--fps must be >= 1, got {args.fps}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     real_path, fake_path = Path(args.real), Path(args.fake)
@@ -58,8 +71,8 @@ def cli_fvd(args) -> int:
     if not real_path.exists():
         raise UserError(f"REAL not found: {real_path}")
     detector = load_detector(args.detector, device=args.device)
-    protocol = {"num_frames": args.num_frames, "size": list(size) if size else None,
-                "detector_input": "224x224 bilinear, 2x/255-1"}
+    protocol = {"num_frames": args.num_frames, "fps": None if args.consecutive else args.fps,
+                "size": list(size) if size else None, "detector_input": "224x224 bilinear, 2x/255-1"}
 
     if real_path.is_file():
         real = FeatureStats.load(real_path)
@@ -69,12 +82,12 @@ def cli_fvd(args) -> int:
                             f"({real.metadata.get('detector')}), not {detector.sha256[:12]}; use the same --detector")
         run_proto = real.metadata.get("protocol") or {}
         if "score_width" in run_proto:  # real statistics cached by `sfv-bench run`: adopt its clip geometry
-            want_frames = run_proto["num_frames"]
-            want_size = (run_proto["score_width"], run_proto["score_height"])
-            if (args.num_frames not in (None, want_frames)) or (size not in (None, want_size)):
-                raise UserError(f"{real_path} holds {want_frames}-frame clips at {want_size[0]}x{want_size[1]} "
-                                f"({real.metadata.get('detector', '')}); match --num-frames/--size or drop them")
-            args.num_frames, size = want_frames, want_size
+            want = (run_proto["num_frames"], run_proto["fps"], (run_proto["score_width"], run_proto["score_height"]))
+            if (args.num_frames, args.fps) != want[:2] or args.consecutive or size not in (None, want[2]):
+                raise UserError(f"{real_path} holds {want[0]}-frame clips at {want[1]} fps, {want[2][0]}x{want[2][1]} "
+                                f"({real.metadata.get('detector', '')}); use --num-frames {want[0]} --fps {want[1]} "
+                                f"without --consecutive, and --size {want[2][0]}x{want[2][1]} or none")
+            size = want[2]
         elif "protocol" in real.metadata and real.metadata["protocol"] != protocol:
             raise UserError(f"{real_path} was computed with {real.metadata['protocol']}, not {protocol}; "
                             f"match --num-frames/--size")
@@ -83,17 +96,18 @@ def cli_fvd(args) -> int:
         real_files = _video_files(real_path, "REAL")
         real, hit, cpath = cached_stats(
             real_files, protocol, detector,
-            lambda: (compute_stats(detector, _clips(real_files, args.num_frames, size), batch_size=args.batch_size,
-                                   progress="real videos", total=len(real_files)), {}))
+            lambda: (compute_stats(detector, _clips(real_files, args.num_frames, args.fps, args.consecutive, size),
+                                   batch_size=args.batch_size, progress="real videos", total=len(real_files)), {}))
         print(f"real statistics {'read from' if hit else 'written to'} cache: {cpath}", file=sys.stderr)
 
-    fake = compute_stats(detector, _clips(fake_files, args.num_frames, size), batch_size=args.batch_size,
-                         progress="fake videos", total=len(fake_files))
+    fake = compute_stats(detector, _clips(fake_files, args.num_frames, args.fps, args.consecutive, size),
+                         batch_size=args.batch_size, progress="fake videos", total=len(fake_files))
     if real.n < 2 or fake.n < 2:
         raise UserError(f"FVD needs at least 2 videos on each side (N_real={real.n}, N_fake={fake.n})")
     res = fvd_from_stats(real, fake, args.covariance)
-    frames = f"frames {args.num_frames or 'all'}"
+    frames = f"{args.num_frames} frames" + (" (consecutive)" if args.consecutive else f" at {args.fps} fps")
     geometry = f"at {size[0]}x{size[1]}" if size else "at native size"
     print(f"FVD = {res['fvd']:.2f}  (N_real={res['n_real']}, N_fake={res['n_fake']}, detector: {detector.label}, "
-          f"covariance: {res['covariance']}, {frames} {geometry})")
+          f"covariance: {res['covariance']}, {frames} {geometry}; clips: "
+          f"{_clip_rule(args.num_frames, args.fps, args.consecutive)})")
     return 0

@@ -1,9 +1,15 @@
 """FVD feature detectors: the two published I3D weight files and a toy stand-in.
 
-Detector input rule (FACTS sec. 5; TF ``frechet_video_distance.preprocess``, TATS / cd-fvd
-``preprocess_i3d``): uint8 frames (B, T, H, W, 3) are resized to 224x224 with bilinear
-interpolation (``F.interpolate``, ``align_corners=False``, no antialiasing, exactly as those
-references do), mapped to [-1, 1] by ``2 * x / 255 - 1``, laid out (B, 3, T, 224, 224), T >= 9.
+Detector input rule: uint8 frames (B, T, H, W, 3) are resized to 224x224 with bilinear
+interpolation (``F.interpolate``, ``align_corners=False``, i.e. half-pixel centres, no
+antialiasing), mapped to [-1, 1] by ``2 * x / 255 - 1``, laid out (B, 3, T, 224, 224), T >= 9.
+Which references sample the same grid: TATS and cd-fvd (``preprocess_i3d``: ``F.interpolate``,
+bilinear, ``align_corners=False``) and StyleGAN-V's TorchScript detector when asked to resize
+itself (its exported resize is the same PyTorch op) -- our resize equals theirs. The original TF
+code (google-research ``frechet_video_distance.preprocess``) uses TF1's
+``tf.image.resize_bilinear`` with its defaults ``align_corners=False, half_pixel_centers=False``:
+another sampling grid (output pixel i samples input i * in/out, not (i + 0.5) * in/out - 0.5), so
+its pixels, and FVDs computed with it, differ slightly. None of them antialiases.
 The feature is the 400-d Kinetics logit vector before the softmax, averaged over time, in float64.
 TF32 is switched off during extraction (and restored afterwards).
 
@@ -183,7 +189,9 @@ def _toy_model(seed: int) -> tuple[InceptionI3d, str]:
       edges and the clip's zero-padded ends.
     * BatchNorm: with default running statistics (mean 0, var 1) activations drift in scale layer
       by layer, so every BN's running mean/var is re-estimated (cumulative average,
-      ``momentum=None``) from one train-mode pass over seeded smooth-noise clips.
+      ``momentum=None``) from one train-mode pass over seeded smooth-noise clips, computed in
+      float64 and rounded to float32, so the weights (and their sha256, which keys the statistics
+      cache) are the same with any thread count.
 
     Deterministic for a given seed and torch version; the sha256 of the resulting state dict keys
     every cache that depends on it.
@@ -200,9 +208,10 @@ def _toy_model(seed: int) -> tuple[InceptionI3d, str]:
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
-    model.train()
+    model.double().train()        # float64 sums: the statistics do not depend on the thread count
     with torch.no_grad():
-        model(_calibration_clips(seed))
+        model(_calibration_clips(seed).double())
+    model.float()
     for bn in bns:
         bn.momentum = 0.001
         bn.num_batches_tracked.zero_()

@@ -1,7 +1,12 @@
 """Conditioning and decoding shared by every SVD-family method (one place, matching diffusers 0.42).
 
-For uint8 images (B, H, W, 3), already at generation size, and one generator per sample:
+For uint8 images (H, W, 3) of any size, a generation size (width, height) and one generator per sample:
 
+0. Fitting (``fit_images``): an image of another size is stretched with PIL's Lanczos resize
+   (``resize="stretch"``, diffusers' ``VaeImageProcessor.resize`` for PIL input) or cover-resized
+   and centre-cropped (``"cover-center-crop"``). The CLIP embedding is computed from the image as
+   given when stretching (the pipeline runs ``_encode_image`` before resizing), from the fitted
+   image when cropping.
 1. pixels x = uint8 / 255 (float32), NCHW.
 2. CLIP embedding: 2x - 1, antialiased resize to 224x224 (separable Gaussian blur, sigma =
    max((size_in / 224 - 1) / 2, 0.001) per axis, odd kernel of int(max(4 sigma, 3)) taps,
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sfv_core.data.transforms import fit_images
 
 
 @dataclass
@@ -94,8 +101,9 @@ def clip_embeddings(image_encoder, pixels: torch.Tensor, device, mean, std) -> t
 
 
 @torch.no_grad()
-def encode_condition(pipe, images: np.ndarray, generators, device, *, num_frames: int, fps: int,
-                     motion_bucket_id: int, noise_aug_strength: float) -> Condition:
+def encode_condition(pipe, images, generators, device, *, num_frames: int, fps: int, motion_bucket_id: int,
+                     noise_aug_strength: float, width: int | None = None, height: int | None = None,
+                     resize: str = "stretch") -> Condition:
     """Image embedding, noise-augmented image latent and added time ids (conditional batch only)."""
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -103,9 +111,15 @@ def encode_condition(pipe, images: np.ndarray, generators, device, *, num_frames
     if pipe.unet.config.addition_time_embed_dim * 3 != expected:
         raise ValueError(f"UNet expects {expected} added-time features, not 3 x "
                          f"{pipe.unet.config.addition_time_embed_dim}: wrong UNet config")
-    pixels = images_to_float(images)
+    clip_src, fitted = fit_images(images, width, height, resize)
     fe = pipe.feature_extractor
-    emb = clip_embeddings(pipe.image_encoder, pixels, device, fe.image_mean, fe.image_std)
+    if len({c.shape for c in clip_src}) == 1:
+        emb = clip_embeddings(pipe.image_encoder, images_to_float(np.stack(clip_src)), device, fe.image_mean,
+                              fe.image_std)
+    else:
+        emb = torch.cat([clip_embeddings(pipe.image_encoder, images_to_float(c[None]), device, fe.image_mean,
+                                         fe.image_std) for c in clip_src])
+    pixels = images_to_float(fitted)
     x = (2.0 * pixels - 1.0).to(device)
     noise = randn_tensor(x.shape, generator=generators, device=device, dtype=x.dtype)
     x = x + noise_aug_strength * noise
@@ -120,7 +134,7 @@ def encode_condition(pipe, images: np.ndarray, generators, device, *, num_frames
             vae.to(dtype=torch.float16)
     lat = lat.to(emb.dtype).unsqueeze(1).repeat(1, num_frames, 1, 1, 1)
     ids = torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=emb.dtype)
-    ids = ids.repeat(len(images), 1).to(device)
+    ids = ids.repeat(len(fitted), 1).to(device)
     return Condition(emb, lat, ids)
 
 

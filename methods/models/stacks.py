@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from sfv_core.errors import UserError
-from sfv_core.fsutil import cache_dir
+from sfv_core.fsutil import cache_dir, folder_sha256, sha256_cached
 
 from .configs import TINY_CONFIGS
 
@@ -193,21 +193,16 @@ def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None):
     return pipe.to(device)
 
 
-def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None):
-    """Load a ``UNetSpatioTemporalConditionModel`` from a local source (never the network).
+def locate_unet(source, weights_name: str | None = None) -> Path:
+    """The diffusers UNet folder (holding config.json) or the .safetensors state-dict file that a UNet
+    source names; never the network. ``source`` may be
 
-    ``source`` may be
       * a diffusers model folder (``config.json`` + weights), or a folder holding one under
         ``unet/`` (a pipeline folder or an ``sfv-train`` export);
-      * a ``.safetensors`` file with a UNet state dict (AnimateLCM-SVD-xt's release format): the
-        architecture is taken from ``stack``'s UNet config and the weights loaded strictly;
+      * a ``.safetensors`` file with a UNet state dict (AnimateLCM-SVD-xt's release format);
       * a HF repo id in the local cache, holding either of the above (``weights_name`` picks
         the state-dict file when the repo holds several).
     """
-    import torch
-    from diffusers import UNetSpatioTemporalConditionModel
-
-    dtype = torch.float32 if dtype is None else dtype
     src = str(source)
     path = Path(src).expanduser()
     if not path.exists():
@@ -217,11 +212,14 @@ def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None
             raise UserError(f"UNet folder or file {path} does not exist: pass a diffusers UNet folder "
                             f"(e.g. written by `sfv-train export`), a .safetensors state dict, or a repo id")
     if path.is_dir():
-        for sub in (None, "unet"):
-            d = path / sub if sub else path
+        for d in (path, path / "unet"):
             if (d / "config.json").is_file():
-                return UNetSpatioTemporalConditionModel.from_pretrained(
-                    d, dtype=dtype, local_files_only=True)
+                return d
+        if (path / "export" / "unet" / "config.json").is_file():
+            raise UserError(f"{path} is an sfv-train run folder: pass its exported UNet, {path / 'export' / 'unet'}")
+        if (path / "state.json").is_file() and (path / "generator.safetensors").is_file():
+            raise UserError(f"{path} is an sfv-train checkpoint: pass the run's exported UNet, "
+                            f"{path.parent.parent / 'export' / 'unet'}")
         files = sorted(p.name for p in path.glob("*.safetensors"))
         if weights_name:
             if weights_name not in files:
@@ -235,21 +233,80 @@ def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None
                             f"pick one with weights_name")
     if path.suffix != ".safetensors":
         raise UserError(f"UNet weights {path} must be a .safetensors state dict or a diffusers folder")
+    return path
+
+
+def weights_sha256(path) -> str:
+    """Content identity of a located UNet (folder: its weight and config files; file: the file)."""
+    path = Path(path)
+    return folder_sha256(path) if path.is_dir() else sha256_cached(path)
+
+
+def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None):
+    """Load a ``UNetSpatioTemporalConditionModel`` from a source ``locate_unet`` accepts. A state-dict
+    file takes its architecture from ``stack``'s UNet config and is loaded strictly."""
+    import torch
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    dtype = torch.float32 if dtype is None else dtype
+    path = locate_unet(source, weights_name)
+    if path.is_dir():
+        return UNetSpatioTemporalConditionModel.from_pretrained(path, dtype=dtype, local_files_only=True)
     if stack is None:
         raise UserError(f"loading the UNet state dict {path} needs the stack whose UNet architecture it fits")
     from safetensors.torch import load_file
 
-    config = UNetSpatioTemporalConditionModel.load_config(resolve_stack(stack), subfolder="unet",
-                                                          local_files_only=True)
-    unet = UNetSpatioTemporalConditionModel.from_config(config)
+    unet = UNetSpatioTemporalConditionModel.from_config(_unet_config(resolve_stack(stack) / "unet"))
     state = load_file(str(path))
-    own = unet.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise UserError(f"UNet weights {path} do not fit the stack's UNet ({len(missing)} missing, "
-                        f"{len(unexpected)} unexpected, {len(wrong)} wrong-shape keys, e.g. "
-                        f"{(missing or unexpected or wrong)[0]}): wrong stack?")
+    _check_keys(path, {k: tuple(v.shape) for k, v in state.items()}, unet)
     unet.load_state_dict(state, strict=True)
     return unet.to(dtype)
+
+
+def _unet_config(folder: Path) -> dict:
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    try:
+        return UNetSpatioTemporalConditionModel.load_config(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder / 'config.json'} is not a readable UNet config ({str(e).splitlines()[0]})") from None
+
+
+def _check_keys(path, shapes: dict, unet) -> None:
+    own = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    missing = sorted(set(own) - set(shapes))
+    unexpected = sorted(set(shapes) - set(own))
+    wrong = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
+    if missing or unexpected or wrong:
+        raise UserError(f"UNet weights {path} do not fit the UNet config ({len(missing)} missing, "
+                        f"{len(unexpected)} unexpected, {len(wrong)} wrong-shape keys, e.g. "
+                        f"{(missing or unexpected or wrong)[0]}): wrong stack or wrong folder?")
+
+
+def check_unet(path: Path, stack) -> None:
+    """Pre-flight of a located UNet without loading its tensors: the config parses and the weight
+    file's keys and shapes fit (a UserError naming the file otherwise)."""
+    from diffusers import UNetSpatioTemporalConditionModel
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{path} has a config.json but no .safetensors weights")
+        config, weights = _unet_config(path), files[0]
+    else:
+        config, weights = _unet_config(resolve_stack(stack) / "unet"), path
+    try:
+        with safe_open(str(weights), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
+        raise UserError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    import torch
+
+    with torch.device("meta"):
+        try:
+            unet = UNetSpatioTemporalConditionModel.from_config(config)
+        except Exception as e:  # noqa: BLE001 - a config diffusers cannot build
+            raise UserError(f"{path}: the UNet config does not build a UNet ({str(e).splitlines()[0]})") from None
+    _check_keys(weights, shapes, unet)

@@ -65,3 +65,35 @@ def resize_cover_crop(frames, width: int, height: int):
     scaled = _as_tensor(resize_frames(t, sw, sh))
     top, left = (sh - height) // 2, (sw - width) // 2
     return _like(scaled[:, top:top + height, left:left + width].contiguous(), frames)
+
+
+def fit_images(images, width: int | None, height: int | None, resize: str = "stretch"):
+    """Bring a list or batch of uint8 (H, W, 3) images to width x height (default: their common size).
+
+    Returns (the images CLIP sees, uint8 (B, height, width, 3)): ``resize="stretch"`` uses PIL's
+    Lanczos resize (diffusers' ``VaeImageProcessor.resize`` for PIL input) and leaves CLIP the image
+    as given; ``"cover-center-crop"`` cover-resizes and centre-crops and gives CLIP the crop."""
+    from PIL import Image
+
+    images = [np.asarray(im) for im in images]
+    for im in images:
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (H, W, 3) each, got {im.dtype} {im.shape}")
+    if width is None or height is None:
+        sizes = {im.shape[:2] for im in images}
+        if len(sizes) > 1:
+            raise ValueError(f"images of different sizes {sorted(sizes)}: give the generation width and height")
+        height, width = next(iter(sizes))
+    fitted, clip_src = [], []
+    for im in images:
+        if im.shape[:2] == (height, width):
+            out = im
+        elif resize == "stretch":
+            out = np.asarray(Image.fromarray(im).resize((width, height), resample=Image.Resampling.LANCZOS))
+        elif resize == "cover-center-crop":
+            out = _as_tensor(resize_cover_crop(im[None], width, height)).numpy()[0]
+        else:
+            raise ValueError(f"resize must be stretch or cover-center-crop, got {resize!r}")
+        fitted.append(out)
+        clip_src.append(im if resize == "stretch" else out)
+    return clip_src, np.stack(fitted)

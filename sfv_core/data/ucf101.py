@@ -25,10 +25,12 @@ Rules (protocol.py states them; this module implements them with sfv_core.data.t
 * Clip indices: sfv_core.data.clips.clip_indices (index_k = start + round_half_up(k * src_fps / fps));
   a random start is drawn with ``sfv_core.seeds.sample_seed(protocol.seed, sample_id)`` (stable across
   runs, processes and selection order). Too short -> skipped.
-* Conditioning image: frame 0 through ``resize_cover_crop`` to gen_w x gen_h (320x240 ->
+* Conditioning image: frame 0 at its native size (``cond_resize="stretch"``; the method stretches
+  it), or through ``resize_cover_crop`` to gen_w x gen_h (``"cover-center-crop"``: 320x240 ->
   1024x768, rows 96..671 kept).
-* Real clip: ``real_crop="match"``: ``center_crop_to_aspect`` to gen_w:gen_h (320x240 -> rows
-  30..209, 320x180), then ``resize_frames`` to score_w x score_h; ``"none"``: ``resize_frames`` only.
+* Real clip: ``real_crop="none"``: ``resize_frames`` to score_w x score_h (a no-op for 320x240 at
+  320x240); ``"match"``: ``center_crop_to_aspect`` to gen_w:gen_h (320x240 -> rows 30..209,
+  320x180) first.
 * Failures: an undecodable (or missing) file and a file too short for the clip are skipped with a
   ``DataWarning`` naming the path and listed in the ``DataRecord``. Both count as failures: once
   failures exceed ``floor(max_fail_frac * selected)`` iteration stops with a UserError.
@@ -191,11 +193,15 @@ def clip_indices_of(ref: VideoRef, n_src: int, src_fps: float, protocol) -> list
 
 
 def condition_image(frame: np.ndarray, protocol) -> np.ndarray:
-    """Frame (H, W, 3) uint8 -> conditioning image (gen_h, gen_w, 3): cover-resize, centre crop."""
+    """Frame (H, W, 3) uint8 -> the conditioning image handed to a method.
+
+    ``cond_resize="stretch"``: the frame itself (the method stretches it to the generation size
+    and computes CLIP from it, as diffusers' pipeline does); ``"cover-center-crop"``: cover-resized
+    and centre-cropped to (gen_h, gen_w)."""
+    if protocol.cond_resize == "stretch":
+        return frame
     from .transforms import resize_cover_crop        # torch: imported only when frames are processed
 
-    if protocol.cond_resize != "cover-center-crop":
-        raise UserError(f"unknown cond_resize {protocol.cond_resize!r} (supported: cover-center-crop)")
     return resize_cover_crop(frame[None], protocol.gen_width, protocol.gen_height)[0]
 
 

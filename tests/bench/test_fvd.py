@@ -128,7 +128,8 @@ def test_cli_two_folders_then_cache_then_stats_file(folders, capsys, toy):
     assert cli_main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith("FVD = ") and "N_real=4, N_fake=4" in out and "toy detector" in out
-    assert "covariance: biased, frames 9 at 40x30" in out and "written to cache" in err
+    assert "covariance: biased, 9 frames at 7 fps at 40x30" in out and "written to cache" in err
+    assert "clips: 9 frames at 7 fps from frame 0" in out
     value = float(out.split()[2])
     # The same number from the library, on the same clips.
     from sfv_core.data.transforms import resize_frames
@@ -153,7 +154,7 @@ def test_cli_bad_input(folders, tmp_path, capsys):
     cases = [
         (["fvd", str(tmp_path / "missing"), str(fake)], "REAL not found"),
         (["fvd", str(real), str(tmp_path / "nofake")], "FAKE folder not found"),
-        (["fvd", str(real), str(fake), "--num-frames", "12"], "10 frames, fewer than the 12 needed"),
+        (["fvd", str(real), str(fake), "--num-frames", "12"], "10 frames, the clip needs 12"),
         (["fvd", str(real), str(fake), "--num-frames", "5"], "--num-frames must be >= 9"),
         (["fvd", str(real), str(fake), "--size", "big"], "--size must be WxH"),
     ]
@@ -163,3 +164,25 @@ def test_cli_bad_input(folders, tmp_path, capsys):
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_cli_takes_real_video_clips_by_the_protocol_frame_rule(synthetic_root, tmp_path, capsys, toy):
+    """25 fps containers: frame k = round(k * 25 / 7) from frame 0, as `sfv-bench run` takes real clips,
+    unless --consecutive."""
+    import shutil
+
+    from sfv_core.data.clips import clip_indices
+
+    files = list_videos(synthetic_root / "UCF-101")[:6]
+    real, fake = tmp_path / "r", tmp_path / "f"
+    for folder, part in ((real, files[:3]), (fake, files[3:])):
+        folder.mkdir()
+        for f in part:
+            shutil.copy(f, folder / f.name)
+    idx = clip_indices(60, 25.0, 14, 7)
+    assert idx[:4] == [0, 4, 7, 11]
+    for extra, frames in (([], idx), (["--consecutive"], list(range(14)))):
+        assert cli_main(["fvd", str(real), str(fake), *extra]) == 0
+        value = float(capsys.readouterr().out.split()[2])
+        stats = [compute_stats(toy, [read_video(f, frames) for f in list_videos(d)]) for d in (real, fake)]
+        assert value == pytest.approx(fvd_from_stats(*stats)["fvd"], abs=0.006)

@@ -240,3 +240,16 @@ def test_tf32_off_during_extraction_and_restored(monkeypatch):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.slow
+def test_toy_detector_is_bit_stable_across_thread_counts():
+    """Its sha256 keys the real-statistics cache and labels every toy number: 1 and 2 threads agree."""
+    import subprocess
+    import sys
+
+    code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
+            "from bench.fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
+    shas = {subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
+                           check=True).stdout.strip() for n in (1, 2)}
+    assert len(shas) == 1 and len(next(iter(shas))) == 64

@@ -76,7 +76,7 @@ def test_tiny_run_finishes_with_finite_losses(tiny_runs, method):
     info = json.loads((out / "export" / "sfv_train.json").read_text())
     assert info["method"] == method and info["steps"] == 1 and info["sigma"] == 700.0 and info["train_steps"] == 24
     cfg = json.loads((out / "config.json").read_text())
-    preset = {"sfv": ("lognormal-discrete", "pseudo-huber"), "ufogen": ("next-level", "mse"),
+    preset = {"sfv": ("lognormal-discrete", "pseudo-huber"), "ufogen": ("next-level", "diffusion"),
               "ladd": ("lognormal", "none")}[method]
     assert (cfg["d_noise"], cfg["recon"]) == preset
     if method == "sfv":

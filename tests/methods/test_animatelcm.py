@@ -165,3 +165,41 @@ def test_gen_frames_returns_first_frames_and_state_dict_unet(tmp_path, pipe):
     first = m.generate(img, [3], num_frames=3, decode_chunk_size=3)
     assert first.shape == (1, 3, 32, 32, 3)
     assert np.array_equal(first, full[:, :3])
+
+
+def test_default_is_the_official_decode_25_frames_in_chunks_of_8_then_first_14(pipe):
+    """The official batch_inference.py decodes all 25 latents with decode_chunk_size=8 and keeps
+    frames; decoding only the first 14 latents in one chunk gives other pixels (the temporal decoder
+    mixes frames within a chunk), kept as decode_frames=kept."""
+    from methods.models.conditioning import decode_latents, frames_to_uint8
+
+    img = np.random.default_rng(2).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    m = get_method("animatelcm:1").load("tiny")
+    assert (m.options["gen_frames"], m.options["decode_chunk_size"], m.options["decode_frames"]) == (25, 8, "all")
+    video = m.generate(img, [5], num_frames=14, decode_chunk_size=14)
+    lat = m.generate_latents(img, [5], num_frames=14)
+    assert lat.shape[1] == 25
+    assert np.array_equal(video, frames_to_uint8(decode_latents(pipe.vae, lat, 8)[:, :14]))
+    kept = get_method("animatelcm:1", decode_frames="kept").load("tiny").generate(img, [5], num_frames=14,
+                                                                                    decode_chunk_size=14)
+    assert np.array_equal(kept, frames_to_uint8(decode_latents(pipe.vae, lat[:, :14], 14)))
+    assert not np.array_equal(kept, video)
+
+
+def test_weights_default_to_release_1_1_and_are_recorded(tmp_path, pipe):
+    """A repo folder holding both releases: 1.1 by default (the paper's AnimateLCM-xt1.1), 1.0 on request;
+    the file and its sha256 are part of what a results record says about the method."""
+    from safetensors.torch import save_file
+
+    from sfv_core.fsutil import sha256_file
+
+    repo = tmp_path / "AnimateLCM-SVD-xt"
+    repo.mkdir()
+    sd = {k: v.contiguous() for k, v in pipe.unet.state_dict().items()}
+    save_file(sd, str(repo / "AnimateLCM-SVD-xt.safetensors"))
+    save_file({k: v + 1e-3 for k, v in sd.items()}, str(repo / "AnimateLCM-SVD-xt-1.1.safetensors"))
+    for name, weights in ((None, "AnimateLCM-SVD-xt-1.1.safetensors"), ("AnimateLCM-SVD-xt.safetensors",) * 2):
+        m = get_method("animatelcm:2", unet=str(repo), **({"weights_name": name} if name else {}))
+        m.check("tiny")
+        d = m.describe()
+        assert d["unet_file"] == str(repo / weights) and d["unet_sha256"] == sha256_file(repo / weights)

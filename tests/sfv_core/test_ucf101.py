@@ -185,8 +185,14 @@ def _row_ramp(h=240, w=320):
     return f
 
 
+def test_condition_image_default_is_the_native_frame():
+    """The paper's reading: the method gets frame 0 as it is and stretches it (diffusers' pipeline)."""
+    frame = _row_ramp()
+    assert condition_image(frame, Protocol()) is frame
+
+
 def test_condition_image_cover_crop_rows():
-    cond = condition_image(_row_ramp(), Protocol())
+    cond = condition_image(_row_ramp(), Protocol(cond_resize="cover-center-crop"))
     assert cond.shape == (576, 1024, 3) and cond.dtype == np.uint8
     red = cond[..., 0].astype(int)
     assert (red == red[:, :1]).all()                                # rows only: no column change
@@ -199,7 +205,8 @@ def test_condition_image_cover_crop_rows():
 
 def test_real_clip_match_and_none():
     clip = np.stack([_row_ramp()] * 3)
-    match = real_clip_frames(clip, Protocol())                       # crop rows 30..209 then 320x240
+    assert np.array_equal(real_clip_frames(clip, Protocol()), clip)  # default: the full native frame
+    match = real_clip_frames(clip, Protocol(real_crop="match"))      # crop rows 30..209 then 320x240
     assert match.shape == (3, 240, 320, 3)
     # output row r samples cropped row (r + 0.5) * 0.75 - 0.5: row 0 -> 29.875, row 239 -> 209.125
     assert (match[0, 0, 0, 0], match[0, 239, 0, 0]) == (30, 209)
@@ -217,15 +224,18 @@ def test_load_sample_matches_full_decode(synthetic_root):
     s = load_sample(ref, p)
     full = read_video(ref.path)
     assert s.src_fps == 25.0 and s.frame_indices == clip_indices(len(full), 25.0, p, 0)
-    assert np.array_equal(s.cond_image, resize_cover_crop(full[:1], 1024, 576)[0])
-    want = resize_frames(center_crop_to_aspect(full[s.frame_indices], 1024, 576), 320, 240)
+    assert np.array_equal(s.cond_image, full[0])                    # the native frame (stretch rule)
     assert s.real_clip.shape == (14, 240, 320, 3)
-    assert np.array_equal(s.real_clip, want)                        # decoding a subset == decoding all
+    assert np.array_equal(s.real_clip, full[s.frame_indices])       # decoding a subset == decoding all
     assert np.array_equal(load_condition(ref, p), s.cond_image)
-    r = load_sample(ref, p.replace(clip_start="random"))            # a seeked start (seed-dependent)
-    assert r.frame_indices == clip_indices(60, 25.0, p.replace(clip_start="random"), sample_seed_of(0, ref))
+    crop = p.replace(cond_resize="cover-center-crop", real_crop="match")
+    c = load_sample(ref, crop)
+    assert np.array_equal(c.cond_image, resize_cover_crop(full[:1], 1024, 576)[0])
+    assert np.array_equal(c.real_clip, resize_frames(center_crop_to_aspect(full[c.frame_indices], 1024, 576), 320, 240))
+    r = load_sample(ref, crop.replace(clip_start="random"))         # a seeked start (seed-dependent)
+    assert r.frame_indices == clip_indices(60, 25.0, crop.replace(clip_start="random"), sample_seed_of(0, ref))
     want = resize_frames(center_crop_to_aspect(full[r.frame_indices], 1024, 576), 320, 240)
-    assert np.array_equal(r.real_clip, want) and np.array_equal(r.cond_image, s.cond_image)
+    assert np.array_equal(r.real_clip, want) and np.array_equal(r.cond_image, c.cond_image)
 
 
 def _copy_dataset(synthetic_root, dst):
@@ -240,7 +250,7 @@ def test_load_condition_too_short_and_case_fallback(synthetic_root, tmp_path):
     write_video(ref.path, read_video(ref.path, range(20)), 25)
     with pytest.raises(ClipTooShort, match=r"20 frames, the clip needs 47"):
         load_condition(ref, p)
-    assert load_condition(ref, p, check_length=False).shape == (p.gen_height, p.gen_width, 3)
+    assert load_condition(ref, p, check_length=False).shape == (240, 320, 3)   # the native frame
     other = ds.refs("test", 1)[1]
     other.path.rename(other.path.with_name(other.path.name.upper().replace(".AVI", ".avi")))
     assert load_sample(other, p).real_clip.shape == (14, 240, 320, 3)   # found case-insensitively
@@ -278,7 +288,7 @@ def test_iter_samples_skips_and_names_bad_videos(synthetic_root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         cond = list(iter_samples(refs, p, rec2, what="condition"))
-    assert [s.ref for s in cond] == [s.ref for s in got] and cond[0].cond_image.shape == (p.gen_height, p.gen_width, 3)
+    assert [s.ref for s in cond] == [s.ref for s in got] and cond[0].cond_image.shape == (240, 320, 3)
     assert cond[0].real_clip is None and rec2.to_dict() == d
 
 

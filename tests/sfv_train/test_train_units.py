@@ -172,3 +172,25 @@ def test_ema_update_rule():
     wa = a.weight.detach().clone()
     ema_update(a, b, 0.95)
     torch.testing.assert_close(a.weight, 0.95 * wa + 0.05 * b.weight.detach())
+
+
+def test_reconstruction_reductions_and_presets():
+    """The reduction is explicit: whole-video (sum / norm) vs per element (mean); UFOGen's term is the
+    v-space denoising loss (weight (s^2+1)/s^2, element mean, lambda 1), SF-V's the whole-video
+    pseudo-Huber with lambda 0.1."""
+    from sfv_train.config import TrainConfig
+
+    x0 = torch.zeros(2, 1, 1, 2, 2)
+    x0_hat = torch.stack([torch.full((1, 1, 2, 2), 1.0), torch.full((1, 1, 2, 2), 2.0)])   # d^2 = 1 and 4
+    assert float(losses.mse(x0_hat, x0, "element")) == pytest.approx((1 + 4) / 2)
+    assert float(losses.mse(x0_hat, x0, "video")) == pytest.approx((4 * 1 + 4 * 4) / 2)
+    sig = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    w = losses.diffusion_weight(sig)
+    assert w.tolist() == pytest.approx([2.0, 1.25])
+    assert float(losses.mse(x0_hat, x0, "element", w)) == pytest.approx((2 * 1 + 1.25 * 4) / 2)
+    assert float(losses.pseudo_huber(x0_hat, x0, 0.0, "element")) == pytest.approx((1 + 2) / 2)
+    sfv = TrainConfig(data="d", out="o", method="sfv").resolved()
+    ufo = TrainConfig(data="d", out="o", method="ufogen").resolved()
+    assert (sfv.recon, sfv.recon_reduction, sfv.recon_weight) == ("pseudo-huber", "video", 0.1)
+    assert (ufo.recon, ufo.recon_reduction, ufo.recon_weight) == ("diffusion", "element", 1.0)
+    assert TrainConfig(data="d", out="o", method="ufogen", recon_weight=0.3).resolved().recon_weight == 0.3
