@@ -32,8 +32,9 @@ def _add_run(sub):
     p.add_argument("--fold", type=int, choices=(1, 2, 3), default=None, help="split fold (default: 1)")
     p.add_argument("-n", "--num-videos", type=int, default=None, help="N videos (tiny: 16, real: 2048)")
     p.add_argument("--balanced", action="store_true", default=None, help="round-robin over classes")
-    p.add_argument("--methods", default=None, help=f"method specs (tiny default: {tiny.methods}; "
-                                                    f"with --data: {DEFAULT_SPECS})")
+    p.add_argument("--methods", action="append", default=None,
+                   help=f"method specs, comma separated, repeatable (tiny default: {tiny.methods}; with --data: "
+                        f"{DEFAULT_SPECS}); reference rows: static, real; methods accumulate in a run folder")
     p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
     p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; tiny world: tiny)")
     p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
@@ -49,6 +50,8 @@ def _add_run(sub):
                    help="adapter option, repeatable (e.g. svd.max_guidance=2.5); `sfv-bench ls` lists them")
     p.add_argument("--detector", default=None, help="toy | stylegan-v | tats | PATH (default: toy in the tiny "
                                                      "world, stylegan-v with --data)")
+    p.add_argument("--trust-detector", action="store_true",
+                   help="allow a TorchScript detector file that matches no published pin (loading it runs its code)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="model dtype (default: float16 on cuda, float32 on cpu)")
@@ -59,6 +62,20 @@ def _add_run(sub):
     p.add_argument("--save-size", choices=("score", "gen"), default="score",
                    help="store samples at the scoring size (default; FVD needs nothing more) or generation size")
     p.add_argument("--no-previews", action="store_true", help="do not write previews/")
+    p.add_argument("--force", action="append", default=None, metavar="SPECS",
+                   help="regenerate (and re-time) these methods' samples even if finished, e.g. --force sfv:1")
+    p.add_argument("--redo-latency", action="store_true",
+                   help="re-measure every method's latency (the timing pass) without regenerating samples")
+    p.add_argument("--timing-videos", type=int, default=3,
+                   help="videos in the timing pass (batch 1, after one warm-up video)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
+                        "machine give wild numbers; 0 = torch's default); generation uses all threads")
+    p.add_argument("--max-fail-frac", type=float, default=None,
+                   help="stop when more than this share of the selected videos is undecodable or too short "
+                        "(default 0.05; tiny world 0.25)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML/YAML/JSON file of these options (keys as above without --); flags override it")
     p.set_defaults(func="bench.run:cli_run")
 
 
@@ -68,8 +85,9 @@ def _add_ls(sub):
 
 
 def _add_table(sub):
-    p = sub.add_parser("table", help="regenerate table.csv / table.md of a run from its results.jsonl")
-    p.add_argument("run", help="run folder (holding results.jsonl)")
+    p = sub.add_parser("table", help="print a run's Table 1 from its results.jsonl, or several runs' merged")
+    p.add_argument("run", nargs="+", help="run folder(s) holding results.jsonl; several are merged when their "
+                                          "protocol, detector and N agree (refused otherwise, naming the field)")
     p.add_argument("--format", choices=("csv", "md"), default="md", help="what to print")
     p.add_argument("--write", action="store_true", help="also rewrite table.csv and table.md in the run folder")
     p.set_defaults(func="bench.report:cli_table")
@@ -81,7 +99,10 @@ def _add_fvd(sub):
     p.add_argument("fake", help="folder of generated videos")
     p.add_argument("--detector", default=None,
                    help="i3d_torchscript.pt / i3d_pretrained_400.pt path, a name in the detector cache "
-                        "(stylegan-v, tats), or 'toy' (default: toy, a random-init I3D)")
+                        "(stylegan-v, tats), or 'toy' (a random-init I3D: not comparable with published FVD); "
+                        "default: the one a REAL statistics file was made with (required with a REAL folder)")
+    p.add_argument("--trust-detector", action="store_true",
+                   help="allow a TorchScript detector file that matches no published pin (loading it runs its code)")
     p.add_argument("--num-frames", type=int, default=GEN.num_frames, help="frames per clip (the protocol's 14)")
     p.add_argument("--fps", type=int, default=GEN.fps,
                    help="clip frame rate: frame k is round(k * src_fps / fps) from frame 0, src_fps read from each "
@@ -136,15 +157,18 @@ def _add_latency(sub):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--out", default=None, help="output folder for latency.json and latency.md "
-                                              "(default results/latency/<shape>-<device>)")
+                                              "(default runs/latency/<shape>-<device>)")
     p.set_defaults(func="bench.latency.command:cli_latency")
 
 
 def _add_regress(sub):
-    p = sub.add_parser("regress", help="latency regression gate: compare two comparable latency.json runs")
-    p.add_argument("baseline", help="latency.json of the baseline run")
-    p.add_argument("current", help="latency.json of the run to check")
-    p.add_argument("--tolerance", default="10", help="allowed slow-down of each median, in percent (default 10)")
+    p = sub.add_parser("regress", help="latency regression gate: compare two like latency.json (sfv-bench latency) "
+                                       "or results.jsonl (sfv-bench run) files")
+    p.add_argument("baseline", help="latency.json or results.jsonl of the baseline run (or its folder)")
+    p.add_argument("current", help="latency.json or results.jsonl of the run to check (or its folder)")
+    p.add_argument("--tolerance", default="10",
+                   help="allowed slow-down of each median, in percent (default 10); a slower median fails only "
+                        "when the current p10 is also above the baseline p90 (beyond the noise)")
     p.set_defaults(func="bench.latency.regress:cli_regress")
 
 
@@ -152,10 +176,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sfv-bench",
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic, _add_latency, _add_regress):
         add(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sfv-bench")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: list) -> dict:
+    """``--config FILE`` (TOML, YAML or JSON; keys are option names, dashes or underscores): the file's
+    values become the parser's defaults, so flags given on the command line override them. Returns
+    the file's mapping ({} without --config); an unknown key is a UserError naming the valid ones."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return {}
+    from sfv_core.values import read_config_file
+
+    data = read_config_file(known.config)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "version")}
+    defaults = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise UserError(f"config file {known.config}: unknown option {key!r}; valid: "
+                            f"{', '.join(sorted(actions))}")
+        action = actions[dest]
+        if isinstance(value, str) and action.type is not None:
+            try:
+                value = action.type(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                raise UserError(f"config file {known.config}: {key} = {value!r} is not valid") from None
+        if action.choices is not None and value not in action.choices:
+            raise UserError(f"config file {known.config}: {key} = {value!r}; choose from "
+                            f"{', '.join(map(str, action.choices))}")
+        if isinstance(action, argparse._AppendAction) and not isinstance(value, list):
+            value = [value]
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+    return data
 
 
 def cli_make_synthetic(args) -> int:
@@ -175,6 +244,11 @@ def cli_make_synthetic(args) -> int:
     return 0
 
 
+def _subparser(parser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
 def _dispatch(prog: str, target: str, args) -> int:
     module, func = target.split(":")
     try:
@@ -185,12 +259,23 @@ def _dispatch(prog: str, target: str, args) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130
+    except OSError as e:             # disk full, permission denied, ...: one line, finished work kept
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
 
 
 def main(argv=None) -> int:
     """`sfv-bench`."""
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "run":
+        try:
+            apply_config(_subparser(parser, "run"), argv[1:])
+        except UserError as e:
+            print(f"sfv-bench run: error: {e}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -256,28 +341,43 @@ def build_train_parser() -> argparse.ArgumentParser:
         description="Latent adversarial training of a one-step SVD generator (SF-V, sec. 3-4), with UFOGen "
                     "and LADD on the same framework. Defaults are the paper's settings. Writes OUT/config.json, "
                     "OUT/checkpoints/step-XXXXXX/, OUT/export/unet (load with `sfv-bench run --methods "
-                    "sfv:1 --sfv-unet OUT/export/unet`), OUT/previews/, OUT/logs/.",
+                    "sfv:1 --sfv-unet OUT/export/unet`), OUT/previews/, OUT/logs/. Continue a run: "
+                    "sfv-train --resume OUT [--max-steps N].",
         epilog=f"Method presets (explicit options win): {presets}. Several GPUs: "
                f"accelerate launch --num_processes 8 $(which sfv-train) ... (or torchrun).")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML/YAML/JSON file of these options (keys: option names without --); flags override it")
     add_dataclass_arguments(p, TrainConfig)
     return p
 
 
 def train_main(argv=None) -> int:
-    """`sfv-train`."""
-    from sfv_train.config import TrainConfig
+    """`sfv-train`. Options in order of precedence: the command line, --config FILE, the resumed run's
+    config.json (``--resume OUT``), the defaults."""
+    from sfv_train.config import TrainConfig, resume_defaults
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_train_parser().parse_args(argv)
-    except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
-        return int(e.code or 0)
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    try:
+        parser = build_train_parser()
+        apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        run = resume_defaults(args.resume, args.out)
+        if run:
+            parser.set_defaults(**run)
+            apply_config(parser, argv)
+            args = parser.parse_args(argv)
+        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
         from sfv_train.trainer import train
         train(cfg)
+    except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
+        return int(e.code or 0)
     except UserError as e:
         print(f"sfv-train: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:             # disk full, permission denied, ...: one line, checkpoints kept
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"sfv-train: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except FloatingPointError as e:
         print(f"sfv-train: error: {e}; checkpoints written so far are kept (try a lower learning rate, "
               f"--max-grad-norm or --r1)", file=sys.stderr)

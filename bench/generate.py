@@ -1,18 +1,32 @@
-"""The samples store of a run: ``samples/<spec>/<sample_id>.npz`` (uint8 (T, H, W, 3), lossless,
-atomic) with a ``.json`` sidecar (UNet seconds and calls, seed). The sidecar is written first: the
-``.npz`` is the completion marker a resumed run looks for.
+"""The samples store of a run and the timing pass.
+
+``samples/<spec>/`` holds ``method.json`` (what made the samples: options and the content sha256 of
+the weights), ``<sample_id>.npz`` (uint8 (T, H, W, 3), lossless, atomic) with a ``.json`` sidecar
+(seed, UNet calls, shape and the sha256 of the frames), and ``latency.json`` (the timing pass). The
+sidecar is written first: the ``.npz`` is the completion marker. On resume a sample is trusted only
+if it loads, has the expected shape and dtype, and matches its sidecar's checksum; anything else is
+regenerated (and said so). Samples made by other weights or options are discarded.
+
+Latency is the paper's quantity, measured apart from generation (which may batch videos and use
+every thread): the UNet time of one video at batch 1 (batch 2 with CFG), over a few videos after a
+warm-up, with ``threads`` torch threads on a CPU (one by default: several threads on a shared small
+machine give numbers off by 20-45x). The machine, threads and load average are recorded with it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from methods.models.timing import clock_name, summarize
 from sfv_core.data.transforms import resize_frames
-from sfv_core.data.ucf101 import load_condition
 from sfv_core.data.videoio import read_video, save_array
+from sfv_core.env import cpu_name, device_name, load_average
 from sfv_core.fsutil import atomic_write_json
 
 
@@ -20,51 +34,113 @@ def spec_dirname(spec: str) -> str:
     return spec.replace(":", "_").replace("/", "_")
 
 
-def missing(refs, out: Path) -> list:
-    """The refs whose sample is not finished in ``out``."""
-    return [r for r in refs if not (out / f"{r.sample_id}.npz").exists()]
+def frames_sha256(video: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(video).tobytes()).hexdigest()
 
 
-def generate_method(method, refs, seeds: dict, out: Path, protocol, *, batch_size: int = 1,
+def prepare_dir(sdir: Path, identity: dict, force: bool, log) -> None:
+    """Make ``sdir`` hold samples of ``identity``: samples of another identity (or ``force``) are removed."""
+    path = sdir / "method.json"
+    old = None
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {"damaged": True}
+    if sdir.is_dir() and (force or (old is not None and old != identity)):
+        what = "--force" if force else "other weights or options (" + ", ".join(
+            k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)) + ")"
+        log(f"  {identity['spec']}: discarding {len(list(sdir.glob('*.npz')))} samples made with {what}")
+        shutil.rmtree(sdir)
+    atomic_write_json(path, identity)
+
+
+def sample_problem(npz: Path, shape: tuple) -> str | None:
+    """Why a finished-looking sample cannot be trusted, or None."""
+    side = npz.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a mapping")
+    except (OSError, ValueError) as e:
+        return f"sidecar {side.name}: {e}"
+    try:
+        video = read_video(npz)
+    except Exception as e:  # noqa: BLE001 - any decoding failure
+        return f"unreadable ({str(e).splitlines()[0][:80]})"
+    if tuple(video.shape) != tuple(shape):
+        return f"shape {tuple(video.shape)}, expected {tuple(shape)}"
+    if meta.get("sha256") != frames_sha256(video):
+        return "frames do not match the sidecar's checksum"
+    return None
+
+
+def missing(refs, sdir: Path, shape: tuple, log=None) -> list:
+    """The refs whose sample is absent or fails ``sample_problem`` (damaged ones are named)."""
+    out = []
+    for r in refs:
+        npz = sdir / f"{r.sample_id}.npz"
+        if not npz.exists():
+            out.append(r)
+            continue
+        problem = sample_problem(npz, shape)
+        if problem:
+            if log:
+                log(f"  regenerating {npz}: {problem}")
+            npz.unlink()
+            out.append(r)
+    return out
+
+
+def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_of, *, batch_size: int = 1,
                     save_size: str = "score", label: str = "", progress: bool = False) -> None:
-    """Generate every missing sample of ``refs`` with a loaded ``method``; each sample is written atomically.
+    """Generate ``todo`` with a loaded ``method`` in batches; each sample is written atomically.
 
-    One untimed warm-up first (lazy init, allocator and kernel selection are excluded from the times)."""
-    todo = missing(refs, out)
+    ``conditions_of(ref)`` gives the conditioning image. One untimed warm-up first."""
     if not todo:
         return
     conditions = protocol.conditions()
-    conds = {}
-
-    def cond(ref):
-        if ref.sample_id not in conds:
-            conds[ref.sample_id] = load_condition(ref, protocol)
-        return conds[ref.sample_id]
-
     method.warmup(protocol.gen_height, protocol.gen_width, conditions)
     bar = tqdm(total=len(todo), desc=f"{label:>14}", disable=not progress, unit="video")
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
-        images = np.stack([cond(r) for r in chunk])
-        videos = method.generate(images, [seeds[r.sample_id] for r in chunk], conditions)
-        times = method.last_unet_times()
+        videos = method.generate([conditions_of(r) for r in chunk], [seeds[r.sample_id] for r in chunk], conditions)
         calls = method.unet_calls_per_video()
         for j, ref in enumerate(chunk):
             v = videos[j]  # AnimateLCM*: the adapter returns the first 14 of its 25 frames
             if save_size == "score":
                 v = resize_frames(v, protocol.score_width, protocol.score_height)
-            atomic_write_json(out / f"{ref.sample_id}.json", {
-                "unet_seconds": times[j], "unet_calls": calls["calls"], "unet_batch": calls["batch"],
-                "seed": seeds[ref.sample_id], "frames_generated": int(videos.shape[1])})
-            save_array(out / f"{ref.sample_id}.npz", v)
-            conds.pop(ref.sample_id, None)
+            atomic_write_json(sdir / f"{ref.sample_id}.json", {
+                "seed": seeds[ref.sample_id], "unet_calls": calls["calls"], "unet_batch": calls["batch"],
+                "batch_videos": len(chunk), "frames_generated": int(videos.shape[1]), "shape": list(v.shape),
+                "sha256": frames_sha256(v)})
+            save_array(sdir / f"{ref.sample_id}.npz", v)
         bar.update(len(chunk))
     bar.close()
 
 
-def read_samples(refs, out: Path, protocol):
-    """Yield (video at the scoring size, UNet seconds) of each finished sample, in ``refs`` order."""
+def read_samples(refs, sdir: Path, protocol):
+    """Yield each finished sample at the scoring size, in ``refs`` order."""
     for ref in refs:
-        v = read_video(out / f"{ref.sample_id}.npz")
-        seconds = json.loads((out / f"{ref.sample_id}.json").read_text())["unet_seconds"]
-        yield resize_frames(v, protocol.score_width, protocol.score_height), seconds
+        yield resize_frames(read_video(sdir / f"{ref.sample_id}.npz"), protocol.score_width, protocol.score_height)
+
+
+def time_method(method, images: list, seeds: list, conditions, device: str, threads: int) -> dict:
+    """The timing pass: one video at a time (after one untimed video), UNet seconds per video."""
+    old = torch.get_num_threads()
+    cpu = not str(device).startswith("cuda")
+    if cpu and threads:
+        torch.set_num_threads(threads)
+    try:
+        method.generate(images[:1], seeds[:1], conditions)       # warm-up at this thread count
+        times = []
+        for image, seed in zip(images, seeds):
+            method.generate([image], [seed], conditions)
+            times.append(method.last_unet_times()[0])
+        env = {"device_name": device_name(device), "threads": torch.get_num_threads(), "cpu": cpu_name(),
+               "load_average": load_average()}
+    finally:
+        torch.set_num_threads(old)
+    out = {**summarize(times, "s"), "clock": clock_name(device), "batch": 1, **env}
+    out["spread"] = out["p90_s"] / out["p10_s"] if out["p10_s"] > 0 else None
+    return out

@@ -1,31 +1,22 @@
 """Tables, plot and previews of a run, all regenerated from ``results.jsonl``.
 
 ``table.csv`` / ``table.md`` have the form of the paper's Table 1 (Name, Steps, FVD, Latency)
-with the paper's numbers side by side; rows we measured that the paper lacks come last.
+with the paper's numbers side by side; rows we measured that the paper lacks come last. The FVD
+column's header says which world and detector produced it (``FVD (tiny world, toy detector)``),
+so a CSV loaded elsewhere keeps that; every FVD carries its 95% interval.
 """
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 
 from sfv_core import paper
-from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from sfv_core.fsutil import atomic_path, atomic_write_text
 
-COLUMNS = ["Name", "Steps", "Method spec", "FVD", "Latency (s)", "Latency p90 (s)", "UNet calls x batch",
-           "N", "FVD (paper)", "Latency (s) (paper, A100)"]
+from .results import check_same_table, read_results
 
-
-def read_results(run_dir) -> list[dict]:
-    path = Path(run_dir) / "results.jsonl"
-    if not path.exists():
-        raise UserError(f"no results.jsonl in {run_dir} (is it a `sfv-bench run` output folder?)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not records:
-        raise UserError(f"{path} is empty")
-    return records
+NOISY_SPREAD = 2.0      # p90 / p10 of the timing pass above this: the latency is flagged
 
 
 def _fmt(x, digits: int) -> str:
@@ -34,34 +25,52 @@ def _fmt(x, digits: int) -> str:
     return f"{x:.{digits}f}"
 
 
+def fvd_label(records: list[dict]) -> str:
+    r = next((x for x in records if x.get("status") == "ok"), records[0])
+    det = r.get("detector") or {}
+    world = r.get("world", "")
+    kind = "toy detector" if det.get("toy") else det.get("name", "detector")
+    return f"FVD ({world} world, {kind})" if world not in ("", "ucf101") else f"FVD ({kind})"
+
+
+def columns(records: list[dict]) -> list[str]:
+    return ["Name", "Steps", "Method spec", fvd_label(records), "FVD 95% interval", "Latency (s)", "Latency p90 (s)",
+            "UNet calls x batch", "N", "FVD (paper)", "Latency (s) (paper, A100)"]
+
+
+def _measured(rec, fvd_col: str) -> dict:
+    empty = {fvd_col: "", "FVD 95% interval": "", "Latency (s)": "", "Latency p90 (s)": "", "UNet calls x batch": "",
+             "N": ""}
+    if rec is None:
+        return empty
+    calls = f"{rec['unet_calls']} x {rec['unet_batch']}" if rec.get("unet_calls") else "none"
+    if rec.get("status") != "ok":
+        return {**empty, fvd_col: "failed", "UNet calls x batch": calls}
+    lat = rec.get("latency") or {}
+    noisy = (lat.get("spread") or 0) > NOISY_SPREAD
+    lo, hi = (rec.get("fvd_interval") or [None, None])
+    return {fvd_col: _fmt(rec["fvd"], 2), "FVD 95% interval": f"[{_fmt(max(lo, 0.0), 2)}, {_fmt(hi, 2)}]" if lo is not None and math.isfinite(lo) else "",
+            "Latency (s)": (_fmt(lat.get("median_s"), 4) + (" (noisy)" if noisy else "")) if lat else "0",
+            "Latency p90 (s)": _fmt(lat.get("p90_s"), 4), "UNet calls x batch": calls, "N": str(rec["n_fake"])}
+
+
 def table_rows(records: list[dict]) -> list[dict]:
     """One row per paper row (measured values where we have that spec), then our extra rows."""
+    fvd_col = fvd_label(records)
     by_spec = {r["spec"]: r for r in records}
     rows, used = [], set()
-
-    def measured(rec):
-        if rec is None:
-            return {"FVD": "", "Latency (s)": "", "Latency p90 (s)": "", "UNet calls x batch": "", "N": ""}
-        if rec.get("status") != "ok":
-            return {"FVD": "failed", "Latency (s)": "", "Latency p90 (s)": "",
-                    "UNet calls x batch": f"{rec['unet_calls']} x {rec['unet_batch']}", "N": ""}
-        lat = rec.get("latency") or {}
-        return {"FVD": _fmt(rec["fvd"], 2), "Latency (s)": _fmt(lat.get("median_s"), 4),
-                "Latency p90 (s)": _fmt(lat.get("p90_s"), 4),
-                "UNet calls x batch": f"{rec['unet_calls']} x {rec['unet_batch']}", "N": str(rec["n_fake"])}
-
     for p in paper.table1_rows():
         rec = by_spec.get(p["spec"]) if p["spec"] else None
         if rec is not None:
             used.add(p["spec"])
         rows.append({"Name": p["name"], "Steps": str(p["steps"]), "Method spec": p["spec"] or "",
-                     **measured(rec), "FVD (paper)": _fmt(p["fvd"], 1),
+                     **_measured(rec, fvd_col), "FVD (paper)": _fmt(p["fvd"], 1),
                      "Latency (s) (paper, A100)": _fmt(p["latency_s"], 2)})
     for rec in records:
         if rec["spec"] in used:
             continue
         rows.append({"Name": rec.get("label") or rec["method"], "Steps": str(rec["steps"]),
-                     "Method spec": rec["spec"], **measured(rec), "FVD (paper)": "",
+                     "Method spec": rec["spec"], **_measured(rec, fvd_col), "FVD (paper)": "",
                      "Latency (s) (paper, A100)": ""})
     return rows
 
@@ -70,29 +79,35 @@ def _header_lines(records: list[dict]) -> list[str]:
     r = next((x for x in records if x.get("status") == "ok"), records[0])
     det = r.get("detector", {})
     proto = r.get("protocol", {})
+    lat = next((x["latency"] for x in records if x.get("latency")), {})
     lines = [
         f"Metric: {r.get('metric', '')} (covariance {r.get('covariance', '')}); "
         f"N real = {r.get('n_real', '')}; split {proto.get('split')} fold {proto.get('fold')}; "
         f"{proto.get('num_frames')} frames at {proto.get('fps')} fps, generated at "
         f"{proto.get('gen_width')}x{proto.get('gen_height')}, scored at {proto.get('score_width')}x{proto.get('score_height')}.",
-        f"Detector: {det.get('label', det.get('name', ''))} (sha256 {str(det.get('sha256', ''))[:16]}...).",
-        f"Device: {r.get('device_name', r.get('device', ''))}, dtype {r.get('dtype', '')}; latency = UNet time per "
-        f"video ({(r.get('latency') or {}).get('clock', '')}), warm-up excluded. Paper latencies: one A100.",
+        f"Detector: {det.get('label', det.get('name', ''))} (sha256 {str(det.get('sha256', ''))[:16]}...). "
+        f"FVD interval: 95%, grouped jackknife over the generated videos (real statistics fixed).",
+        f"Device: {lat.get('device_name', r.get('device_name', ''))}, dtype {r.get('dtype', '')}; latency = UNet time "
+        f"per video at batch 1 ({lat.get('clock', '')}, {lat.get('threads', '?')} thread(s), load average "
+        f"{lat.get('load_average')}), warm-up excluded. Paper latencies: one A100.",
     ]
-    if det.get("toy"):
-        lines.insert(0, "TOY NUMBERS: FVD below comes from a random-init toy detector on a synthetic dataset with "
-                        "a random-init tiny model stack. It checks the pipeline end to end; it is NOT comparable "
-                        "with the paper's FVD.")
-    failed = [x for x in records if x.get("status") != "ok"]
-    for x in failed:
-        lines.append(f"FAILED {x['spec']}: {x.get('error', '')}")
+    if r.get("toy") or det.get("toy"):
+        lines.insert(0, f"NOT THE PAPER'S NUMBERS: the {r.get('world', '')} world (synthetic data, its own small "
+                        f"models and detector). It shows what the suite measures; it is not comparable with the "
+                        f"paper's FVD or latency.")
+    for x in records:
+        if x.get("status") != "ok":
+            lines.append(f"FAILED {x['spec']}: {x.get('error', '')}")
+        elif ((x.get("latency") or {}).get("spread") or 0) > NOISY_SPREAD:
+            lines.append(f"NOISY latency of {x['spec']}: p90/p10 = {x['latency']['spread']:.1f} over "
+                         f"{x['latency']['n']} videos (a busy machine?): rerun with --redo-latency")
     return lines
 
 
 def render_csv(records: list[dict]) -> str:
     import csv
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns(records), lineterminator="\n")
     w.writeheader()
     for row in table_rows(records):
         w.writerow(row)
@@ -101,10 +116,8 @@ def render_csv(records: list[dict]) -> str:
 
 def render_md(records: list[dict]) -> str:
     from tabulate import tabulate
-    rows = table_rows(records)
-    toy = any((r.get("detector") or {}).get("toy") for r in records)
-    headers = [("FVD (toy detector)" if (c == "FVD" and toy) else c) for c in COLUMNS]
-    body = tabulate([[row[c] for c in COLUMNS] for row in rows], headers=headers, tablefmt="github",
+    cols = columns(records)
+    body = tabulate([[row[c] for c in cols] for row in table_rows(records)], headers=cols, tablefmt="github",
                     disable_numparse=True)
     notes = "\n".join(f"> {line}" for line in _header_lines(records))
     return f"# Table 1 (regenerated)\n\n{notes}\n\n{body}\n"
@@ -120,19 +133,24 @@ def write_tables(run_dir, records: list[dict] | None = None) -> dict:
 
 
 def write_plot(run_dir, records: list[dict]) -> Path | None:
-    """FVD against UNet latency per method (log latency axis)."""
+    """FVD (with its interval) against UNet latency per method (log latency axis)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in records if r.get("status") == "ok" and r.get("latency")]
+    ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         return None
-    toy = any((r.get("detector") or {}).get("toy") for r in ok)
+    toy = any(r.get("toy") or (r.get("detector") or {}).get("toy") for r in ok)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    floor = min((r["latency"]["median_s"] for r in ok if r.get("latency") and r["latency"]["median_s"] > 0),
+                default=1e-3) / 3
     for r in ok:
-        x, y = r["latency"]["median_s"], r["fvd"]
-        ax.scatter([x], [y])
+        x = r["latency"]["median_s"] if r.get("latency") and r["latency"]["median_s"] > 0 else floor
+        y = r["fvd"]
+        lo, hi = r.get("fvd_interval") or (y, y)
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3,
+                    mfc="white" if not r.get("unet_calls") else None)
         ax.annotate(r["spec"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if not toy:  # the paper's points are only comparable with a real detector
         for p in paper.table1_rows():
@@ -140,9 +158,12 @@ def write_plot(run_dir, records: list[dict]) -> Path | None:
         ax.scatter([], [], marker="x", color="grey", label="paper (A100)")
         ax.legend(fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel(f"UNet latency per video (s, {ok[0].get('device_name', ok[0].get('device'))}, {ok[0].get('dtype')})")
-    ax.set_ylabel("FVD (toy detector)" if toy else "FVD")
-    ax.set_title(f"{ok[0].get('metric', 'FVD')}: FVD vs latency" + (" [TOY]" if toy else ""))
+    lat = next((r["latency"] for r in ok if r.get("latency")), {})
+    ax.set_xlabel(f"UNet latency per video (s, {lat.get('device_name', '')}, {ok[0].get('dtype')}); "
+                  f"rows without a UNet at the left edge", fontsize=8)
+    ax.set_ylabel(fvd_label(records) + ", 95% interval")
+    ax.set_title(f"{ok[0].get('metric', 'FVD')}: FVD vs latency" + (" [not the paper's numbers]" if toy else ""),
+                 fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(run_dir) / "fvd_vs_latency.png"
@@ -152,24 +173,43 @@ def write_plot(run_dir, records: list[dict]) -> Path | None:
     return path
 
 
-def write_preview(path, videos, fps: int = 7) -> None:
-    """Animated GIF of up to 4 videos side by side (uint8 (T, H, W, 3) each)."""
-    import numpy as np
-    from PIL import Image
+def write_previews(out: Path, records: list[dict], refs, condition, protocol, title: str) -> None:
+    """previews/<spec>.gif and .mp4: per video a labelled row condition | real | generated."""
+    from sfv_core.data.ucf101 import load_sample
+    from sfv_core.data.videoio import read_video
 
-    videos = [np.asarray(v) for v in videos[:4]]
-    t = min(v.shape[0] for v in videos)
-    frames = [Image.fromarray(np.concatenate([v[i] for v in videos], axis=1)) for i in range(t)]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-    atomic_write_bytes(path, buf.getvalue())
+    from .generate import spec_dirname
+    from .previews import write_preview
+
+    reals = {r.sample_id: load_sample(r, protocol).real_clip for r in refs}
+    for rec in records:
+        if rec.get("status") != "ok" or not rec.get("samples"):
+            continue
+        sdir = Path(rec["samples"])
+        rows = [(r.sample_id, condition(r), reals[r.sample_id], read_video(sdir / f"{r.sample_id}.npz"))
+                for r in refs if (sdir / f"{r.sample_id}.npz").is_file()]
+        if rows:
+            write_preview(out / "previews" / spec_dirname(rec["spec"]), rows, protocol.fps,
+                          f"{rec['spec']} - {title}")
 
 
 def cli_table(args) -> int:
-    records = read_results(args.run)
+    """`sfv-bench table RUN [RUN ...]`: print (and with --write rewrite) the table of one run, or of several
+    runs merged when their protocol, detector and N agree (a later run's record of a spec wins)."""
+    from .results import merge
+
+    runs = list(args.run) if isinstance(args.run, (list, tuple)) else [args.run]
+    groups = [(str(r), read_results(r)) for r in runs]
+    check_same_table(groups)
+    records: list = []
+    for _, recs in groups:
+        records = merge(records, recs)
     text = render_csv(records) if args.format == "csv" else render_md(records)
     if args.write:
-        write_tables(args.run, records)
+        if len(runs) > 1:
+            from sfv_core.errors import UserError
+            raise UserError("--write rewrites one run's tables; with several runs, redirect the printed table")
+        write_tables(runs[0], records)
     print(text, end="")
     return 0
 

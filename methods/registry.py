@@ -23,7 +23,7 @@ class Option:
 class MethodInfo:
     target: str                        # "module:Class", imported only by get_method
     description: str
-    valid_steps: tuple | None          # None: any integer >= 1
+    valid_steps: tuple | None          # None: any integer >= 1; (0,): a reference row without steps
     default_steps: int
     default_stack: str
     cfg: bool                          # batch-2 classifier-free guidance with default options
@@ -86,6 +86,17 @@ METHODS: dict[str, MethodInfo] = {
     "sfv": _onestep_family("SF-V"),
     "ufogen": _onestep_family("UFOGen"),
     "ladd": _onestep_family("LADD"),
+    "static": MethodInfo(
+        "methods.static:StaticMethod",
+        "reference row: the conditioning frame repeated (a model that learned no motion); no UNet",
+        (0,), 0, "none", False, {},
+    ),
+    "real": MethodInfo(
+        "",
+        "reference row: held-out real clips of the same classes, not the scored ones (the FVD floor at this "
+        "N); made by `sfv-bench run` itself, no model",
+        (0,), 0, "none", False, {},
+    ),
     "dummy": MethodInfo(
         "methods.dummy:DummyMethod",
         "cheap deterministic fake (the image drifting by a seeded offset per frame); no models",
@@ -122,12 +133,12 @@ def parse_spec(item: str) -> MethodSpec:
             steps = int(steps_text.strip())
         except ValueError:
             steps = None
-        if steps is None or steps < 1:
+        if steps is None or steps < (0 if info.valid_steps == (0,) else 1):
             raise UserError(f"bad step count {steps_text.strip()!r} in {item!r}: {name} takes "
                             f"{info.steps_text()} steps")
     if info.valid_steps is not None and steps not in info.valid_steps:
         raise UserError(f"{name} cannot run {steps} steps ({item!r}); valid steps for {name}: {info.steps_text()}")
-    return MethodSpec(name, steps, f"{name}:{steps}")
+    return MethodSpec(name, steps, name if info.valid_steps == (0,) else f"{name}:{steps}")
 
 
 def parse_specs(text: str) -> list[MethodSpec]:
@@ -189,6 +200,8 @@ def get_method(spec, **options):
     if isinstance(spec, str):
         spec = parse_spec(spec)
     info = METHODS[spec.name]
+    if not info.target:
+        raise UserError(f"{spec.name} is a reference row that `sfv-bench run` makes itself, not a generator")
     given = check_options(spec.name, options)
     module, cls = info.target.split(":")
     method = getattr(importlib.import_module(module), cls)(spec.name, spec.steps, {**option_defaults(spec.name), **given},

@@ -30,3 +30,36 @@ def parse_size(text: str | None, what: str = "--size"):
     except ValueError:
         raise UserError(f"{what} must be WxH with positive integers (e.g. 320x240), got {text!r}") from None
     return w, h
+
+
+def read_config_file(path) -> dict:
+    """A TOML (.toml), YAML (.yaml/.yml) or JSON (.json) file holding one mapping of option -> value."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:              # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise UserError(f"config file {path}: use .toml, .yaml/.yml or .json")
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parser's error
+        raise UserError(f"config file {path} does not parse ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of option names to values")
+    return data

@@ -3,8 +3,10 @@
 A checkpoint is ``<root>/step-XXXXXX/`` written as ``.tmp-step-XXXXXX`` and renamed when complete:
 ``*.safetensors`` (weights), ``*.pt`` (optimiser states, ``torch.save``; read with
 ``weights_only=True``), ``rng-<rank>.pt`` (every RNG of that process), ``config.json`` and
-``state.json`` (step, process count, ...). Only folders holding a state.json count as finished.
-The export is ``<out>/export/`` (a diffusers model folder + a JSON record), replaced atomically.
+``state.json`` (step, process count, the files, ...). Only folders holding a state.json count as
+finished; ``damage`` tells whether one can be read back (a killed copy, a full disk), so a resume
+falls back to the newest intact checkpoint. The export is ``<out>/export/`` (a diffusers model
+folder + a JSON record), replaced atomically.
 """
 from __future__ import annotations
 
@@ -13,10 +15,12 @@ import os
 import random
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, load_safetensors, save_safetensors
@@ -78,8 +82,9 @@ def save_checkpoint(root: Path, step: int, acc, gen: torch.Generator, *, weights
         for name, opt in optimizers.items():
             torch.save(opt.state_dict(), tmp / f"{name}.pt")
         atomic_write_json(tmp / "config.json", config)
+        files = sorted([f"{n}.safetensors" for n in weights] + [f"{n}.pt" for n in optimizers])
         atomic_write_json(tmp / "state.json", {"step": step, "num_processes": acc.num_processes,
-                                               "time": time.time(), **state})
+                                               "time": time.time(), "files": files, **state})
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -94,16 +99,67 @@ def load_checkpoint(ckpt: Path, acc, gen: torch.Generator, *, weights: dict, opt
     """Restore a checkpoint written by ``save_checkpoint``; returns its state.json.
 
     ``weights``: name -> a function taking the loaded state dict; ``optimizers``: name -> optimiser."""
-    state = json.loads((ckpt / "state.json").read_text())
+    state = _read(ckpt / "state.json", lambda p: json.loads(p.read_text()))
     if state["num_processes"] != acc.num_processes:
         raise UserError(f"--resume: {ckpt} was written by {state['num_processes']} process(es), this run has "
                         f"{acc.num_processes}: launch with the same number of processes")
     for name, load in weights.items():
-        load(load_safetensors(ckpt / f"{name}.safetensors"))
+        load(_read(ckpt / f"{name}.safetensors", load_safetensors))
     for name, opt in optimizers.items():
-        opt.load_state_dict(torch.load(ckpt / f"{name}.pt", map_location=acc.device, weights_only=True))
-    set_rng_state(torch.load(ckpt / f"rng-{acc.process_index}.pt", weights_only=True), gen)
+        opt.load_state_dict(_read(ckpt / f"{name}.pt",
+                                  lambda p: torch.load(p, map_location=acc.device, weights_only=True)))
+    set_rng_state(_read(ckpt / f"rng-{acc.process_index}.pt", lambda p: torch.load(p, weights_only=True)), gen)
     return state
+
+
+def _read(path: Path, read):
+    """``read(path)``, any failure a UserError naming the file."""
+    try:
+        return read(path)
+    except Exception as e:  # noqa: BLE001 - every reader has its own errors
+        raise UserError(f"--resume: {path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        f"pass an older {CKPT_PREFIX}XXXXXX folder to --resume") from None
+
+
+def damage(ckpt: Path) -> str | None:
+    """Why a finished checkpoint cannot be read back ('FILE: reason'), None when it looks intact.
+
+    Cheap (no tensor is loaded): state.json and config.json parse, every file state.json lists and
+    every process's rng file exists, each .safetensors covers its header, each .pt is a whole zip."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        num, _ = int(state["num_processes"]), int(state["step"])
+    except Exception:  # noqa: BLE001 - unreadable, not JSON, missing keys
+        return "state.json: not a valid state file"
+    try:
+        json.loads((ckpt / "config.json").read_text())
+    except Exception:  # noqa: BLE001
+        return "config.json: missing or not JSON"
+    for name in [*state.get("files", []), *(f"rng-{r}.pt" for r in range(num))]:
+        if not (ckpt / name).is_file():
+            return f"{name}: missing"
+    for path in sorted(ckpt.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except Exception:  # noqa: BLE001
+            return f"{path.name}: truncated or not a safetensors file"
+    for path in sorted(ckpt.glob("*.pt")):
+        try:
+            zipfile.ZipFile(path).close()
+        except Exception:  # noqa: BLE001
+            return f"{path.name}: truncated or not a torch.save file"
+    return None
+
+
+def remove_stale(root: Path, out: Path) -> list[str]:
+    """Remove what a killed run leaves: unfinished checkpoints (``.tmp-step-*``) and export copies."""
+    gone = []
+    for path in [*root.glob(f".tmp-{CKPT_PREFIX}*"), out / ".export-tmp", out / ".export-old"]:
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            gone.append(str(path.relative_to(out)))
+    return gone
 
 
 def export_model(out: Path, acc, model, name: str, record: dict) -> Path:
@@ -125,11 +181,12 @@ def export_model(out: Path, acc, model, name: str, record: dict) -> Path:
     return final
 
 
-def find_resume(resume: str, root: Path, compare) -> Path | None:
+def find_resume(resume: str, root: Path, compare, log=print) -> Path | None:
     """The checkpoint a run continues from, refusing bad situations before anything is written.
 
-    ``resume``: '' (a fresh run: refused when ``root`` holds checkpoints), 'latest' or a checkpoint
-    folder. ``compare(path)`` checks a config.json against the run's configuration."""
+    ``resume``: '' (a fresh run: refused when ``root`` holds checkpoints), 'latest' (the newest intact
+    checkpoint; each damaged newer one is logged) or a checkpoint folder. ``compare(path)`` checks a
+    config.json against the run's configuration."""
     existing = list_checkpoints(root)
     out = root.parent
     if not resume:
@@ -141,12 +198,33 @@ def find_resume(resume: str, root: Path, compare) -> Path | None:
         if not existing:
             compare(out / "config.json")
             return None
-        ckpt = existing[-1]
+        ckpt = _newest_intact(existing, log)
     else:
         ckpt = Path(resume).expanduser()
         if not (ckpt / "state.json").is_file():
-            raise UserError(f"--resume {ckpt}: not a finished checkpoint folder (no state.json); pass "
-                            f"--resume latest or a {root}/{CKPT_PREFIX}XXXXXX folder")
+            raise UserError(f"--resume {ckpt}: not a finished checkpoint folder (no state.json); pass the run "
+                            f"folder or a {root}/{CKPT_PREFIX}XXXXXX folder")
+        why = damage(ckpt)
+        if why:
+            raise UserError(f"--resume {ckpt}: damaged, {why}; pass an older {CKPT_PREFIX}XXXXXX folder or "
+                            f"--resume {out} (its newest intact checkpoint)")
     compare(ckpt / "config.json")
     compare(out / "config.json")
     return ckpt
+
+
+def _newest_intact(existing: list[Path], log) -> Path:
+    damaged = []
+    for ckpt in reversed(existing):
+        why = damage(ckpt)
+        if why is None:
+            for bad, bad_why in damaged:
+                log(f"warning: checkpoint {bad} is damaged ({bad_why}); resuming from {ckpt.name}, "
+                    f"the newest intact checkpoint")
+            return ckpt
+        damaged.append((ckpt, why))
+    root = existing[0].parent
+    shown = "; ".join(f"{c.name}/{w}" for c, w in damaged[:4])
+    raise UserError(f"--resume: no intact checkpoint in {root} ({shown}), so no --resume checkpoints/"
+                    f"{CKPT_PREFIX}XXXXXX can continue this run: restart it with another --out (or move "
+                    f"{root} away)")

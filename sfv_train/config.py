@@ -26,6 +26,7 @@ pseudo-Huber c = 0.00054 sqrt(d), projection dim 64.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,15 +63,18 @@ def opt(default, help: str, group: str, **cli):
 @dataclass
 class TrainConfig:
     # run
-    data: str = opt("", "folder of videos: a UCF-101 root (its train list is used) or any folder", "run")
+    data: str = opt("", "folder of videos: a UCF-101 root (its train list is used) or any folder (--stack tiny: "
+                    "default the synthetic dataset)", "run")
     out: str = opt("", "run folder (checkpoints, export, logs, previews)", "run")
     method: str = opt("sfv", "sets the presets below", "run", choices=METHODS)
     stack: str = opt("svd", "SVD stack: svd | svd-xt | tiny | pipeline folder | HF repo id (cache only)", "run")
-    resume: str = opt("", "continue from the latest checkpoint in OUT (or from the given checkpoint folder)", "run",
-                      nargs="?", const="latest")
+    resume: str = opt("", "continue a run: alone (with --out) or with a run folder: from its newest intact checkpoint, "
+                      "with the run's config.json as defaults (change only run options such as --max-steps); "
+                      "with a checkpoint folder: from that checkpoint", "run", nargs="?", const="latest",
+                      metavar="OUT|CKPT")
     max_steps: int = opt(50000, "optimisation steps (the run ends there)", "run")
     seed: int = opt(0, "heads init, noise, data order, conditioning noise", "run")
-    device: str = opt("auto", "auto | cpu | cuda (under accelerate launch: set by accelerate)", "run")
+    device: str = opt("auto", "auto | cpu | cuda[:N] (under accelerate launch: set by accelerate)", "run")
     # data
     split: str = opt("train", "UCF-101 split list (UCF-101 roots only)", "data", choices=("train", "test", "all"))
     fold: int = opt(1, "UCF-101 split fold", "data", choices=(1, 2, 3))
@@ -136,6 +140,20 @@ class TrainConfig:
         for k, v in PRESETS[c.method].items():
             if getattr(c, k) is None:
                 setattr(c, k, v)
+        if c.resume not in ("", "latest"):          # a run folder (-> latest) or a checkpoint folder
+            path = Path(c.resume).expanduser()
+            if run_folder(c.resume):
+                if c.out and Path(c.out).expanduser().absolute() != path.absolute():
+                    raise UserError(f"--resume {path} is a run folder and --out {c.out} another one: drop --out")
+                c.out, c.resume = str(path), "latest"
+            elif (path / "state.json").is_file():
+                c.out = c.out or str(path.absolute().parent.parent)
+            else:
+                raise UserError(f"--resume {path}: not a finished checkpoint folder (no state.json) nor a run "
+                                f"folder (no config.json)")
+        if not c.data and c.stack == "tiny":
+            from sfv_core.data.synthetic import default_dataset_root
+            c.data = str(default_dataset_root())
         checks = [
             (c.d_noise in D_NOISE_CHOICES, f"--d-noise must be one of {', '.join(D_NOISE_CHOICES)} (got {c.d_noise!r})"),
             (c.recon in RECON_CHOICES, f"--recon must be one of {', '.join(RECON_CHOICES)} (got {c.recon!r})"),
@@ -159,7 +177,8 @@ class TrainConfig:
             (c.checkpoint_every >= 1 and c.log_every >= 1 and c.preview_every >= 0, "--checkpoint-every and --log-every must be >= 1"),
             (c.teacher_steps >= 1, "--teacher-steps must be >= 1"),
             (c.report_to in ("auto", "tensorboard", "none"), "--report-to must be auto, tensorboard or none"),
-            (bool(c.data), "--data is required (a folder of videos)"),
+            (bool(c.data), f"--data is required with --stack {c.stack} (a folder of videos; only --stack tiny "
+                           f"defaults to the synthetic dataset)"),
             (bool(c.out), "--out is required (the run folder)"),
         ]
         for ok, msg in checks:
@@ -175,3 +194,39 @@ class TrainConfig:
         """The values a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
 
+
+def run_folder(resume: str) -> Path | None:
+    """The run folder a ``--resume`` value names (a folder holding config.json, not a checkpoint's
+    state.json), else None."""
+    if resume in ("", "latest"):
+        return None
+    path = Path(resume).expanduser()
+    return path if (path / "config.json").is_file() and not (path / "state.json").exists() else None
+
+
+def read_config_json(path: Path) -> dict:
+    """A config.json written by a run (UserError naming the file when it is unreadable or garbage)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is not a readable run configuration ({str(e).splitlines()[0]}): restore it "
+                        f"(a copy is in each checkpoints/step-XXXXXX/config.json) or choose another --out") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a run configuration (not a JSON object): restore it from a "
+                        f"checkpoints/step-XXXXXX/config.json or choose another --out")
+    return data
+
+
+def resume_defaults(resume: str, out: str) -> dict:
+    """Option defaults of a resumed run: the config.json of the run (``--resume OUT``, ``--resume`` with
+    ``--out OUT``) or of the checkpoint (``--resume CKPT``), without out/resume; {} when there is none.
+    Options typed again override these."""
+    if resume == "latest":
+        folder = Path(out).expanduser() if out else None
+    else:
+        folder = Path(resume).expanduser() if resume else None
+    if folder is None or not (folder / "config.json").is_file():
+        return {}
+    fields = TrainConfig.__dataclass_fields__
+    return {k: v for k, v in read_config_json(folder / "config.json").items()
+            if k in fields and k not in ("out", "resume")}

@@ -14,23 +14,32 @@ Run folder::
                                   config.json -- written to .tmp-step-XXXXXX, then renamed
     export/                       the result (a diffusers model folder + sfv_train.json)
     previews/                     what the trainer previews (videos)
-    logs/<name>/                  TensorBoard events (accelerate tracker)
-    logs/metrics.jsonl            the logged metrics, one JSON line per logged step
+    logs/<name>/                  TensorBoard events (accelerate tracker): one folder per run, a resume
+                                  appends (events past the resumed step are purged)
+    logs/metrics.jsonl            the logged metrics, one JSON line per logged step (a resume drops
+                                  the lines past its step)
+
+A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so. The tracker
+gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's
+learning rate (``optimizer_x`` -> ``lr/x``), the mean step time (``time/step_s``) and the previews
+(TensorBoard videos, when moviepy can write them).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_write_json
+from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
-from .checkpoint import find_resume, load_checkpoint, save_checkpoint
+from .checkpoint import find_resume, load_checkpoint, remove_stale, save_checkpoint
 
 
 def _tensorboard_available() -> bool:
@@ -41,9 +50,12 @@ def _tensorboard_available() -> bool:
         return False
 
 
-def _flat_config(d: dict) -> dict:
-    """Tracker hparams: only bool/str/int/float values."""
-    return {k: (v if isinstance(v, (bool, str, int, float)) else json.dumps(v)) for k, v in d.items()}
+def _video_summaries_work() -> bool:
+    """torch's SummaryWriter.add_video needs moviepy.editor (else it prints and writes nothing)."""
+    try:
+        return importlib.util.find_spec("moviepy.editor") is not None
+    except ImportError:
+        return False
 
 
 def diff_keys(old: dict, new: dict) -> list[str]:
@@ -54,6 +66,7 @@ class TrainLoop:
     name = "train"                     # tracker: logs/<name>/
     desc = ""                          # progress bar (default: name)
     postfix: tuple = ()                # metrics shown on the progress bar
+    tracker_names: dict = {}           # metric -> tracker tag (default: grad_norm_x -> grad_norm/x, else itself)
 
     def __init__(self, cfg, log=None):
         self.cfg = cfg.resolved()
@@ -63,6 +76,7 @@ class TrainLoop:
         self.step = 0
         self.acc = None
         self.pbar = None
+        self.writer = None             # the TensorBoard SummaryWriter, when tracking
 
     # -- to implement ---------------------------------------------------------------------------
     def build(self) -> None:
@@ -91,10 +105,11 @@ class TrainLoop:
             return
         if self._log is not None:
             self._log(msg)
-        elif self.pbar is not None:
-            self.pbar.write(msg)
         else:
-            print(msg, flush=True)
+            from tqdm.auto import tqdm
+
+            tqdm.write(msg, file=sys.stdout)      # above the progress bar, which is redrawn below
+            sys.stdout.flush()
 
     def autocast(self):
         if not self.bf16:
@@ -104,32 +119,48 @@ class TrainLoop:
     def _compare_config(self, path: Path) -> None:
         if not path.is_file():
             return
+        from .config import read_config_json
+
         cls = type(self.cfg)
-        old = cls(**{k: v for k, v in json.loads(path.read_text()).items()
-                     if k in cls.__dataclass_fields__}).compared()
+        old = cls(**{k: v for k, v in read_config_json(path).items() if k in cls.__dataclass_fields__}).compared()
         new = self.cfg.compared()
         diff = diff_keys(old, new)
         if diff:
             shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff[:6])
             raise UserError(f"--resume: {path} was written with another configuration; differing: {shown}. "
-                            f"Use the same options or another --out")
+                            f"A resume may change only run options (--max-steps, --checkpoint-every, ...): "
+                            f"drop the others, or start a new run with another --out")
 
     def setup(self) -> None:
         """Check the run folder, start accelerate, build, resume, write config.json, start the tracker."""
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
+        from sfv_core.env import resolve_device
+
         cfg = self.cfg
-        resume_from = find_resume(cfg.resume, self.ckpt_root, self._compare_config)
-        if resume_from is None and cfg.resume:
-            self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
-        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a run folder: choose another --out")
+        device = resolve_device(cfg.device)
         report = cfg.report_to
         if report == "auto":
             report = "tensorboard" if _tensorboard_available() else "none"
+        if report == "tensorboard" and not _tensorboard_available():
+            raise UserError("--report-to tensorboard needs the tensorboard package (pip install tensorboard) "
+                            "or use --report-to none")
+        resume_from = find_resume(cfg.resume, self.ckpt_root, self._compare_config, self.log)
+        if resume_from is None and cfg.resume:
+            self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
+        if device.startswith("cuda:"):
+            torch.cuda.set_device(device)
         self.acc = Accelerator(
-            cpu=cpu, mixed_precision="no", log_with=None if report == "none" else report,
+            cpu=device == "cpu", mixed_precision="no", log_with=None if report == "none" else report,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
+        if self.acc.is_main_process:
+            gone = remove_stale(self.ckpt_root, self.out)
+            if gone:
+                self.log(f"removed what an interrupted run left: {', '.join(gone)}")
+        self.acc.wait_for_everyone()
         self.device = self.acc.device
         self.bf16 = getattr(cfg, "mixed_precision", "no") == "bf16" or (
             getattr(cfg, "mixed_precision", "no") == "auto" and self.device.type == "cuda")
@@ -144,8 +175,13 @@ class TrainLoop:
             self.log(f"resumed from {resume_from} (step {self.step})")
         if self.acc.is_main_process:
             atomic_write_json(self.out / "config.json", cfg.to_dict())
-        if report != "none":
-            self.acc.init_trackers(self.name, config=_flat_config(cfg.to_dict()))
+            self.trim_metrics()
+        if report != "none":     # logs/<name>/, the same folder on every resume; later events are purged
+            self.acc.init_trackers(self.name, init_kwargs={report: {"purge_step": self.step + 1}})
+            if self.acc.is_main_process:
+                self.writer = self.acc.get_tracker(report, unwrap=True)
+                text = json.dumps(cfg.to_dict(), indent=1).replace("\n", "\n    ")
+                self.writer.add_text("config", "    " + text, global_step=self.step)
 
     def save_checkpoint(self) -> Path:
         models, opts = self.checkpoint_parts()
@@ -159,6 +195,39 @@ class TrainLoop:
         keys = sorted(m)
         v = self.acc.reduce(torch.tensor([m[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
         return dict(zip(keys, v.tolist()))
+
+    def trim_metrics(self) -> None:
+        """Drop the metrics.jsonl lines past the current step (a resume logs them again) and broken lines."""
+        path = self.out / "logs" / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        keep = []
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                if json.loads(line)["step"] <= self.step:
+                    keep.append(line)
+        if len(keep) < len(lines):
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
+            self.log(f"logs/metrics.jsonl: dropped {len(lines) - len(keep)} line(s) past step {self.step}")
+
+    def tracked(self, m: dict, step_s: float) -> dict:
+        """What the tracker gets for a logged step: grouped metrics, learning rates, step time."""
+        out = {self.tracker_names.get(k, k.replace("grad_norm_", "grad_norm/", 1)): v for k, v in m.items()}
+        for name, opt in self.checkpoint_parts()[1].items():
+            out[f"lr/{name.removeprefix('optimizer_')}"] = opt.param_groups[0]["lr"]
+        out["time/step_s"] = step_s
+        return out
+
+    def track_video(self, path: Path | None) -> None:
+        """A preview video (T, H, W, 3 uint8 file) into TensorBoard; skipped quietly when that cannot work."""
+        if self.writer is None or path is None or not _video_summaries_work():
+            return
+        from sfv_core.data.videoio import read_video, video_info
+
+        with contextlib.suppress(Exception):
+            frames = torch.from_numpy(read_video(path)).permute(0, 3, 1, 2)[None]
+            self.writer.add_video("preview", frames, global_step=self.step, fps=max(1, round(video_info(path)[1])))
 
     def append_metrics(self, m: dict) -> None:
         """One JSON line per logged step in out/logs/metrics.jsonl (main process)."""
@@ -181,23 +250,27 @@ class TrainLoop:
         self.history: list[dict] = []
         self.pbar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.desc or self.name,
                          disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True, file=sys.stdout)
+        times: list[float] = []
         try:
             while self.step < cfg.max_steps:
+                start = time.perf_counter()
                 m = self.mean_over_processes(self.train_step())
+                times.append(time.perf_counter() - start)
                 self.history.append({"step": self.step, **m})
                 for k, v in m.items():
                     if not np.isfinite(v):
                         raise FloatingPointError(f"non-finite {k} = {v} at step {self.step}")
                 self.pbar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    acc.log(m, step=self.step)
+                    acc.log(self.tracked(m, float(np.mean(times))), step=self.step)
+                    times.clear()
                     self.append_metrics(m)
                     self.pbar.set_postfix({k: f"{m[k]:.3g}" for k in self.postfix if k in m})
                     self.log(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in m.items()))
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
-                    self.preview()
+                    self.track_video(self.preview())
         finally:
             self.pbar.close()
             self.pbar = None

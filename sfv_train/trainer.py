@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from methods.models.edm import SIGMA_MAX, Denoiser
+from sfv_core.errors import UserError
 
 from . import losses
 from .checkpoint import CKPT_PREFIX, export_model
@@ -59,6 +60,9 @@ class Trainer(TrainLoop):
 
     name = "sfv-train"
     postfix = ("g_loss", "d_loss", "acc_real", "acc_fake")
+    tracker_names = {"g_loss": "loss/g", "g_adv": "loss/g_adv", "g_rec": "loss/g_rec", "d_loss": "loss/d",
+                     "r1": "loss/r1", "acc_real": "accuracy/real", "acc_fake": "accuracy/fake",
+                     "sigma_d": "noise/sigma_d"}
 
     def __init__(self, cfg: TrainConfig, log=None):
         super().__init__(cfg, log)
@@ -71,8 +75,13 @@ class Trainer(TrainLoop):
         D copies the pretrained encoder (frozen), the EMA starts at the pretrained weights, heads are
         initialised from ``torch.manual_seed(seed)`` (identical on every process)."""
         from methods.models.stacks import load_pipeline, resolve_stack
+        from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 
         cfg, acc = self.cfg, self.acc
+        if cfg.stack == "tiny" and Path(cfg.data) == default_dataset_root().absolute():
+            self.log(f"--data: the synthetic dataset in {cfg.data} (the tiny stack's default)")
+            with acc.main_process_first():          # made once
+                make_synthetic(cfg.data, seed=0)
         items = find_videos(cfg.data, cfg.split, cfg.fold)
         stack_dir = resolve_stack(cfg.stack)
         pipe = load_pipeline(stack_dir, device=self.device, dtype=torch.float32)

@@ -70,7 +70,14 @@ def cli_fvd(args) -> int:
     fake_files = _video_files(fake_path, "FAKE")
     if not real_path.exists():
         raise UserError(f"REAL not found: {real_path}")
-    detector = load_detector(args.detector, device=args.device)
+    spec = args.detector
+    if spec is None:
+        meta = FeatureStats.load(real_path).metadata if real_path.is_file() else {}
+        spec = meta.get("detector_spec")
+        if spec is None:
+            raise UserError("choose the detector: --detector toy (random-init, not comparable with published FVD), "
+                            "stylegan-v, tats or a weight file")
+    detector = load_detector(spec, device=args.device, trust=getattr(args, "trust_detector", False))
     protocol = {"num_frames": args.num_frames, "fps": None if args.consecutive else args.fps,
                 "size": list(size) if size else None, "detector_input": "224x224 bilinear, 2x/255-1"}
 

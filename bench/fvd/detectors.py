@@ -278,14 +278,20 @@ def _load_state_dict_file(path: Path) -> InceptionI3d:
     return model
 
 
-def load_weights_file(path, device="cpu", strict_pin: bool = False) -> Detector:
-    """Load a TorchScript I3D (StyleGAN-V convention) or an InceptionI3d-400 state dict."""
+def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool = False) -> Detector:
+    """Load a TorchScript I3D (StyleGAN-V convention) or an InceptionI3d-400 state dict.
+
+    A state dict is read with ``weights_only=True`` (no code runs). A TorchScript file carries code
+    that ``torch.jit.load`` executes: one that matches no published pin is refused unless ``trust``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"detector weights not found: {path}")
     digest = sha256_file(path)
     verified = check_pin(path, digest, strict=strict_pin)
     tag = "" if verified else ", unverified weights"
+    if _is_torchscript(path) and not (verified or trust):
+        raise UserError(f"{path} is a TorchScript file that matches no published detector (sha256 {digest[:12]}); "
+                        f"loading it runs code from the file: pass --trust-detector if you trust it")
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():   # TorchScript is deprecated in torch 2.x; the file format is fixed
@@ -300,13 +306,25 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False) -> Detector:
                     label=f"I3D-400 state dict ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
 
 
-def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_pin: bool = False) -> Detector:
-    """``spec``: None / 'toy' (seeded toy I3D), a file path, or a name in the detector cache
-    ('stylegan-v' -> i3d_torchscript.pt, 'tats' / 'cd-fvd' -> i3d_pretrained_400.pt). Never downloads."""
+def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_pin: bool = False,
+                  trust: bool = False) -> Detector:
+    """``spec``: 'toy' (seeded toy I3D), a file path, or a name in the detector cache
+    ('stylegan-v' -> i3d_torchscript.pt, 'tats' / 'cd-fvd' -> i3d_pretrained_400.pt). Never downloads.
+    None is refused (a UserError naming the choices): the toy is never picked silently."""
+    if spec is None:
+        raise UserError("no FVD detector given: pass 'toy' (random-init I3D for tests; its FVD is not comparable "
+                        "with published FVD), 'stylegan-v' (i3d_torchscript.pt), 'tats' (i3d_pretrained_400.pt) "
+                        "or a weight file path")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if spec is None or str(spec).lower() == "toy":
+    det = _load_detector(spec, device, seed, strict_pin, trust)
+    det.spec = "toy" if det.is_toy and seed == 0 else str(det.path) if det.path else str(spec)
+    return det
+
+
+def _load_detector(spec, device, seed, strict_pin, trust) -> Detector:
+    if str(spec).lower() == "toy":
         return toy_detector(seed, device)
     spec = str(spec)
     if spec.lower() in NAMED:
@@ -315,10 +333,10 @@ def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_p
         if not path.is_file():
             raise UserError(f"detector '{spec}' needs {path} ({where}); copy the file there or pass "
                             f"--detector PATH (weights are never downloaded)")
-        return load_weights_file(path, device, strict_pin)
+        return load_weights_file(path, device, strict_pin, trust)
     path = Path(spec).expanduser()
     if path.is_file():
-        return load_weights_file(path, device, strict_pin)
+        return load_weights_file(path, device, strict_pin, trust)
     if path.suffix or "/" in spec or "\\" in spec:
         raise UserError(f"detector weights not found: {path}")
     raise UserError(f"unknown detector '{spec}': use 'toy', a weight file path, or one of {sorted(NAMED)}")

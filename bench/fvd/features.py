@@ -23,12 +23,13 @@ from .stats import STATS_FORMAT, FeatureStats
 
 
 def compute_stats(detector, videos: Iterable, batch_size: int = 8, progress=None,
-                  total: int | None = None) -> FeatureStats:
+                  total: int | None = None, keep: bool = False) -> FeatureStats:
     """Features of uint8 (T, H, W, 3) videos, batched (a batch is flushed when the shape changes).
 
-    ``progress``: None for no bar, or a description string for a tqdm bar.
+    ``progress``: None for no bar, or a description string for a tqdm bar. ``keep``: also keep the
+    feature rows (``stats.features``), for the FVD interval.
     """
-    stats = FeatureStats(detector.feature_dim)
+    stats = FeatureStats(detector.feature_dim, keep=keep)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -92,7 +93,8 @@ def cached_stats(files: list, protocol: dict, detector, compute: Callable[[], tu
             pass  # unreadable cache entry: recompute and replace it
     stats, meta = compute()
     stats.metadata = {**meta, "key": key, "protocol": protocol, "num_files": len(files), "n": stats.n,
-                      "detector": detector.label, "detector_sha256": detector.sha256}
+                      "detector": detector.label, "detector_sha256": detector.sha256,
+                      "detector_spec": getattr(detector, "spec", None)}
     if dist is None or dist.main:
         stats.save(path)
     if dist is not None:

@@ -31,12 +31,13 @@ STATS_FORMAT = "sfv-bench-featurestats-v1"
 class FeatureStats:
     """Float64 running sums of D-dimensional features: ``n``, ``sum`` (D,), ``sum_outer`` (D, D)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, keep: bool = False):
         self.dim = int(dim)
         self.n = 0
         self.sum = np.zeros(self.dim, np.float64)
         self.sum_outer = np.zeros((self.dim, self.dim), np.float64)
         self.metadata: dict = {}
+        self.features: list | None = [] if keep else None   # the rows themselves (for intervals)
 
     def append(self, feats) -> "FeatureStats":
         x = np.asarray(feats, dtype=np.float64)
@@ -47,6 +48,8 @@ class FeatureStats:
         self.n += x.shape[0]
         self.sum += x.sum(axis=0)
         self.sum_outer += x.T @ x
+        if self.features is not None:
+            self.features.append(x)
         return self
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
@@ -110,6 +113,13 @@ class FeatureStats:
                 s.metadata = json.loads(str(z["metadata"]))
         except Exception as e:  # noqa: BLE001
             raise UserError(f"{path}: not a sfv-bench statistics file ({e})") from e
+        problem = (f"sum has shape {s.sum.shape}, sum_outer {s.sum_outer.shape}" if s.sum.ndim != 1
+                   or s.sum_outer.shape != (s.dim, s.dim) else
+                   f"n = {s.n}" if s.n < 1 else
+                   "NaN or inf in the sums" if not (np.isfinite(s.sum).all() and np.isfinite(s.sum_outer).all()) else
+                   "its metadata is not a mapping" if not isinstance(s.metadata, dict) else None)
+        if problem:
+            raise UserError(f"{path}: damaged statistics file ({problem}); delete it and recompute")
         return s
 
     def __repr__(self) -> str:
@@ -153,3 +163,41 @@ def fvd_from_stats(real: FeatureStats, fake: FeatureStats, covariance: str = "bi
     ub = covariance == "unbiased"
     value = frechet_distance(real.mean(), real.cov(ub), fake.mean(), fake.cov(ub))
     return {"fvd": value, "n_real": real.n, "n_fake": fake.n, "covariance": covariance, "dim": real.dim}
+
+
+def fvd_interval(real: FeatureStats, fake_features: np.ndarray, covariance: str = "biased", groups: int = 16,
+                 seed: int = 0) -> tuple[float, float]:
+    """95% interval of the FVD over the generated videos, real statistics fixed: FVD +- 1.96 SE with
+    the grouped (delete-a-group) jackknife SE over ``groups`` seeded random groups of videos.
+
+    Why a jackknife: checked on Gaussian features (D = 64, N = 64 and 256, 100 fresh samples), the
+    percentile bootstrap (resampling with replacement duplicates videos) was about 3x wider than the
+    spread of FVD over fresh samples, this jackknife about 1.4x (conservative, never narrower).
+    It says how much the number moves with the particular N videos generated; the real side's
+    sampling noise is not in it. Each FVD costs O(N D^2): with N < D the trace term comes from the
+    N x N Gram matrix of (x - mean) S1^1/2 (the same nonzero eigenvalues as S1^1/2 S2 S1^1/2)."""
+    x = np.asarray(fake_features, np.float64)
+    n = x.shape[0]
+    if n < 4:
+        return float("nan"), float("nan")
+    groups = min(groups, n)          # below 16 videos: the leave-one-out jackknife
+    ub = covariance == "unbiased"
+    mu1, s1 = real.mean(), real.cov(ub)
+    r1 = _psd_sqrt((s1 + s1.T) / 2)
+    tr1 = np.trace(s1)
+
+    def fd(xb):
+        m = len(xb)
+        mu2 = xb.mean(0)
+        c = (xb - mu2) @ r1
+        gram = (c @ c.T if m <= x.shape[1] else c.T @ c) / (m - 1 if ub else m)
+        tr_sqrt = np.sqrt(_clip_eigenvalues(np.linalg.eigvalsh((gram + gram.T) / 2))).sum()
+        cc = xb - mu2
+        d = mu1 - mu2
+        return float(d @ d + tr1 + (cc * cc).sum() / (m - 1 if ub else m) - 2.0 * tr_sqrt)
+
+    parts = np.array_split(np.random.default_rng(seed).permutation(n), groups)
+    loo = np.array([fd(np.delete(x, g, axis=0)) for g in parts])
+    se = float(np.sqrt((groups - 1) / groups * ((loo - loo.mean()) ** 2).sum()))
+    est = fd(x)
+    return est - 1.96 * se, est + 1.96 * se

@@ -1,6 +1,8 @@
 """`sfv-bench latency`: write latency.json + latency.md (what is timed: the package doc)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from sfv_core.env import resolve_device
@@ -46,7 +48,12 @@ def cli_latency(args) -> int:
         decode_chunk_size=args.decode_chunk_size, method_check=not args.no_method_check, seed=args.seed)
     if s.decode_chunk_size is not None and s.decode_chunk_size < 1:
         raise UserError(f"--decode-chunk-size must be >= 1 (got {s.decode_chunk_size})")
+    out = Path(args.out) if args.out else default_out_dir(shape, device)
+    taken = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if taken is not None:
+        raise UserError(f"--out {out}: {taken} is a file, not a folder; pass a folder (it gets latency.json "
+                        f"and latency.md)")
     result = run_benchmark(s)
-    js, md = write_results(result, args.out or default_out_dir(shape, device))
+    js, md = write_results(result, out)
     print(f"wrote {js} and {md}")
     return 0 if result["precision_check"]["passed"] else 1

@@ -9,8 +9,10 @@ import torch
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 from sfv_core.paper import GPU, table1_rows
 
-from .models import Shape
+from .models import SHAPES, Shape
 from .options import Options
+
+FULL_UNET_PARAMS_B = 1.525  # the SVD UNet (random full-size configs and the real svd / svd-xt weights alike)
 
 
 def _fmt_ms(ms) -> str:
@@ -58,16 +60,20 @@ def render_markdown(r: dict) -> str:
     ]
     measured = {m["spec"]: m for m in r["methods"]}
     done = set()
+    why_not = _why_no_ratio(r)
     for p in table1_rows():
         m = measured.get(p["spec"]) if p["spec"] else None
         if m is None:
             lines.append(f"| {p['name']} | {p['steps']} | — | {p['latency_s']:.2f} | — | — | — | — |")
             continue
         done.add(m["spec"])
-        lines.append(_method_line(p["name"], m, p["latency_s"]))
+        lines.append(_method_line(p["name"], m, p["latency_s"], ratio=not why_not))
     for m in r["methods"]:
         if m["spec"] not in done:
             lines.append(_method_line(m["spec"], m, None))
+    if why_not:
+        lines += ["", f"Paper / ours is shown only for the paper's shape (14 frames 1024x576, full-size models) "
+                      f"on a GPU; this run {why_not}, so its times are not comparable with the paper's {GPU} figures."]
     lines += ["", "End-to-end breakdown (medians):", "",
               "| Method | Image encoder | VAE encode | UNet loop | VAE decode (frames, chunk) | Total |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -90,8 +96,21 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _method_line(name, m, paper_s) -> str:
-    ratio = f"{paper_s * 1e3 / m['unet_ms_median']:.2f}x" if paper_s else "—"
+def _why_no_ratio(r: dict) -> str:
+    """Why the paper's A100 figure cannot be divided by ours ('' when it can)."""
+    sh, reasons = r["shape"], []
+    if sh["name"] != "paper" or (sh["num_frames"], sh["height"], sh["width"]) != SHAPES["paper"]:
+        reasons.append(f"measured {sh['num_frames']} frames {sh['width']}x{sh['height']} ({sh['name']} shape)")
+    unet_b = r["models"]["unet_params"] / 1e9
+    if round(unet_b, 3) != FULL_UNET_PARAMS_B:
+        reasons.append(f"used a {unet_b * 1e3:.3g} M-parameter UNet, not the full-size {FULL_UNET_PARAMS_B} B")
+    if not r["env"].get("gpu_name"):
+        reasons.append("ran on a CPU")
+    return " and ".join(reasons)
+
+
+def _method_line(name, m, paper_s, ratio: bool = True) -> str:
+    ratio = f"{paper_s * 1e3 / m['unet_ms_median']:.2f}x" if paper_s and ratio else "—"
     return (f"| {name} | {m['steps']} | {m['calls']} x {m['batch']} | "
             f"{f'{paper_s:.2f}' if paper_s else '—'} | {m['unet_ms_median'] / 1e3:.3f} | "
             f"{m['unet_loop_ms'] / 1e3:.3f} | {m['e2e']['total_ms'] / 1e3:.3f} | {ratio} |")
@@ -102,8 +121,9 @@ def _slug(text: str) -> str:
 
 
 def default_out_dir(shape: Shape, device: str) -> Path:
+    """runs/latency/<shape>-<device slug>: beside the other run outputs, outside the committed results/."""
     name = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else "cpu"
-    return Path("results") / "latency" / f"{shape.name}-{_slug(name)}"
+    return Path("runs") / "latency" / f"{shape.name}-{_slug(name)}"
 
 
 def write_results(result: dict, out_dir) -> tuple[Path, Path]:

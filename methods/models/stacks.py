@@ -52,6 +52,8 @@ def tiny_stack_key(seed: int = 0) -> str:
 def _build_tiny_pipeline(seed: int):
     """Random-init SVD pipeline from TINY_CONFIGS (torch.manual_seed(seed) before each component)."""
     import torch
+
+    quiet_hf_logging()
     from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
                            StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -177,9 +179,10 @@ def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None):
     ``unet``: an already loaded UNet that replaces the stack's (e.g. from ``load_unet``).
     """
     import torch
+
+    quiet_hf_logging()      # before the pipeline module imports transformers' image processor (a warning)
     from diffusers import StableVideoDiffusionPipeline
 
-    quiet_hf_logging()
     dtype = torch.float32 if dtype is None else dtype
     folder = resolve_stack(stack)
     kwargs = {"dtype": dtype, "local_files_only": True}

@@ -290,6 +290,8 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
     ucfTrainTestlist/ that this function did not write.
     """
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file: pass a folder for the synthetic dataset")
     if classes < 1 or groups < 3 or clips < 1 or frames < 1 or width < 16 or height < 16 or fps < 1:
         raise UserError(f"make-synthetic needs classes >= 1, groups >= 3 (three folds), clips >= 1, frames >= 1 "
                         f"and a frame of at least 16x16 (got classes={classes}, groups={groups}, clips={clips}, "

@@ -310,7 +310,7 @@ def raise_if_too_many_failures(record: DataRecord, protocol) -> None:
         raise UserError(
             f"{record.failed} of {record.selected} selected videos failed ({len(record.corrupt)} undecodable, "
             f"{len(record.too_short)} too short), more than max_fail_frac={protocol.max_fail_frac} allows "
-            f"({limit}); first: {', '.join(first)}; fix or remove them, or raise max_fail_frac")
+            f"({limit}); first: {', '.join(first)}; fix or remove them, or raise --max-fail-frac")
 
 
 def iter_samples(refs, protocol, record: DataRecord, what: str = "both",

@@ -124,7 +124,7 @@ def folders(tmp_path):
 
 def test_cli_two_folders_then_cache_then_stats_file(folders, capsys, toy):
     real, fake = folders
-    argv = ["fvd", str(real), str(fake), "--num-frames", "9", "--size", "40x30", "--batch-size", "3"]
+    argv = ["fvd", str(real), str(fake), "--num-frames", "9", "--size", "40x30", "--batch-size", "3", "--detector", "toy"]
     assert cli_main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith("FVD = ") and "N_real=4, N_fake=4" in out and "toy detector" in out
@@ -152,14 +152,15 @@ def test_cli_two_folders_then_cache_then_stats_file(folders, capsys, toy):
 def test_cli_bad_input(folders, tmp_path, capsys):
     real, fake = folders
     cases = [
+        (["fvd", str(real), str(fake)], "choose the detector: --detector toy"),
         (["fvd", str(tmp_path / "missing"), str(fake)], "REAL not found"),
         (["fvd", str(real), str(tmp_path / "nofake")], "FAKE folder not found"),
-        (["fvd", str(real), str(fake), "--num-frames", "12"], "10 frames, the clip needs 12"),
-        (["fvd", str(real), str(fake), "--num-frames", "5"], "--num-frames must be >= 9"),
-        (["fvd", str(real), str(fake), "--size", "big"], "--size must be WxH"),
+        (["fvd", str(real), str(fake), "--detector", "toy", "--num-frames", "12"], "10 frames, the clip needs 12"),
+        (["fvd", str(real), str(fake), "--detector", "toy", "--num-frames", "5"], "--num-frames must be >= 9"),
+        (["fvd", str(real), str(fake), "--detector", "toy", "--size", "big"], "--size must be WxH"),
     ]
     (tmp_path / "empty").mkdir()
-    cases.append((["fvd", str(real), str(tmp_path / "empty")], "FAKE folder has no videos"))
+    cases.append((["fvd", str(real), str(tmp_path / "empty"), "--detector", "toy"], "FAKE folder has no videos"))
     for argv, message in cases:
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -182,7 +183,7 @@ def test_cli_takes_real_video_clips_by_the_protocol_frame_rule(synthetic_root, t
     idx = clip_indices(60, 25.0, 14, 7)
     assert idx[:4] == [0, 4, 7, 11]
     for extra, frames in (([], idx), (["--consecutive"], list(range(14)))):
-        assert cli_main(["fvd", str(real), str(fake), *extra]) == 0
+        assert cli_main(["fvd", str(real), str(fake), "--detector", "toy", *extra]) == 0
         value = float(capsys.readouterr().out.split()[2])
         stats = [compute_stats(toy, [read_video(f, frames) for f in list_videos(d)]) for d in (real, fake)]
         assert value == pytest.approx(fvd_from_stats(*stats)["fvd"], abs=0.006)

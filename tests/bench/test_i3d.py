@@ -150,7 +150,10 @@ def test_torchscript_detector_path(tmp_path):
     path = tmp_path / "i3d_torchscript.pt"
     scripted.save(str(path))
     with pytest.warns(D.DetectorWeightsWarning, match="does not match the published i3d_torchscript.pt"):
-        det = D.load_detector(str(path))
+        with pytest.raises(UserError, match="runs code from the file: pass --trust-detector"):
+            D.load_detector(str(path))      # an unverified TorchScript file is not executed by default
+    with pytest.warns(D.DetectorWeightsWarning, match="does not match the published i3d_torchscript.pt"):
+        det = D.load_detector(str(path), trust=True)
     assert det.kind == "torchscript" and det.path == path
     video = _video(1, b=2, t=10)
     got, ref = det.features(video), toy.features(video)
@@ -193,7 +196,9 @@ def test_named_detectors_never_download():
 
 
 def test_toy_detector_is_seeded_and_labelled():
-    a = D.load_detector(None)
+    with pytest.raises(UserError, match="no FVD detector given: pass 'toy'"):
+        D.load_detector(None)              # the toy is never chosen silently
+    a = D.load_detector("toy")
     D._toy_model.cache_clear()
     b = D.load_detector("toy", seed=0)
     c = D.load_detector("toy", seed=1)

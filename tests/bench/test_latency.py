@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from bench.latency import SCHEMA
 from bench.latency.command import cli_latency
 from bench.latency.models import count_all_flops, load_models, make_shape, stack_configs, unet_inputs
 from bench.latency.options import option_space, search_options
+from bench.latency.report import default_out_dir, render_markdown
 from methods.models.configs import FULL_CONFIGS, build_models, param_count
 from methods.models.timing import summarize
 
@@ -165,6 +167,19 @@ def test_cli_latency_tiny_writes_json_and_markdown(tmp_path, capsys):
     assert "| SF-V (Ours) | 1 | 1 x 1 | 0.30 |" in md and "| SVD | 25 | — | 10.79 |" in md
     assert "| svd:2 | 2 | 2 x 2 |" in md and "Precision check:" in md
 
+    # Paper / ours only for the paper's shape with full-size models on a GPU; else "—" and why
+    sfv_row = next(line for line in md.splitlines() if line.startswith("| SF-V (Ours) |"))
+    assert sfv_row.endswith("| — |")
+    note = next(line for line in md.splitlines() if line.startswith("Paper / ours is shown only"))
+    assert "measured 4 frames 32x32 (tiny shape)" in note and "ran on a CPU" in note and "M-parameter UNet" in note
+    paper = {**r, "shape": {**L.make_shape("paper").to_dict()}, "env": {**r["env"], "gpu_name": "NVIDIA H200"},
+             "models": {**r["models"], "unet_params": 1524623082}}
+    sfv = methods["sfv:1"]
+    md_paper = render_markdown(paper)
+    assert f"| {300 / sfv['unet_ms_median']:.2f}x |" in md_paper and "Paper / ours is shown only" not in md_paper
+    on_cpu = render_markdown({**paper, "env": r["env"]})
+    assert "this run ran on a CPU, so" in on_cpu and f"{300 / sfv['unet_ms_median']:.2f}x" not in on_cpu
+
     # the same run compared with itself passes the regression check
     capsys.readouterr()
     path = str(tmp_path / "lat" / "latency.json")
@@ -182,6 +197,15 @@ def test_cli_latency_bad_input(tmp_path):
             L.cli_latency(_args(tmp_path, device="cuda"))
     with pytest.raises(UserError, match="--repeats must be >= 1"):
         L.cli_latency(_args(tmp_path, repeats=0))
+    (tmp_path / "afile").write_text("x")
+    for out in ("afile", "afile/sub"):
+        with pytest.raises(UserError, match="afile is a file, not a folder; pass a folder") as e:
+            L.cli_latency(_args(tmp_path, out=str(tmp_path / out)))
+        assert "\n" not in str(e.value)
+
+
+def test_default_out_is_outside_the_committed_results():
+    assert default_out_dir(L.make_shape("tiny"), "cpu") == Path("runs") / "latency" / "tiny-cpu"
 
 
 def test_sfv_bench_latency_parses_its_own_arguments(capsys):

@@ -33,7 +33,9 @@ def _rec(spec, fvd, status="ok", toy=True):
     return {"spec": spec, "method": name, "label": name, "steps": int(steps), "unet_calls": int(steps),
             "unet_batch": 2 if name == "svd" else 1, "status": status, "fvd": fvd, "n_fake": 16, "n_real": 16,
             "error": "NonFiniteOutput: NaN" if status != "ok" else None,
-            "latency": {"unet_s_median": 0.5, "unet_s_p90": 0.7, "clock": "time.perf_counter"} if status == "ok" else None,
+            "latency": {"median_s": 0.5, "p90_s": 0.7, "p10_s": 0.45, "spread": 1.6, "n": 3, "threads": 1,
+                        "clock": "time.perf_counter"} if status == "ok" else None,
+            "fvd_interval": [fvd - 1, fvd + 1] if fvd else None, "world": "tiny" if toy else "ucf101", "toy": toy,
             "detector": {"toy": toy, "label": "toy detector", "sha256": "0" * 64}, "metric": "fvd16_14f_7fps_320x240",
             "covariance": "biased", "protocol": {"split": "test", "fold": 1}, "device": "cpu", "dtype": "float32"}
 
@@ -41,12 +43,18 @@ def _rec(spec, fvd, status="ok", toy=True):
 def test_table_rows_put_measured_values_beside_the_paper():
     records = [_rec("svd:25", 1234.5678), _rec("onestep:1", 99.0), _rec("sfv:1", None, status="failed")]
     rows = {r["Method spec"] or r["Name"] + r["Steps"]: r for r in report.table_rows(records)}
-    assert rows["svd:25"]["FVD"] == "1234.57" and rows["svd:25"]["FVD (paper)"] == "153.4"
+    fvd = "FVD (tiny world, toy detector)"
+    assert report.fvd_label(records) == fvd
+    assert rows["svd:25"][fvd] == "1234.57" and rows["svd:25"]["FVD (paper)"] == "153.4"
+    assert rows["svd:25"]["FVD 95% interval"] == "[1233.57, 1235.57]"
     assert rows["svd:25"]["UNet calls x batch"] == "25 x 2"
-    assert rows["svd:16"]["FVD"] == ""                     # paper row we did not run
-    assert rows["sfv:1"]["FVD"] == "failed"
+    assert rows["svd:16"][fvd] == ""                       # paper row we did not run
+    assert rows["sfv:1"][fvd] == "failed"
     assert rows["onestep:1"]["FVD (paper)"] == ""          # our extra row comes last
     assert list(rows)[-1] == "onestep:1"
     md = report.render_md(records)
-    assert "TOY NUMBERS" in md and "FAILED sfv:1: NonFiniteOutput: NaN" in md
-    assert "TOY" not in report.render_md([_rec("svd:25", 150.0, toy=False)])
+    assert "NOT THE PAPER'S NUMBERS" in md and "FAILED sfv:1: NonFiniteOutput: NaN" in md
+    assert "NOT THE PAPER" not in report.render_md([_rec("svd:25", 150.0, toy=False)])
+    noisy = _rec("svd:4", 10.0)
+    noisy["latency"]["spread"] = 3.0
+    assert "0.5000 (noisy)" in report.render_csv([noisy]) and "NOISY latency of svd:4" in report.render_md([noisy])

@@ -14,8 +14,10 @@ import pytest
 from bench.cli import main
 
 N = 6
-# Latency is re-measured on every run, so run-to-run comparisons use every other column.
-STABLE = ["Name", "Steps", "Method spec", "FVD", "UNet calls x batch", "N", "FVD (paper)", "Latency (s) (paper, A100)"]
+# Latency is re-measured when asked, so run-to-run comparisons use every other column.
+FVD = "FVD (tiny world, toy detector)"
+STABLE = ["Name", "Steps", "Method spec", FVD, "FVD 95% interval", "UNet calls x batch", "N", "FVD (paper)",
+          "Latency (s) (paper, A100)"]
 
 
 def _run(out, *extra, methods="dummy:3,onestep:1"):
@@ -34,25 +36,36 @@ def full_run(tmp_path_factory, synthetic_root):
     return out
 
 
+def _records(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "results.jsonl").read_text().splitlines()]
+
+
 def test_outputs_and_record(full_run):
-    records = [json.loads(line) for line in (full_run / "results.jsonl").read_text().splitlines()]
+    records = _records(full_run)
     assert [r["spec"] for r in records] == ["dummy:3", "onestep:1"]
     for r in records:
         assert r["status"] == "ok" and r["n_fake"] == N and r["n_real"] == N
+        assert r["schema"] == "sfv-bench-results/2" and r["created"] and r["world"] == "tiny"
         assert r["detector"]["toy"] is True and len(r["detector"]["sha256"]) == 64
         assert r["protocol"]["num_videos"] == N and r["protocol"]["num_frames"] == 14
         assert r["metric"] == f"fvd{N}_14f_7fps_320x240"
-        assert r["latency"]["n"] == N and r["latency"]["p90_s"] >= r["latency"]["median_s"] > 0
+        lat = r["latency"]        # the timing pass: 3 videos at batch 1, one thread, machine recorded
+        assert lat["n"] == 3 and lat["batch"] == 1 and lat["threads"] == 1 and lat["p90_s"] >= lat["median_s"] > 0
+        assert lat["cpu"] and "load_average" in lat
         assert r["versions"]["torch"] and r["versions"]["diffusers"] and r["device"] == "cpu"
-        assert r["fvd"] > 0
+        lo, hi = r["fvd_interval"]
+        assert r["fvd"] > 0 and lo < r["fvd"] < hi
     assert records[1]["unet_calls"] == 1 and records[1]["unet_batch"] == 1
     assert (records[1]["adapter"]["stack"], records[1]["adapter"]["unet"]) == ("tiny", "stack")
+    assert len(records[1]["adapter"]["unet_sha256"]) == 64                  # what made the samples
     assert records[0]["unet_calls"] == 3
     # one lossless sample per selected video, and the samples are what FVD scored
     files = sorted((full_run / "samples" / "onestep_1").glob("*.npz"))
     assert len(files) == N
     md = (full_run / "table.md").read_text()
-    assert "TOY NUMBERS" in md and "FVD (toy detector)" in md and "153.4" in md  # paper rows side by side
+    assert "NOT THE PAPER'S NUMBERS" in md and FVD in md and "153.4" in md  # paper rows side by side
+    header = (full_run / "table.csv").read_text().splitlines()[0]
+    assert FVD in header and "FVD 95% interval" in header        # the label survives a CSV reader
     assert (full_run / "fvd_vs_latency.png").stat().st_size > 1000
 
 
@@ -78,8 +91,7 @@ def test_rerun_is_a_noop_and_uses_stats_cache(full_run, monkeypatch):
     assert _run(full_run) == 0
     after = {p: p.stat().st_mtime_ns for p in (full_run / "samples").rglob("*.npz")}
     assert before == after
-    records = [json.loads(line) for line in (full_run / "results.jsonl").read_text().splitlines()]
-    assert all(r["data"]["real_stats_cache_hit"] for r in records)
+    assert all(r["data"]["real_stats_cache_hit"] for r in _records(full_run))
 
 
 def test_resume_after_interrupt_gives_same_table(full_run, tmp_path, monkeypatch):
@@ -107,7 +119,60 @@ def test_resume_after_interrupt_gives_same_table(full_run, tmp_path, monkeypatch
 def test_other_settings_in_same_folder_refused(full_run, capsys):
     assert main(["run", "--methods", "dummy:3,onestep:1", "-n", str(N + 1), "--out", str(full_run),
                  "--no-previews"]) == 2
-    assert "holds a run with other settings (protocol)" in capsys.readouterr().err
+    assert "holds a run with other settings (data, protocol)" in capsys.readouterr().err
+
+
+def test_methods_accumulate_in_a_run_folder(full_run, tmp_path):
+    """A method added later (other options, the same protocol and detector) joins the table; the others stay."""
+    import shutil
+
+    out = tmp_path / "acc"
+    shutil.copytree(full_run, out)
+    before = {r["spec"]: r for r in _records(out)}
+    assert _run(out, "--method-option", "dummy.batch=2", methods="dummy:2,static") == 0
+    after = {r["spec"]: r for r in _records(out)}
+    assert list(after) == ["dummy:3", "onestep:1", "dummy:2", "static"]
+    assert after["onestep:1"] == before["onestep:1"] and after["static"]["unet_calls"] == 0
+    assert "| static " in (out / "table.md").read_text()
+
+
+def test_damaged_sample_is_regenerated_and_table_equals_a_clean_run(full_run, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    out = tmp_path / "damaged"
+    shutil.copytree(full_run, out)
+    files = sorted((out / "samples" / "onestep_1").glob("*.npz"))
+    files[0].write_bytes(files[0].read_bytes()[:100])                        # truncated
+    np.savez_compressed(files[1], video=np.zeros((14, 240, 320, 3), np.uint8))   # plausible but wrong
+    capsys.readouterr()
+    assert _run(out) == 0
+    log = capsys.readouterr().out
+    assert f"regenerating {files[0]}" in log and f"regenerating {files[1]}" in log
+    assert _stable_table(out) == _stable_table(full_run)
+
+
+def test_new_weights_behind_the_same_path_are_scored(tmp_path, synthetic_root):
+    """The samples are keyed on the weights' content, not the path: replacing them means new samples."""
+    import shutil
+
+    from methods.models.stacks import load_unet, tiny_stack_dir
+
+    unet_dir = tmp_path / "unet"
+    shutil.copytree(tiny_stack_dir() / "unet", unet_dir)
+    out = tmp_path / "r"
+    args = ("--onestep-unet", str(unet_dir))
+    assert _run(out, *args, methods="onestep:1") == 0
+    first = _records(out)[0]
+    unet = load_unet(unet_dir)
+    for p in unet.parameters():
+        p.data.mul_(1.1)
+    unet.save_pretrained(unet_dir)
+    assert _run(out, *args, methods="onestep:1") == 0
+    second = _records(out)[0]
+    assert second["adapter"]["unet_sha256"] != first["adapter"]["unet_sha256"]
+    assert second["fvd"] != first["fvd"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -129,7 +194,7 @@ def test_nan_fails_that_method_only(tmp_path, synthetic_root):
     rc = main(["run", "--methods", "dummy:1,onestep:1", "--method-option", "dummy.nan=true", "-n", "3",
                "--out", str(out), "--no-previews"])
     assert rc == 1
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = _records(out)
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "NonFiniteOutput" in records[0]["error"] and records[1]["fvd"] > 0
     assert "FAILED dummy:1" in (out / "table.md").read_text()
@@ -157,15 +222,15 @@ def test_two_processes_give_the_single_process_table(full_run, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _stable_table(out) == _stable_table(full_run)
-    rec = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == N
+    rec = _records(out)
+    assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == 3
 
 
 def test_fvd_command_on_cached_stats_reproduces_the_run(full_run, capsys):
     """`sfv-bench fvd STATS SAMPLES` scores a run's samples against its cached real statistics."""
     from sfv_core.fsutil import cache_dir
 
-    rec = [json.loads(line) for line in (full_run / "results.jsonl").read_text().splitlines()][1]
+    rec = _records(full_run)[1]
     stats = sorted(cache_dir("stats").glob(f"{rec['metric']}-*.npz"))
     assert len(stats) == 1
     capsys.readouterr()

@@ -82,6 +82,13 @@ def test_tiny_run_finishes_with_finite_losses(tiny_runs, method):
     if method == "sfv":
         assert sorted(p.name for p in (out / "previews").iterdir()) == ["step-000012.mp4", "step-000024.mp4"]
         assert list((out / "logs" / "sfv-train").rglob("events.out.tfevents.*"))
+        assert not [p for p in (out / "logs" / "sfv-train").iterdir() if p.is_dir()]   # one events folder
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        events = EventAccumulator(str(out / "logs" / "sfv-train"))
+        events.Reload()
+        tags = set(events.Tags()["scalars"])
+        assert {"loss/g", "loss/d", "loss/r1", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d", "time/step_s"} <= tags
+        assert [e.step for e in events.Scalars("lr/g")] == list(range(1, 25))
 
 
 @pytest.mark.slow
@@ -191,6 +198,14 @@ def test_training_signal_on_a_fixed_batch(data_root, tmp_path):
     bal = np.mean([(h["acc_real"] + h["acc_fake"]) / 2 for h in hist[-10:]])
     assert bal > 0.6
     assert np.mean([h["d_loss"] for h in hist[-10:]]) < 1.8 < np.mean([h["d_loss"] for h in hist[:5]])
+
+
+@pytest.mark.slow
+def test_tiny_stack_defaults_to_the_synthetic_dataset(synthetic_root, tmp_path):
+    """No --data with --stack tiny: the tiny world's synthetic dataset (made when absent)."""
+    out = tmp_path / "run"
+    assert main(["--out", str(out), *TINY, "--max-steps", "1", "--r1", "none", "--optimizer", "adamw"]) == 0
+    assert json.loads((out / "config.json").read_text())["data"] == str(Path(synthetic_root).absolute())
 
 
 # -------------------------------------------------------------------------------- resume

@@ -1,0 +1,118 @@
+"""What `sfv-bench run` was asked to do, resolved and checked before any work starts.
+
+A run folder holds one protocol, dataset selection, detector, device type, dtype and sample size
+(``run.json``: a later call with other values is refused, naming them); methods accumulate in it:
+each method's samples carry their own identity (``samples/<spec>/method.json``: options and the
+sha256 of the weights), so adding a method, or re-running one with new weights, touches only that
+method's samples and record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from methods.registry import parse_method_options, parse_specs
+from sfv_core.env import resolve_device
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_json, sha256_json
+from sfv_core.paper import DEFAULT_SPECS
+from sfv_core.protocol import WORLDS, Protocol
+
+UNET_FLAGS = ("animatelcm", "sfv", "ufogen", "ladd", "onestep")
+
+
+class Settings:
+    """Everything that changes a run's numbers, resolved from the command line."""
+
+    def __init__(self, args):
+        self.tiny = args.data is None
+        self.world = WORLDS["tiny" if self.tiny else "ucf101"]
+        world = self.world
+        self.device = resolve_device(args.device)
+        self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
+        self.torch_dtype = getattr(torch, self.dtype)
+        for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
+                          ("threads", 0), ("num_videos", 1)):
+            value = getattr(args, name, None)
+            if value is not None and value < low:
+                raise UserError(f"--{name.replace('_', '-')} must be >= {low} (got {value})")
+        proto_kw = {k: v for k, v in dict(split=args.split, fold=args.fold, num_videos=args.num_videos,
+                                          balanced=args.balanced, seed=args.seed,
+                                          max_fail_frac=args.max_fail_frac).items() if v is not None}
+        try:
+            self.protocol = Protocol(**{**world.protocol, **proto_kw})
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        methods = [m for m in (args.methods or [])]
+        if methods and not ",".join(methods).strip(", "):
+            raise UserError("--methods is empty: give method specs such as svd:25,sfv:1 (`sfv-bench ls` lists them)")
+        self.method_text = ",".join(methods) or world.methods or DEFAULT_SPECS
+        self.specs = parse_specs(self.method_text)           # a spec given twice is refused there
+        self.stack = args.stack or world.stack
+        self.xt_stack = args.xt_stack or world.xt_stack
+        self.options = parse_method_options(args.method_option)
+        for fam in UNET_FLAGS:
+            if getattr(args, f"{fam}_unet"):
+                self.options.setdefault(fam, {})["unet"] = getattr(args, f"{fam}_unet")
+        frames = args.animatelcm_frames or world.animatelcm_frames or self.protocol.num_frames
+        self.options.setdefault("animatelcm", {}).setdefault("gen_frames", frames)
+        self.detector = args.detector or world.detector
+        self.trust_detector = bool(getattr(args, "trust_detector", False))
+        self.batch_size = args.batch_size
+        self.fvd_batch_size = args.fvd_batch_size
+        self.save_size = args.save_size
+        self.previews = not args.no_previews
+        self.data = str(Path(args.data).expanduser().resolve()) if args.data else None
+        self.force = set(parse_specs(",".join(args.force)) if getattr(args, "force", None) else ())
+        self.redo_latency = bool(getattr(args, "redo_latency", False))
+        self.timing_videos = getattr(args, "timing_videos", 3) or 3
+        self.threads = getattr(args, "threads", 1)
+        self.out_arg = args.out
+
+    def stack_for(self, spec) -> str:
+        return self.xt_stack if spec.name == "animatelcm" else self.stack
+
+    def key(self, refs) -> dict:
+        """The run-level settings a later call into the same folder must share."""
+        selection = sha256_json([[r.rel, r.path.stat().st_size if r.path.exists() else None] for r in refs])
+        return {"protocol": self.protocol.to_dict(), "world": self.world.name,
+                "data": {"root": self.data or "synthetic", "selection_sha256": selection},
+                "detector": self.detector, "device_type": self.device.split(":")[0], "dtype": self.dtype,
+                "save_size": self.save_size}
+
+    def out_dir(self, refs) -> Path:
+        if self.out_arg:
+            out = Path(self.out_arg).expanduser()
+        else:
+            out = Path("runs") / f"{self.world.name}-{sha256_json(self.key(refs))[:10]}"
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file: pass a folder for the run")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        if not os.access(out, os.W_OK):
+            raise UserError(f"--out {out} is not writable: pass another folder")
+        return out
+
+
+def check_run_json(out: Path, key: dict, dist) -> None:
+    """Refuse a run folder made with other run-level settings; write run.json."""
+    path = out / "run.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text()).get("settings", {})
+        except (OSError, ValueError, AttributeError):
+            raise UserError(f"{path} is damaged: delete it (the samples are kept and checked) or pass another "
+                            f"--out") from None
+        diff = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+        if diff:
+            raise UserError(f"{out} holds a run with other settings ({', '.join(diff)}); "
+                            f"pass another --out or delete the folder")
+    dist.barrier()
+    if dist.main:
+        atomic_write_json(path, {"settings": key, "argv": sys.argv[1:]})
