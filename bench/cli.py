@@ -17,29 +17,35 @@ from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import GEN, WORLDS
 from sfv_core.values import parse_bool
 
+from .assets import add_ablations, add_build_mini, add_make_synthetic
 from .latency import DEFAULT_TOLERANCE
 
 
 def _add_run(sub):
-    tiny = WORLDS["tiny"]
-    p = sub.add_parser("run", help="generate, score and time methods; write Table 1 (no arguments: the tiny toy world)",
-                       description="With no arguments: the embedded tiny world (synthetic data, random-init tiny "
-                                   "SVD stack, toy detector). Every number it prints is a toy number.")
+    mini, tiny = WORLDS["mini"], WORLDS["tiny"]
+    p = sub.add_parser("run", help="generate, score and time methods; write Table 1 (no arguments: the mini world)",
+                       description="With no arguments: the mini world (the synthetic dataset, small SVD-architecture "
+                                   "models trained on it and shipped with the project, its trained detector). Its "
+                                   "numbers measure real differences between methods; they are not the paper's.")
     p.add_argument("--data", default=None, help="UCF-101 root (holding UCF-101/ and ucfTrainTestlist/); "
-                                                 "default: the synthetic dataset (tiny world)")
+                                                 "default: a synthetic world's dataset (see --world)")
+    p.add_argument("--world", choices=("mini", "tiny"), default=None,
+                   help="without --data: mini (default; small models trained on the synthetic classes, shipped "
+                        "with the project) or tiny (random-init models, for tests); neither is the paper's numbers")
     p.add_argument("--split", choices=("train", "test", "all"), default=None,
                    help="UCF-101 split list the videos come from (default: test)")
     p.add_argument("--fold", type=int, choices=(1, 2, 3), default=None, help="split fold (default: 1)")
     p.add_argument("-n", "--num-videos", type=int, default=None, help="N videos (tiny: 16, real: 2048)")
     p.add_argument("--balanced", action="store_true", default=None, help="round-robin over classes")
     p.add_argument("--methods", action="append", default=None,
-                   help=f"method specs, comma separated, repeatable (tiny default: {tiny.methods}; with --data: "
-                        f"{DEFAULT_SPECS}); reference rows: static, real; methods accumulate in a run folder")
+                   help=f"method specs, comma separated, repeatable (mini world: {mini.methods} and the distilled "
+                        f"rows it ships; tiny world: {tiny.methods}; with --data: {DEFAULT_SPECS}); reference rows: "
+                        f"static, real; methods accumulate in a run folder")
     p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
-    p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; tiny world: tiny)")
+    p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; a synthetic world: its own)")
     p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
                                                            "(default wangfuyun/AnimateLCM-SVD-xt from the HF cache)")
-    for fam in ("sfv", "ufogen", "ladd"):
+    for fam in ("sfv", "ufogen", "ladd", "lcm"):
         p.add_argument(f"--{fam}-unet", default=None, help=f"UNet folder exported by `sfv-train --method {fam}` "
                                                            f"(= --method-option {fam}.unet=DIR)")
     p.add_argument("--onestep-unet", default=None, help="UNet folder for `onestep` (default: the stack's UNet)")
@@ -57,7 +63,9 @@ def _add_run(sub):
                    help="model dtype (default: float16 on cuda, float32 on cpu)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<world>-<hash of settings>)")
     p.add_argument("--seed", type=int, default=None, help="selection and per-video generation seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=1, help="videos per generate call (latency is per video)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="videos per generate call, for throughput (default 1; mini world 16); latency is timed "
+                        "apart at batch 1")
     p.add_argument("--fvd-batch-size", type=int, default=8, help="clips per detector call")
     p.add_argument("--save-size", choices=("score", "gen"), default="score",
                    help="store samples at the scoring size (default; FVD needs nothing more) or generation size")
@@ -116,17 +124,6 @@ def _add_fvd(sub):
     p.set_defaults(func="bench.fvd.command:cli_fvd")
 
 
-def _add_make_synthetic(sub):
-    p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
-    p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")
-    p.add_argument("--seed", type=int, default=0, help="the dataset's seed")
-    p.add_argument("--classes", type=int, default=5, help="number of action classes")
-    p.add_argument("--groups", type=int, default=7, help="groups per class (g01..)")
-    p.add_argument("--clips", type=int, default=2, help="clips per group (c01..)")
-    p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
-    p.set_defaults(func="bench.cli:cli_make_synthetic")
-
-
 def _add_latency(sub):
     p = sub.add_parser("latency", help="UNet and end-to-end latency at the paper's shapes "
                                        "(full-size random weights, FLOPs, memory, options)")
@@ -178,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_ls, _add_table, _add_fvd, _add_make_synthetic, _add_latency, _add_regress):
+    for add in (_add_run, _add_ls, _add_table, _add_fvd, add_make_synthetic, add_build_mini, add_ablations, _add_latency,
+                _add_regress):
         add(sub)
     return parser
 
@@ -225,23 +223,6 @@ def apply_config(parser: argparse.ArgumentParser, argv: list) -> dict:
         defaults[dest] = value
     parser.set_defaults(**defaults)
     return data
-
-
-def cli_make_synthetic(args) -> int:
-    """``sfv-bench make-synthetic DIR``: write the dataset and say where and how much."""
-    from sfv_core.data.clips import clip_indices, frames_needed
-    from sfv_core.data.synthetic import make_synthetic
-    from sfv_core.protocol import GEN
-
-    root = make_synthetic(args.dir, seed=args.seed, classes=args.classes, groups=args.groups,
-                          clips=args.clips, frames=args.frames)
-    n = args.classes * args.groups * args.clips
-    print(f"synthetic UCF-101 layout in {root}: {n} videos, {args.classes} classes x {args.groups} groups "
-          f"x {args.clips} clips, {args.frames} frames at 25 fps, 320x240 (seed {args.seed})")
-    if clip_indices(args.frames, 25.0, GEN.num_frames, GEN.fps) is None:
-        need = frames_needed(25.0, GEN.num_frames, GEN.fps)
-        print(f"note: the default protocol's real clip needs {need} frames; these videos are too short for it")
-    return 0
 
 
 def _subparser(parser, name: str) -> argparse.ArgumentParser:
@@ -339,7 +320,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(
         prog="sfv-train", formatter_class=_TrainFormatter,
         description="Latent adversarial training of a one-step SVD generator (SF-V, sec. 3-4), with UFOGen "
-                    "and LADD on the same framework. Defaults are the paper's settings. Writes OUT/config.json, "
+                    "and LADD on the same framework; --method lcm: AnimateLCM's consistency distillation (a "
+                    "few-step UNet: `sfv-bench run --methods lcm:4 --lcm-unet OUT/export/unet`). "
+                    "Defaults are the paper's settings. Writes OUT/config.json, "
                     "OUT/checkpoints/step-XXXXXX/, OUT/export/unet (load with `sfv-bench run --methods "
                     "sfv:1 --sfv-unet OUT/export/unet`), OUT/previews/, OUT/logs/. Continue a run: "
                     "sfv-train --resume OUT [--max-steps N].",
@@ -367,8 +350,10 @@ def train_main(argv=None) -> int:
             apply_config(parser, argv)
             args = parser.parse_args(argv)
         cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-        from sfv_train.trainer import train
-        train(cfg)
+        from sfv_train.train import train
+
+        from .train_eval import TrainFVD      # the FVD while training (--fvd-every)
+        train(cfg, evaluator=TrainFVD)
     except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)
     except UserError as e:

@@ -45,9 +45,9 @@ from .settings import Settings, check_run_json
 def _dataset_root(settings, dist) -> Path:
     if settings.data:
         return Path(settings.data)
-    root = default_dataset_root()
+    root = default_dataset_root(**settings.world.dataset)
     if dist.main:
-        make_synthetic(root, seed=0)
+        make_synthetic(root, **settings.world.dataset)
     dist.barrier()
     return root
 
@@ -176,7 +176,7 @@ def _run(settings, dist, progress) -> int:
               "device": settings.device, "device_name": device_name(settings.device), "dtype": settings.dtype,
               "processes": dist.world, "versions": versions(), "git_commit": git_commit(),
               "protocol": p.to_dict(), "world": world.name, "toy": world.toy,
-              "data": {"root": settings.data or "synthetic-s0 (sfv-bench make-synthetic, seed 0)",
+              "data": {"root": settings.data or f"synthetic {settings.world.dataset} (sfv-bench make-synthetic)",
                        "selected": meta["selected"], "used": len(refs),
                        "corrupt": meta["corrupt"], "too_short": meta["too_short"], "real_stats_cache_hit": hit}}
     shape = ((p.num_frames, p.score_height, p.score_width, 3) if settings.save_size == "score"

@@ -22,16 +22,20 @@ from sfv_core.fsutil import atomic_write_json, sha256_json
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import WORLDS, Protocol
 
-UNET_FLAGS = ("animatelcm", "sfv", "ufogen", "ladd", "onestep")
+UNET_FLAGS = ("animatelcm", "lcm", "sfv", "ufogen", "ladd", "onestep")
 
 
 class Settings:
     """Everything that changes a run's numbers, resolved from the command line."""
 
     def __init__(self, args):
-        self.tiny = args.data is None
-        self.world = WORLDS["tiny" if self.tiny else "ucf101"]
-        world = self.world
+        name = getattr(args, "world", None) or ("ucf101" if args.data else "mini")
+        if args.data and name != "ucf101":
+            raise UserError(f"--world {name} is a synthetic world: drop --data, or drop --world to score {args.data}")
+        if name not in WORLDS:
+            raise UserError(f"unknown --world {name!r}: mini (the default: trained small models), tiny "
+                            f"(random-init, for tests) or pass --data for UCF-101")
+        self.world = world = WORLDS[name]
         self.device = resolve_device(args.device)
         self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
@@ -50,11 +54,15 @@ class Settings:
         methods = [m for m in (args.methods or [])]
         if methods and not ",".join(methods).strip(", "):
             raise UserError("--methods is empty: give method specs such as svd:25,sfv:1 (`sfv-bench ls` lists them)")
-        self.method_text = ",".join(methods) or world.methods or DEFAULT_SPECS
+        self.options = parse_method_options(args.method_option)
+        shipped = _mini_unets(world, self.options) if world.name == "mini" else []
+        if methods:
+            self.method_text = ",".join(methods)
+        else:
+            self.method_text = ",".join([world.methods] + shipped) if world.methods else DEFAULT_SPECS
         self.specs = parse_specs(self.method_text)           # a spec given twice is refused there
         self.stack = args.stack or world.stack
         self.xt_stack = args.xt_stack or world.xt_stack
-        self.options = parse_method_options(args.method_option)
         for fam in UNET_FLAGS:
             if getattr(args, f"{fam}_unet"):
                 self.options.setdefault(fam, {})["unet"] = getattr(args, f"{fam}_unet")
@@ -62,7 +70,7 @@ class Settings:
         self.options.setdefault("animatelcm", {}).setdefault("gen_frames", frames)
         self.detector = args.detector or world.detector
         self.trust_detector = bool(getattr(args, "trust_detector", False))
-        self.batch_size = args.batch_size
+        self.batch_size = args.batch_size or world.batch_size
         self.fvd_batch_size = args.fvd_batch_size
         self.save_size = args.save_size
         self.previews = not args.no_previews
@@ -73,6 +81,10 @@ class Settings:
         self.threads = getattr(args, "threads", 1)
         self.out_arg = args.out
 
+    @property
+    def synthetic(self) -> bool:
+        return self.world.dataset is not None
+
     def stack_for(self, spec) -> str:
         return self.xt_stack if spec.name == "animatelcm" else self.stack
 
@@ -80,7 +92,7 @@ class Settings:
         """The run-level settings a later call into the same folder must share."""
         selection = sha256_json([[r.rel, r.path.stat().st_size if r.path.exists() else None] for r in refs])
         return {"protocol": self.protocol.to_dict(), "world": self.world.name,
-                "data": {"root": self.data or "synthetic", "selection_sha256": selection},
+                "data": {"root": self.data or f"synthetic {self.world.dataset}", "selection_sha256": selection},
                 "detector": self.detector, "device_type": self.device.split(":")[0], "dtype": self.dtype,
                 "save_size": self.save_size}
 
@@ -116,3 +128,17 @@ def check_run_json(out: Path, key: dict, dist) -> None:
     dist.barrier()
     if dist.main:
         atomic_write_json(path, {"settings": key, "argv": sys.argv[1:]})
+
+
+def _mini_unets(world, options: dict) -> list[str]:
+    """The mini world's distilled rows that ship (``world.optional_methods`` whose unets/<name> exists),
+    with that UNet as the method's default ``unet`` option."""
+    from methods.models.mini import has, verified
+
+    specs = []
+    for spec in world.optional_methods.split(","):
+        fam = spec.split(":")[0]
+        if has(f"unets/{fam}"):
+            options.setdefault(fam, {}).setdefault("unet", str(verified(f"unets/{fam}")))   # sha256-checked
+            specs.append(spec)
+    return specs

@@ -78,6 +78,18 @@ METHODS: dict[str, MethodInfo] = {
                                         "(the reference); kept: decode only the first num_frames latents, "
                                         "in chunks of the protocol's decode_chunk_size")},
     ),
+    "lcm": MethodInfo(
+        "methods.animatelcm:AnimateLCMMethod",
+        "AnimateLCM trained here: a UNet consistency-distilled by `sfv-train --method lcm`, sampled with "
+        "AnimateLCM's sampler at the protocol's frame count (the paper's 'AnimateLCM' rows)",
+        (1, 2, 4, 8), 4, "svd", False,
+        {"unet": Option(None, "UNet folder exported by `sfv-train --method lcm` -- required"),
+         "weights_name": Option(None, "state-dict file when the UNet source holds several"),
+         "gen_frames": Option(0, "frames generated; 0 = num_frames"),
+         "decode_chunk_size": Option(0, "with decode_frames=all: frames decoded together; 0 = the protocol's"),
+         "decode_frames": Option("kept", "kept: decode the generated frames with the protocol's chunk; all: "
+                                         "with decode_chunk_size")},
+    ),
     "onestep": MethodInfo(
         "methods.onestep:OneStepMethod",
         "one EDM step from sigma 700 (x = 700 * noise, output D(x; 700)) with any UNet",

@@ -59,11 +59,17 @@ class SVDFamilyMethod(Method):
         self.weights = {"stack_sha256": folder_sha256(folder / "vae") + ":" + folder_sha256(folder / "image_encoder"),
                         "unet_file": str(unet_path), "unet_sha256": weights_sha256(unet_path)}
 
-    def load(self, stack=None, device="cpu", dtype=None, unet=None) -> "SVDFamilyMethod":
-        """``unet``: an already loaded UNet module, or a UNet source that overrides the option."""
+    def load(self, stack=None, device="cpu", dtype=None, unet=None, pipe=None) -> "SVDFamilyMethod":
+        """``unet``: an already loaded UNet module, or a UNet source that overrides the option.
+        ``pipe``: an already loaded pipeline used as it is, its UNet included (a trainer's, holding the
+        generator it trains): nothing is read from disk, no module's mode or requires_grad is changed."""
         stack = stack or self.default_stack
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
+        if pipe is not None:
+            self.pipe, self.stack_spec, self.stack_dir, self.unet_source = pipe, str(stack), stack, "module"
+            self.timer = UNetTimer(pipe.unet)
+            return self
         folder = resolve_stack(stack)
         src = self._unet_source(folder, unet)
         self.stack_spec = str(stack)

@@ -122,21 +122,31 @@ class Protocol:
 
 @dataclass(frozen=True)
 class World:
-    """The defaults `sfv-bench run` uses in one world: protocol values, stacks, detector, methods."""
+    """The defaults `sfv-bench run` uses in one world: protocol values, dataset, stacks, detector, methods."""
     name: str
     protocol: dict
     stack: str
     xt_stack: str
     detector: str
-    methods: str
+    methods: str                    # the default --methods
+    optional_methods: str           # added to the default when their UNets ship (the mini world's distilled rows,
+                                    # name = the folder under unets/)
     animatelcm_frames: int | None   # None: the protocol's frames
     toy: bool                       # numbers not comparable with the paper's
+    dataset: dict | None = None     # make_synthetic parameters of a synthetic world's dataset (None: --data)
+    batch_size: int = 1             # videos per generate call (throughput; the latency is timed at batch 1)
 
 
 WORLDS = {
+    "mini": World("mini", dict(num_videos=64, gen_width=32, gen_height=32, score_width=32, score_height=32,
+                               balanced=True),
+                  "mini", "mini", "mini", "svd:25,svd:16,svd:8,svd:4,onestep:1,static,real",
+                  "lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", None, True,
+                  dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16),
     "tiny": World("tiny", dict(num_videos=16, gen_width=64, gen_height=64, balanced=True, max_fail_frac=0.25),
-                  "tiny", "tiny", "toy", "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", None, True),
-    "ucf101": World("ucf101", {}, "svd", "svd-xt", "stylegan-v", "", 25, False),   # methods: paper.DEFAULT_SPECS
+                  "tiny", "tiny", "toy", "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", "", None, True,
+                  dict(seed=0)),
+    "ucf101": World("ucf101", {}, "svd", "svd-xt", "stylegan-v", "", "", 25, False),  # methods: paper.DEFAULT_SPECS
 }
 
 

@@ -8,7 +8,16 @@ method     D noise (sigma')      P_mean / P_std   reconstruction (reduction, lam
 sfv        lognormal-discrete    -1 / -1          pseudo-Huber (video, 0.1)        videos
 ufogen     next-level            (unused)         diffusion (element, 1.0)         videos
 ladd       lognormal             1 / 1            none                             teacher (svd)
+lcm        (no discriminator)    (unused)         consistency: pseudo-Huber        videos
+                                                  (element, c 0.001, 1.0)
 =========  ====================  ===============  ===============================  ==========
+
+Optimisation presets: sfv / ufogen / ladd: SM3, lr 1e-5, momentum 0.5, no weight decay, 4 micro-batches,
+export the EMA; lcm: AdamW lr 1e-6, beta1 0.9, weight decay 1e-3, 1 micro-batch, export the online
+student (AnimateLCM's ``train_svd_lcm.py``; ``sfv_train.lcm`` cites each number). ``lcm`` is
+consistency distillation (AnimateLCM for SVD, ``sfv_train.lcm``): the teacher's guided Euler step
+from one of 40 Karras levels to the next, a target network (EMA ``--ema`` 0.95 of the student), the
+reconstruction options as its distance; the discriminator options do not apply to it.
 
 Reconstruction, written out: SF-V (eq. 9) applies lambda = 0.1 to sqrt(||x0_hat - x0||^2 + c^2) - c
 with the norm over the WHOLE video latent. UFOGen's reference implementation (the authors'
@@ -27,30 +36,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sfv_core.errors import UserError
 from sfv_core.protocol import GEN
 
-METHODS = ("sfv", "ufogen", "ladd")
+METHODS = ("sfv", "ufogen", "ladd", "lcm")
 HEAD_CHOICES = ("both", "spatial", "temporal")
 D_NOISE_CHOICES = ("lognormal-discrete", "next-level", "lognormal")
 RECON_CHOICES = ("pseudo-huber", "mse", "diffusion", "none")
 RECON_REDUCTIONS = ("video", "element")
 R1_CHOICES = ("exact", "lazy", "approx", "none")
 OPTIMIZERS = ("sm3", "adamw")
+_ADVERSARIAL = dict(optimizer="sm3", lr_g=1e-5, momentum=0.5, weight_decay=0.0, grad_accum=4, export_weights="ema")
 PRESETS = {
     "sfv": dict(d_noise="lognormal-discrete", p_mean=-1.0, p_std=-1.0, recon="pseudo-huber",
-                recon_reduction="video", recon_weight=0.1),
+                recon_reduction="video", recon_weight=0.1, **_ADVERSARIAL),
     "ufogen": dict(d_noise="next-level", p_mean=-1.0, p_std=-1.0, recon="diffusion", recon_reduction="element",
-                   recon_weight=1.0),
+                   recon_weight=1.0, **_ADVERSARIAL),
     "ladd": dict(d_noise="lognormal", p_mean=1.0, p_std=1.0, recon="none", recon_reduction="element",
-                 recon_weight=0.0),
+                 recon_weight=0.0, **_ADVERSARIAL),
+    # AnimateLCM-SVD (train_svd_lcm.py): loss T:1111-1113, AdamW T:9/11/429-449, batch T:4, export T:1303-1317
+    "lcm": dict(recon="pseudo-huber", recon_reduction="element", recon_weight=1.0, huber_c=0.001, optimizer="adamw",
+                lr_g=1e-6, momentum=0.9, weight_decay=1e-3, grad_accum=1, export_weights="raw"),
 }
+LCM_RECON = ("pseudo-huber", "mse")     # the consistency distances --method lcm takes
 # Options that do not change the trained weights: they may differ between a run and its resume.
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
-            "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights"}
+            "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
+            "fvd_every", "fvd_videos", "fvd_detector"}
+FVD_AUTO_EVERY = 250      # --fvd-every -1 with --stack mini: every min(250, max_steps // 8) steps
 
 
 def opt(default, help: str, group: str, **cli):
@@ -66,7 +83,9 @@ class TrainConfig:
     data: str = opt("", "folder of videos: a UCF-101 root (its train list is used) or any folder (--stack tiny: "
                     "default the synthetic dataset)", "run")
     out: str = opt("", "run folder (checkpoints, export, logs, previews)", "run")
-    method: str = opt("sfv", "sets the presets below", "run", choices=METHODS)
+    method: str = opt("sfv", "sfv / ufogen / ladd: latent adversarial training of a one-step generator; lcm: "
+                      "AnimateLCM consistency distillation (sample it with `sfv-bench run --methods lcm:N`); sets "
+                      "the presets below", "run", choices=METHODS)
     stack: str = opt("svd", "SVD stack: svd | svd-xt | tiny | pipeline folder | HF repo id (cache only)", "run")
     resume: str = opt("", "continue a run: alone (with --out) or with a run folder: from its newest intact checkpoint, "
                       "with the run's config.json as defaults (change only run options such as --max-steps); "
@@ -78,8 +97,10 @@ class TrainConfig:
     # data
     split: str = opt("train", "UCF-101 split list (UCF-101 roots only)", "data", choices=("train", "test", "all"))
     fold: int = opt(1, "UCF-101 split fold", "data", choices=(1, 2, 3))
-    width: int = opt(768, "training width (cover-resize + centre crop)", "data")
-    height: int = opt(448, "training height", "data")
+    width: int = opt(0, "training width (0: the paper's 768, or the world's size with --stack mini / tiny)", "data")
+    height: int = opt(0, "training height (0: the paper's 448, or the world's size with --stack mini / tiny)", "data")
+    resize: str = opt("stretch", "how source frames become width x height: stretch (the benchmark's default "
+                      "geometry) or cover-center-crop", "data", choices=("stretch", "cover-center-crop"))
     num_frames: int = opt(GEN.num_frames, "frames per clip", "data")
     fps: int = opt(GEN.fps, "clip frame rate (also the fps conditioning)", "data")
     motion_bucket_id: int = opt(GEN.motion_bucket_id, "added time id", "data")
@@ -101,24 +122,31 @@ class TrainConfig:
                                       "objective", choices=RECON_REDUCTIONS)
     recon_weight: float | None = opt(None, "reconstruction weight lambda (default: the preset; SF-V 0.1, UFOGen 1)",
                                      "objective", flag="--lambda")
-    huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video)", "objective")
+    huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video; lcm: "
+                                "0.001, AnimateLCM's)", "objective")
     r1: str = opt("exact", "R1 on real inputs: exact (double backward, math SDPA), lazy (exact every --r1-every), "
                   "approx, none", "objective", choices=R1_CHOICES)
     r1_every: int = opt(16, "k of --r1 lazy (penalty weighted by k)", "objective")
     r1_gamma: float = opt(1e-5, "R1 weight gamma", "objective")
     r1_eps: float = opt(0.01, "perturbation of the approximate R1", "objective")
     cmap_dim: int = opt(64, "projection dimension of the heads", "objective")
+    lcm_guidance_first: str = opt("1,1.25,1.5", "lcm: the teacher's CFG scale at the first frame, drawn per video "
+                                  "from these (comma-separated; AnimateLCM's)", "objective")
+    lcm_guidance_last: str = opt("2,2.25,2.5", "lcm: the teacher's CFG scale at the last frame (linear over the "
+                                 "frames in between), drawn per video from these", "objective")
     # optimisation
-    optimizer: str = opt("sm3", "SM3 (pytorch-optimizer) or AdamW", "optimisation", choices=OPTIMIZERS)
-    lr_g: float = opt(1e-5, "generator learning rate", "optimisation")
+    optimizer: str | None = opt(None, "SM3 (pytorch-optimizer) or AdamW (default: the preset; sm3, lcm: adamw)",
+                                "optimisation", choices=OPTIMIZERS)
+    lr_g: float | None = opt(None, "generator learning rate (default: the preset; 1e-5, lcm: 1e-6)", "optimisation")
     lr_d: float = opt(1e-4, "discriminator heads learning rate", "optimisation")
-    momentum: float = opt(0.5, "SM3 momentum / AdamW beta1", "optimisation")
+    momentum: float | None = opt(None, "SM3 momentum / AdamW beta1 (default: the preset; 0.5, lcm: 0.9)",
+                                 "optimisation")
     beta: float = opt(0.999, "SM3 beta / AdamW beta2", "optimisation")
-    weight_decay: float = opt(0.0, "AdamW only", "optimisation")
+    weight_decay: float | None = opt(None, "AdamW only (default: the preset; 0, lcm: 1e-3)", "optimisation")
     max_grad_norm: float = opt(0.0, "0: no clipping (norms are still logged)", "optimisation")
-    ema: float = opt(0.95, "EMA decay of the generator", "optimisation")
+    ema: float = opt(0.95, "EMA decay of the generator (lcm: of the target network)", "optimisation")
     batch_size: int = opt(1, "videos per device per micro-batch", "optimisation")
-    grad_accum: int = opt(4, "micro-batches per step", "optimisation")
+    grad_accum: int | None = opt(None, "micro-batches per step (default: the preset; 4, lcm: 1)", "optimisation")
     mixed_precision: str = opt("auto", "bf16 autocast (auto: on CUDA only)", "optimisation",
                                choices=("auto", "no", "bf16"))
     gradient_checkpointing: bool = opt(True, "G and the frozen D backbone", "optimisation", metavar="on|off")
@@ -129,8 +157,20 @@ class TrainConfig:
     preview_every: int = opt(1000, "0: no preview videos", "output")
     report_to: str = opt("auto", "accelerate tracker (auto: tensorboard when installed)", "output",
                          choices=("auto", "tensorboard", "none"))
-    export_weights: str = opt("ema", "weights in OUT/export/unet", "output", choices=("ema", "raw"))
+    export_weights: str | None = opt(None, "weights in OUT/export/unet: ema (lcm: the target network) or raw (the "
+                                     "trained network; default: the preset; ema, lcm: raw)", "output",
+                                     choices=("ema", "raw"))
     progress: bool = opt(True, "no progress bar", "output", flag="--no-progress", negate=True)
+    # evaluation (FVD while training: sfv_train.evaluation; does not change the weights)
+    fvd_every: int = opt(-1, "steps between FVD evaluations of the exported generator (--export-weights: the EMA "
+                         "by default) (and at the last step), logged "
+                         "to the console, logs/metrics.jsonl, TensorBoard (eval/fvd), OUT/fvd_vs_step.png and "
+                         "OUT/fvd_best.json; 0: off; -1: auto (--stack mini: every min(250, max_steps // 8) "
+                         "steps; otherwise off)", "evaluation")
+    fvd_videos: int = opt(32, "videos of the fixed evaluation set (the first of the dataset's test split, "
+                          "balanced over classes, as `sfv-bench run` selects them)", "evaluation")
+    fvd_detector: str = opt("", "FVD detector: toy | mini | stylegan-v | tats | PATH (default: the world's: mini "
+                            "with --stack mini, toy with --stack tiny, stylegan-v otherwise)", "evaluation")
 
     def resolved(self) -> "TrainConfig":
         """Fill preset values for options left at None and validate (UserError on bad input)."""
@@ -151,11 +191,25 @@ class TrainConfig:
             else:
                 raise UserError(f"--resume {path}: not a finished checkpoint folder (no state.json) nor a run "
                                 f"folder (no config.json)")
-        if not c.data and c.stack == "tiny":
+        if c.stack in ("tiny", "mini"):
             from sfv_core.data.synthetic import default_dataset_root
-            c.data = str(default_dataset_root())
+            from sfv_core.protocol import WORLDS, Protocol
+            if not c.data:
+                c.data = str(default_dataset_root(**WORLDS[c.stack].dataset))
+            world = Protocol(**WORLDS[c.stack].protocol)
+            c.width, c.height = c.width or world.gen_width, c.height or world.gen_height
+        c.width, c.height = c.width or 768, c.height or 448
+        if c.fvd_every < 0:                          # auto: on in the mini world only
+            c.fvd_every = max(1, min(FVD_AUTO_EVERY, c.max_steps // 8)) if c.stack == "mini" else 0
+        if not c.fvd_detector:
+            from sfv_core.protocol import WORLDS
+            c.fvd_detector = WORLDS.get(c.stack, WORLDS["ucf101"]).detector
         checks = [
-            (c.d_noise in D_NOISE_CHOICES, f"--d-noise must be one of {', '.join(D_NOISE_CHOICES)} (got {c.d_noise!r})"),
+            (c.method == "lcm" or c.d_noise in D_NOISE_CHOICES,
+             f"--d-noise must be one of {', '.join(D_NOISE_CHOICES)} (got {c.d_noise!r})"),
+            (c.method != "lcm" or c.recon in LCM_RECON,
+             f"--method lcm takes --recon {' or '.join(LCM_RECON)}, its consistency distance (got {c.recon!r})"),
+            (c.huber_c is None or c.huber_c >= 0, f"--huber-c must be >= 0 (got {c.huber_c})"),
             (c.recon in RECON_CHOICES, f"--recon must be one of {', '.join(RECON_CHOICES)} (got {c.recon!r})"),
             (c.recon_reduction in RECON_REDUCTIONS, f"--recon-reduction must be video or element (got {c.recon_reduction!r})"),
             (c.recon_weight >= 0, f"--lambda must be >= 0 (got {c.recon_weight})"),
@@ -177,6 +231,7 @@ class TrainConfig:
             (c.checkpoint_every >= 1 and c.log_every >= 1 and c.preview_every >= 0, "--checkpoint-every and --log-every must be >= 1"),
             (c.teacher_steps >= 1, "--teacher-steps must be >= 1"),
             (c.report_to in ("auto", "tensorboard", "none"), "--report-to must be auto, tensorboard or none"),
+            (c.fvd_videos >= 2, f"--fvd-videos must be >= 2 (got {c.fvd_videos})"),
             (bool(c.data), f"--data is required with --stack {c.stack} (a folder of videos; only --stack tiny "
                            f"defaults to the synthetic dataset)"),
             (bool(c.out), "--out is required (the run folder)"),
@@ -184,6 +239,8 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg)
+        parse_scales(c.lcm_guidance_first, "--lcm-guidance-first")
+        parse_scales(c.lcm_guidance_last, "--lcm-guidance-last")
         c.data = str(Path(c.data).expanduser().absolute())   # one spelling per folder (resume compares it)
         return c
 
@@ -193,6 +250,17 @@ class TrainConfig:
     def compared(self) -> dict:
         """The values a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+
+
+def parse_scales(text, flag: str) -> tuple[float, ...]:
+    """Comma-separated guidance scales (``--lcm-guidance-first/-last``) -> floats, each finite and >= 0."""
+    try:
+        vals = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        vals = ()
+    if not vals or not all(math.isfinite(v) and v >= 0 for v in vals):
+        raise UserError(f"{flag} takes comma-separated guidance scales >= 0 such as 1,1.25,1.5 (got {text!r})")
+    return vals
 
 
 def run_folder(resume: str) -> Path | None:

@@ -9,8 +9,8 @@ Rules:
 * Clip: ``num_frames`` frames at ``fps`` from frame 0: index_k = round(k * src_fps / fps)
   (sfv_core.data.clips.clip_indices, clip_start "first"); arrays without a frame rate (.npy/.npz) are read
   as if recorded at ``fps``. A video too short is skipped; when every video is too short (or
-  undecodable) -> UserError. Frames are cover-resized and centre-cropped to width x height
-  (sfv_core.data.transforms.resize_cover_crop, the benchmark's conditioning geometry), so frame 0 is the
+  undecodable) -> UserError. Frames are brought to width x height
+  (``resize``: stretched like the benchmark's default geometry, or cover-cropped), so frame 0 is the
   conditioning image.
 * Latents: ``vae.encode(2 x - 1).latent_dist.mode() * scaling_factor`` per frame (the scaled
   latent space the UNet denoises). Condition: methods.conditioning.encode_condition on frame 0 --
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from sfv_core.data.clips import clip_indices, frames_needed
-from sfv_core.data.transforms import resize_cover_crop
+from sfv_core.data.transforms import resize_cover_crop, resize_frames
 from sfv_core.data.ucf101 import UCF101
 from sfv_core.data.videoio import VideoDecodeError, list_videos, read_video, video_info
 from sfv_core.errors import UserError
@@ -60,6 +60,13 @@ class ClipSettings:
     motion_bucket_id: int
     noise_aug_strength: float
     seed: int
+    resize: str = "stretch"      # how a source frame becomes width x height: stretch | cover-center-crop
+
+    def fit(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (T, H, W, 3) source frames -> (T, height, width, 3), by the protocol's rule."""
+        if self.resize == "stretch":
+            return resize_frames(frames, self.width, self.height)
+        return resize_cover_crop(frames, self.width, self.height)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -108,7 +115,7 @@ def load_clip(item: VideoItem, settings: ClipSettings) -> np.ndarray | None:
     idx = clip_frame_indices(n, fps, settings)
     if idx is None:
         return None
-    return resize_cover_crop(read_video(item.path, idx), settings.width, settings.height)
+    return settings.fit(read_video(item.path, idx))
 
 
 def component_signature(stack_dir: Path, names) -> dict:
@@ -215,7 +222,7 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
         method.load(stack_dir, device, torch.float32, unet=unet)  # unet: the stack's, already loaded
         for i in todo:
             item = pairs[i][0]
-            image = resize_cover_crop(read_video(item.path, [0]), settings.width, settings.height)
+            image = settings.fit(read_video(item.path, [0]))
             lat = method.generate_latents(image, [sample_seed(settings.seed, item.rel)], settings.conditions())
             save_safetensors({"latents": lat[0].float().cpu()}, out[i])
         method.unload()

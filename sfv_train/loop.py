@@ -5,7 +5,9 @@ accelerator exists), ``train_step()`` (one optimisation step -> metrics), ``chec
 (what a checkpoint holds) and ``export()``; optionally ``preview()``. The configuration is a
 dataclass with ``out``, ``resume``, ``max_steps``, ``seed``, ``device``, ``report_to``, ``progress``,
 ``log_every``, ``checkpoint_every``, ``checkpoints_total_limit``, ``preview_every``, a
-``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share).
+``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share). With an
+``evaluator`` factory and ``fvd_every`` > 0 in the configuration, a trainer that implements
+``sample_videos()`` is scored with FVD while it trains (``sfv_train.evaluation``).
 
 Run folder::
 
@@ -17,7 +19,8 @@ Run folder::
     logs/<name>/                  TensorBoard events (accelerate tracker): one folder per run, a resume
                                   appends (events past the resumed step are purged)
     logs/metrics.jsonl            the logged metrics, one JSON line per logged step (a resume drops
-                                  the lines past its step)
+                                  the lines past its step); FVD evaluations have their own lines
+    fvd_vs_step.png, fvd_best.json  FVD while training (sfv_train.evaluation), when on
 
 A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so. The tracker
 gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's
@@ -40,6 +43,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
 from .checkpoint import find_resume, load_checkpoint, remove_stale, save_checkpoint
+from .evaluation import fvd_due
 
 
 def _tensorboard_available() -> bool:
@@ -68,9 +72,11 @@ class TrainLoop:
     postfix: tuple = ()                # metrics shown on the progress bar
     tracker_names: dict = {}           # metric -> tracker tag (default: grad_norm_x -> grad_norm/x, else itself)
 
-    def __init__(self, cfg, log=None):
+    def __init__(self, cfg, log=None, evaluator=None):
         self.cfg = cfg.resolved()
         self._log = log
+        self.evaluator = evaluator     # factory (cfg, device, log) -> evaluate(sample_fn, step): sfv_train.evaluation
+        self.fvd = None
         self.out = Path(self.cfg.out).expanduser()
         self.ckpt_root = self.out / "checkpoints"
         self.step = 0
@@ -94,6 +100,11 @@ class TrainLoop:
 
     def preview(self) -> Path | None:
         return None
+
+    def sample_videos(self, images, seeds, conditions):
+        """uint8 videos (B, T, H, W, 3) of the trained generator from conditioning images, one seed each,
+        for the FVD while training (``sfv_train.evaluation``); not implemented: no evaluation."""
+        raise NotImplementedError
 
     def checkpoint_state(self) -> dict:
         """Extra entries of state.json."""
@@ -182,6 +193,14 @@ class TrainLoop:
                 self.writer = self.acc.get_tracker(report, unwrap=True)
                 text = json.dumps(cfg.to_dict(), indent=1).replace("\n", "\n    ")
                 self.writer.add_text("config", "    " + text, global_step=self.step)
+        if getattr(cfg, "fvd_every", 0) > 0 and self.acc.is_main_process:
+            if self.evaluator is None:
+                self.log("FVD evaluation: no evaluator was given (`sfv-train` gives one); skipped")
+            elif type(self).sample_videos is TrainLoop.sample_videos:
+                self.log(f"FVD evaluation: {type(self).__name__} cannot sample videos (no sample_videos); skipped")
+            else:
+                from .evaluation import FVDMonitor
+                self.fvd = FVDMonitor.start(self, self.evaluator)
 
     def save_checkpoint(self) -> Path:
         models, opts = self.checkpoint_parts()
@@ -271,6 +290,10 @@ class TrainLoop:
                     self.save_checkpoint()
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.track_video(self.preview())
+                if fvd_due(cfg, self.step):         # main process only; the others wait
+                    if self.fvd is not None:
+                        self.fvd(self.step)
+                    acc.wait_for_everyone()
         finally:
             self.pbar.close()
             self.pbar = None

@@ -18,7 +18,9 @@ phase (DDP cannot double-backward through R1). Randomness: one CPU ``torch.Gener
 process seeded from (seed, rank); the data order is a pure function of (seed, step), so resume
 continues exactly.
 
-The run folder and the loop: ``sfv_train.loop``.
+The run folder and the loop: ``sfv_train.loop``. ``--method lcm`` (AnimateLCM consistency
+distillation) is ``sfv_train.lcm.LCMTrainer``, a subclass reusing ``build`` (data, stack); ``train``
+picks the class (``sfv_train.train.trainer_class``).
 """
 from __future__ import annotations
 
@@ -76,17 +78,19 @@ class Trainer(TrainLoop):
         initialised from ``torch.manual_seed(seed)`` (identical on every process)."""
         from methods.models.stacks import load_pipeline, resolve_stack
         from sfv_core.data.synthetic import default_dataset_root, make_synthetic
+        from sfv_core.protocol import WORLDS
 
         cfg, acc = self.cfg, self.acc
-        if cfg.stack == "tiny" and Path(cfg.data) == default_dataset_root().absolute():
-            self.log(f"--data: the synthetic dataset in {cfg.data} (the tiny stack's default)")
+        world = WORLDS.get(cfg.stack)
+        if world and world.dataset and Path(cfg.data) == default_dataset_root(**world.dataset).absolute():
+            self.log(f"--data: the synthetic dataset in {cfg.data} (the {cfg.stack} stack's default)")
             with acc.main_process_first():          # made once
-                make_synthetic(cfg.data, seed=0)
+                make_synthetic(cfg.data, **world.dataset)
         items = find_videos(cfg.data, cfg.split, cfg.fold)
         stack_dir = resolve_stack(cfg.stack)
         pipe = load_pipeline(stack_dir, device=self.device, dtype=torch.float32)
         settings = ClipSettings(cfg.width, cfg.height, cfg.num_frames, cfg.fps, cfg.motion_bucket_id,
-                                cfg.noise_aug_strength, cfg.seed)
+                                cfg.noise_aug_strength, cfg.seed, cfg.resize)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
         pairs = prepare_latents(pipe, items, settings, stack_dir, self.device, cache_root, self.rank, self.world,
                                 acc.wait_for_everyone, self.log)
@@ -97,11 +101,20 @@ class Trainer(TrainLoop):
                                    self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet)
         self.data = LatentDataset([f for _, f in pairs], real)
         self.vae = pipe.vae.requires_grad_(False)   # for previews
+        self.stack_dir = stack_dir
+        # the FVD evaluation samples with these and the EMA UNet (the image encoder is kept only then)
+        self.stack_parts = ({k: v for k, v in pipe.components.items() if k != "unet"}
+                            if getattr(cfg, "fvd_every", 0) > 0 else None)
         self.build_models(pipe.unet)
         self.log(f"sfv-train: method {cfg.method}, {len(self.data)} clips ({cfg.num_frames} frames "
-                 f"{cfg.width}x{cfg.height} @ {cfg.fps} fps), D noise {cfg.d_noise}, heads {cfg.heads}, "
-                 f"recon {cfg.recon}, R1 {cfg.r1}, {cfg.optimizer}, {self.world} process(es) on {self.device}"
-                 f"{', bf16' if self.bf16 else ''}; step {self.step} -> {cfg.max_steps}")
+                 f"{cfg.width}x{cfg.height} @ {cfg.fps} fps), {self.objective()}, {cfg.optimizer} lr {cfg.lr_g}, "
+                 f"{self.world} process(es) on {self.device}{', bf16' if self.bf16 else ''}; "
+                 f"step {self.step} -> {cfg.max_steps}")
+
+    def objective(self) -> str:
+        """What the start-up line says about the objective."""
+        cfg = self.cfg
+        return f"D noise {cfg.d_noise}, heads {cfg.heads}, recon {cfg.recon}, R1 {cfg.r1}"
 
     def build_models(self, unet) -> None:
         """Generator (``unet``, trained), EMA, discriminator (frozen encoder copy + heads), optimisers."""
@@ -147,8 +160,7 @@ class Trainer(TrainLoop):
     def export(self) -> Path:
         """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically."""
         cfg = self.cfg
-        model = self.ema if cfg.export_weights == "ema" else self.acc.unwrap_model(self.G)
-        return export_model(self.out, self.acc, model, "unet", {
+        return export_model(self.out, self.acc, self.export_unet(), "unet", {
             "method": cfg.method, "steps": 1, "sigma": SIGMA_MAX, "train_steps": self.step,
             "weights": cfg.export_weights, "stack": cfg.stack, "unet": "unet",
             "sampling": "x = 700 * noise; x0 = c_skip x + c_out F(c_in x; 0.25 ln 700) (EDM, one step)",
@@ -171,6 +183,44 @@ class Trainer(TrainLoop):
         path = self.out / "previews" / f"{CKPT_PREFIX}{self.step:06d}.mp4"
         write_video(path, video, fps=self.cfg.fps)
         return path
+
+    def export_unet(self):
+        """The UNet the export holds (``--export-weights``): the EMA generator by default."""
+        return self.ema if self.cfg.export_weights == "ema" else self.acc.unwrap_model(self.G)
+
+    # ------------------------------------------------------------------------------- FVD while training
+    def eval_spec(self) -> str:
+        """The `sfv-bench run` method spec the export is sampled with, so the FVD while training is the
+        benchmark's: one step from sigma 700 (sfv, ufogen, ladd); lcm: AnimateLCM's sampler, 4 steps.
+        A trainer with another sampler overrides this (or ``sample_videos``)."""
+        return "lcm:4" if self.cfg.method == "lcm" else f"{self.cfg.method}:1"
+
+    @torch.no_grad()
+    def sample_videos(self, images, seeds, conditions):
+        """The exported generator (``export_unet()``: the EMA by default) on conditioning images uint8
+        (H, W, 3), one seed each -> uint8 (B, T, H, W, 3): the benchmark's adapter for ``eval_spec()`` (its
+        conditioning, seeded draws, sampler and decode) on the stack's VAE and image encoder, float32, in
+        eval mode. Changes no RNG, no weight, and leaves every module in the mode it was in."""
+        unet = self.export_unet()
+        if getattr(self, "_sampler", None) is None or self._sampler.pipe.unet is not unet:
+            from methods.models.stacks import load_pipeline, resolve_stack
+            from methods.registry import get_method
+
+            stack = getattr(self, "stack_dir", None) or resolve_stack(self.cfg.stack)
+            parts = getattr(self, "stack_parts", None)
+            if parts is not None:
+                from diffusers import StableVideoDiffusionPipeline
+                pipe = StableVideoDiffusionPipeline(**parts, unet=unet)
+            else:                                       # a subclass that kept no parts: read them again
+                pipe = load_pipeline(stack, self.device, torch.float32, unet=unet)
+            self._sampler = get_method(self.eval_spec()).load(stack, self.device, torch.float32, pipe=pipe)
+        modes = [(m, m.training) for m in unet.modules()]
+        unet.eval()
+        try:
+            return self._sampler.generate(images, seeds, conditions)
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     # ------------------------------------------------------------------------------- one step
     def _d_input(self, x, sigma_d, eps_d):
@@ -286,9 +336,3 @@ class Trainer(TrainLoop):
         self.log(f"exported {path / 'unet'} (weights: {cfg.export_weights}); generate with "
                  f"`sfv-bench run --methods {cfg.method}:1 --{cfg.method}-unet {path / 'unet'}`")
         return path
-
-
-def train(cfg: TrainConfig, log=None) -> Trainer:
-    t = Trainer(cfg, log=log)
-    t.run()
-    return t

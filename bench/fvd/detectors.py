@@ -94,15 +94,15 @@ def git_blob_sha1(path) -> str:
     return h.hexdigest()
 
 
-def preprocess(videos, device="cpu") -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, 224, 224) in [-1, 1] (TATS / cd-fvd rule)."""
+def preprocess(videos, device="cpu", size: int = DETECTOR_SIZE) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) -> float32 (B, 3, T, size, size) in [-1, 1] (TATS / cd-fvd rule)."""
     x = torch.from_numpy(np.ascontiguousarray(videos)) if isinstance(videos, np.ndarray) else videos
     if x.dtype != torch.uint8 or x.ndim != 5 or x.shape[-1] != 3:
         raise ValueError(f"expected uint8 videos (B, T, H, W, 3), got {tuple(x.shape)} {x.dtype}")
     b, t, h, w, c = x.shape
     if t < MIN_FRAMES:
         raise ValueError(f"I3D needs at least {MIN_FRAMES} frames per clip, got {t}")
-    s = DETECTOR_SIZE
+    s = size
     x = x.to(device).permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w).float()
     if (h, w) != (s, s):
         x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
@@ -112,26 +112,29 @@ def preprocess(videos, device="cpu") -> torch.Tensor:
 
 
 class Detector:
-    """A loaded I3D: ``features(videos)`` gives float64 (B, 400) pre-softmax logits.
+    """A loaded I3D: ``features(videos)`` gives float64 (B, feature_dim) pre-softmax logits.
 
-    Attributes: name, kind ('torchscript' | 'i3d400' | 'toy'), sha256 (of the weight file, or of
-    the toy's state dict), path (None for the toy), is_toy, verified (matches a published pin),
-    label (human string printed next to every number), feature_dim, device.
+    Attributes: name, kind ('torchscript' | 'i3d400' | 'toy' | 'mini'), sha256 (of the weight file, or
+    of the toy's state dict), path (None for the toy), is_toy (numbers not comparable with published
+    FVD), verified (matches a published pin), label (human string printed next to every number),
+    feature_dim (400 for the published ones), input_size (224 for the published ones), device.
     """
 
     def __init__(self, model, kind: str, name: str, sha256: str, path=None, device="cpu",
-                 label: str | None = None, verified: bool = False):
+                 label: str | None = None, verified: bool = False, feature_dim: int = FEATURE_DIM,
+                 input_size: int = DETECTOR_SIZE):
         self.model = model.eval().to(device)
         self.kind, self.name, self.sha256 = kind, name, sha256
         self.path = Path(path) if path is not None else None
         self.device = torch.device(device)
         self.verified = verified
-        self.feature_dim = FEATURE_DIM
+        self.feature_dim = feature_dim
+        self.input_size = input_size
         self.label = label or name
 
     @property
     def is_toy(self) -> bool:
-        return self.kind == "toy"
+        return self.kind in ("toy", "mini")
 
     def __repr__(self) -> str:
         return f"Detector({self.label!r}, kind={self.kind}, sha256={self.sha256[:12]}, device={self.device})"
@@ -139,7 +142,7 @@ class Detector:
     @torch.no_grad()
     def features(self, videos) -> np.ndarray:
         with tf32_disabled():
-            x = preprocess(videos, self.device)
+            x = preprocess(videos, self.device, self.input_size)
             if self.kind == "torchscript":
                 y = self.model(x, rescale=False, resize=False, return_features=True)
             else:
@@ -306,9 +309,40 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
                     label=f"I3D-400 state dict ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
 
 
+def load_mini_detector(folder, device="cpu") -> Detector:
+    """The mini world's trained I3D: ``folder/detector.json`` (architecture, sha256) and
+    ``folder/detector.safetensors`` (its state dict, read by safetensors: no code runs), loaded strictly
+    after checking the file against the recorded sha256. Written by ``sfv_train.classifier``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path, weights = folder / "detector.json", folder / "detector.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise UserError(f"{folder}: not a mini detector folder (needs detector.json and detector.safetensors)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        k, width, size = int(meta["feature_dim"]), float(meta["width_mult"]), int(meta["input_size"])
+        pinned = str(meta["sha256"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{meta_path}: damaged detector description ({e!r})") from None
+    digest = sha256_file(weights)
+    if digest != pinned:
+        raise UserError(f"{weights}: sha256 {digest[:12]} does not match detector.json ({pinned[:12]}); "
+                        f"the weights were changed or damaged: rebuild the detector")
+    try:
+        model = InceptionI3d(num_classes=k, width_mult=width, input_size=size)
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as e:  # noqa: BLE001 - wrong keys or shapes, bad architecture values
+        raise UserError(f"{weights}: does not fit the I3D in detector.json ({str(e).splitlines()[0]})") from None
+    return Detector(model, "mini", "mini-i3d", digest, weights, device, feature_dim=k, input_size=size,
+                    label="mini detector (I3D trained on the synthetic classes; not comparable with published FVD)")
+
+
 def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_pin: bool = False,
                   trust: bool = False) -> Detector:
-    """``spec``: 'toy' (seeded toy I3D), a file path, or a name in the detector cache
+    """``spec``: 'toy' (seeded toy I3D), 'mini' (the mini world's trained I3D), a file path, or a name in the detector cache
     ('stylegan-v' -> i3d_torchscript.pt, 'tats' / 'cd-fvd' -> i3d_pretrained_400.pt). Never downloads.
     None is refused (a UserError naming the choices): the toy is never picked silently."""
     if spec is None:
@@ -319,13 +353,21 @@ def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_p
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     det = _load_detector(spec, device, seed, strict_pin, trust)
-    det.spec = "toy" if det.is_toy and seed == 0 else str(det.path) if det.path else str(spec)
+    det.spec = ("mini" if det.kind == "mini" else "toy" if det.is_toy and seed == 0
+                else str(det.path) if det.path else str(spec))
     return det
 
 
 def _load_detector(spec, device, seed, strict_pin, trust) -> Detector:
     if str(spec).lower() == "toy":
         return toy_detector(seed, device)
+    if str(spec).lower() == "mini":
+        from methods.models.mini import mini_dir     # methods/models/mini/ (or $SFV_MINI_WORLD)
+        folder = mini_dir() / "detector"
+        if not (folder / "detector.json").is_file():
+            raise UserError(f"the mini world's detector is not built ({folder} has no detector.json): "
+                            f"run `sfv-bench build-mini`")
+        return load_mini_detector(folder, device)
     spec = str(spec)
     if spec.lower() in NAMED:
         fname, where = NAMED[spec.lower()]

@@ -23,7 +23,8 @@ songweige/TATS ``tats/fvd/pytorch_i3d.py`` and songweige/content-debiased-fvd
 
 Input: (B, 3, T, H, W) in [-1, 1]. T >= 9 (T' = ceil(ceil(ceil(T/2)/2)/2) must be >= 2 for the
 2x7x7 average pool); H, W must give a 7x7 map before that pool (193..224 px): the detectors feed
-224x224. With ``width_mult=1`` the state dict has exactly the port's 344 entries and
+224x224. ``input_size`` (a multiple of 32) sizes that pool for other inputs: the mini world's
+detector sees 64x64 clips through a 2x2x2 pool; 224 is the published architecture. With ``width_mult=1`` the state dict has exactly the port's 344 entries and
 12,697,264 parameters; ``width_mult < 1`` scales every channel count (used only for the
 toy detector).
 """
@@ -130,8 +131,10 @@ class InceptionModule(nn.Module):
 class InceptionI3d(nn.Module):
     """I3D returning (B, num_classes) time-averaged pre-softmax logits for (B, 3, T, H, W) in [-1, 1]."""
 
-    def __init__(self, num_classes: int = 400, in_channels: int = 3, width_mult: float = 1.0):
+    def __init__(self, num_classes: int = 400, in_channels: int = 3, width_mult: float = 1.0, input_size: int = 224):
         super().__init__()
+        if input_size % 32 or input_size < 32:
+            raise ValueError(f"input_size must be a multiple of 32, got {input_size}")
         if not 0 < width_mult <= 1:
             raise ValueError(f"width_mult must be in (0, 1], got {width_mult}")
         self.num_classes = num_classes
@@ -155,7 +158,8 @@ class InceptionI3d(nn.Module):
             module = InceptionModule(ch, tuple(c(n) for n in _MIXED[name]))
             setattr(self, name, module)
             ch = module.out_channels
-        self.avg_pool = nn.AvgPool3d(kernel_size=(2, 7, 7), stride=(1, 1, 1))
+        self.input_size = input_size    # 224 for the published detectors: a 7x7 final map
+        self.avg_pool = nn.AvgPool3d(kernel_size=(2, input_size // 32, input_size // 32), stride=(1, 1, 1))
         self.dropout = nn.Dropout(0.5)  # identity in eval mode; kept for structural parity
         self.logits = Unit3D(ch, num_classes, relu=False, batch_norm=False, bias=True)
 
@@ -173,7 +177,8 @@ class InceptionI3d(nn.Module):
             raise ValueError("I3D expects (B, C, T>=9, H, W), got " + str(x.shape))
         y = self.logits(self.dropout(self.avg_pool(self.forward_features(x))))
         if y.shape[3] != 1 or y.shape[4] != 1:
-            raise ValueError("I3D expects 224x224 frames (a 1x1 logits map), got input " + str(x.shape))
+            raise ValueError("I3D expects frames of its input_size (224x224 for the published detectors), got input "
+                             + str(x.shape))
         return y.flatten(2).mean(dim=2)   # (B, C, T', 1, 1) -> (B, C): average over time
 
 

@@ -82,6 +82,32 @@ TINY_CONFIGS = {
 
 # Full-size architectures (hub configs of stabilityai/stable-video-diffusion-img2vid: unet/, vae/,
 # image_encoder/ = laion CLIP ViT-H/14 vision tower). Parameter counts are checked in the tests.
+# The mini world: the real architectures, small enough to train on a CPU and to run the default
+# `sfv-bench run` in about a minute (14 frames at 32x32, latents 14x4x8x8). Measured on 2 cores
+# with one thread: the UNet ~0.4 GFLOP (5-7 ms) per video step, the VAE decode ~50 ms per video.
+# 4x VAE downsampling (3 levels): at 8x a 32x32 frame leaves 4x4 latents; channel counts are
+# multiples of 32 because diffusers' blocks use 32-group GroupNorm. Cross-attention (the CLIP
+# embedding) sits at the 2x2 level and in the mid block. scaling_factor is measured by the build
+# (1 / std of the latents) and written into the shipped vae/config.json.
+MINI_CONFIGS = {
+    "unet": {
+        "sample_size": 8, "in_channels": 8, "out_channels": 4,
+        "down_block_types": ["DownBlockSpatioTemporal", "DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+        "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
+        "block_out_channels": [32, 32, 64], "addition_time_embed_dim": 32,
+        "projection_class_embeddings_input_dim": 96, "layers_per_block": 1, "cross_attention_dim": 32,
+        "transformer_layers_per_block": 1, "num_attention_heads": [1, 1, 2], "num_frames": 14,
+    },
+    "vae": {
+        "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 3,
+        "block_out_channels": [32, 32, 64], "layers_per_block": 1, "latent_channels": 4, "sample_size": 32,
+        "scaling_factor": 1.0, "force_upcast": False,
+    },
+    "image_encoder": dict(TINY_CONFIGS["image_encoder"]),
+    "feature_extractor": dict(TINY_CONFIGS["feature_extractor"]),
+    "scheduler": SVD_SCHEDULER_CONFIG,
+}
+
 FULL_CONFIGS = {
     "unet": {
         "sample_size": 96, "in_channels": 8, "out_channels": 4,

@@ -3,6 +3,7 @@
 A *stack* is a diffusers ``StableVideoDiffusionPipeline`` folder (``model_index.json`` plus the
 subfolders ``unet``, ``vae``, ``image_encoder``, ``feature_extractor``, ``scheduler``). Specs:
 
+* ``mini`` -- the mini world's trained stack, shipped in the repository (methods/models/mini.py).
 * ``tiny`` -- the real SVD architectures at toy size with seeded random weights (FACTS sec. 2).
   Built once per (seed, configs, diffusers/transformers version) and saved with
   ``save_pretrained`` under ``cache_dir('stacks')``; every load goes through ``from_pretrained``,
@@ -49,8 +50,9 @@ def tiny_stack_key(seed: int = 0) -> str:
     return f"tiny-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def _build_tiny_pipeline(seed: int):
-    """Random-init SVD pipeline from TINY_CONFIGS (torch.manual_seed(seed) before each component)."""
+def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=None):
+    """An SVD pipeline from configs (``torch.manual_seed(seed + k)`` before the k-th random component);
+    ``vae``, ``unet``, ``image_encoder`` replace the random ones when given."""
     import torch
 
     quiet_hf_logging()
@@ -58,19 +60,32 @@ def _build_tiny_pipeline(seed: int):
                            StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    c = TINY_CONFIGS
+    c = configs
     torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(**c["unet"])
+    unet = unet if unet is not None else UNetSpatioTemporalConditionModel(**c["unet"])
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKLTemporalDecoder(**c["vae"])
+    vae = vae if vae is not None else AutoencoderKLTemporalDecoder(**c["vae"])
     torch.manual_seed(seed + 2)
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
+    image_encoder = image_encoder if image_encoder is not None else \
+        CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
     fe = dict(c["feature_extractor"])
     feature_extractor = CLIPImageProcessor(
         crop_size={"height": fe.pop("crop_size"), "width": 224}, size={"shortest_edge": fe.pop("size")}, **fe)
     scheduler = EulerDiscreteScheduler.from_config(c["scheduler"])
     return StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
                                         scheduler=scheduler, feature_extractor=feature_extractor)
+
+
+def save_stack(pipe, folder: Path, dtype=None) -> None:
+    """``save_pretrained`` (safetensors; weights cast to ``dtype`` if given) with the feature extractor
+    recorded under the hub's class name (transformers picks its backend at load time:
+    CLIPImageProcessorPil without torchvision), exactly like the real SVD folders."""
+    if dtype is not None:
+        pipe = pipe.to(dtype=dtype)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 def tiny_stack_dir(seed: int = 0) -> Path:
@@ -86,13 +101,7 @@ def tiny_stack_dir(seed: int = 0) -> Path:
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        pipe = _build_tiny_pipeline(seed)
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        # Record the feature extractor under the hub's class name (transformers picks its backend at
-        # load time: CLIPImageProcessorPil without torchvision), exactly like the real SVD folders.
-        index = json.loads((tmp / "model_index.json").read_text())
-        index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        save_stack(build_pipeline(TINY_CONFIGS, seed), tmp)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -132,7 +141,8 @@ def is_repo_id(spec: str) -> bool:
 
 
 def is_tiny_stack(folder) -> bool:
-    """A tiny stack built by ``tiny_stack_dir`` (in the suite's cache)."""
+    """A random-init tiny stack built by ``tiny_stack_dir`` (in the suite's cache): its UNet stands in
+    for checkpoints that do not exist at its size."""
     folder = Path(folder)
     return folder.name.startswith("tiny-s") and folder.resolve().parent == cache_dir("stacks").resolve()
 
@@ -142,6 +152,10 @@ def resolve_stack(spec: str | os.PathLike | None = "tiny") -> Path:
     spec = "tiny" if spec is None else str(spec)
     if spec == "tiny":
         return tiny_stack_dir()
+    if spec == "mini":
+        from .mini import verified
+
+        return verified("stack")
     if spec.startswith("tiny-s") and spec[6:].isdigit():
         return tiny_stack_dir(int(spec[6:]))
     path = Path(spec).expanduser()

@@ -257,6 +257,19 @@ def render_video(seed: int, slot: int, group: int, clip: int, frames: int = 60,
 
 # --------------------------------------------------------------------------- split lists
 
+def render_clip(seed: int, slot: int, group: int, clip: int, num_frames: int, fps: int, width: int,
+                height: int) -> np.ndarray:
+    """A real clip straight from the generator, as the evaluation takes one from a dataset video:
+    rendered at 320x240 and 25 fps, frames round(k * 25 / fps) from frame 0, stretched (bilinear,
+    antialiased) to width x height. (The dataset's files are also mpeg4-encoded; this is not.)"""
+    from .clips import clip_indices, frames_needed
+    from .transforms import resize_frames
+
+    video = render_video(seed, slot, group, clip, frames_needed(25.0, num_frames, fps))
+    idx = clip_indices(len(video), 25.0, num_frames, fps)
+    return np.asarray(resize_frames(video[idx], width, height))
+
+
 def fold_test_groups(groups: int, fold: int) -> range:
     """Groups (1-based) in fold ``fold``'s test list: UCF-101's rule scaled to ``groups``."""
     b = max(1, round(7 * groups / 25))
@@ -330,6 +343,11 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
 
 
 
-def default_dataset_root() -> Path:
-    """Where the tiny world's synthetic dataset lives (made once, seed 0, default parameters)."""
-    return cache_dir("datasets") / "synthetic-s0"
+def default_dataset_root(**params) -> Path:
+    """Where a synthetic world's dataset lives in the cache (made once): ``synthetic-s0`` for the
+    default parameters (the tiny world), ``synthetic-<seed>-<classes>x<groups>x<clips>-<frames>f`` else."""
+    if not params or params == {"seed": 0}:
+        return cache_dir("datasets") / "synthetic-s0"
+    p = {"seed": 0, "classes": 5, "groups": 7, "clips": 2, "frames": 60, **params}
+    return cache_dir("datasets") / (f"synthetic-s{p['seed']}-{p['classes']}x{p['groups']}x{p['clips']}-"
+                                    f"{p['frames']}f")

@@ -54,7 +54,7 @@ def unet_folders(tmp_path_factory):
     ("fail-frac", ["--max-fail-frac", "2"], "max_fail_frac must be in [0, 1)"),
 ])
 def test_run_bad_arguments(case, argv, message, tmp_path, capsys):
-    rc = main(["run", "--out", str(tmp_path / "r"), "-n", "2", *argv])
+    rc = main(["run", "--world", "tiny", "--out", str(tmp_path / "r"), "-n", "2", *argv])
     assert message in _one_line(capsys, rc)
     assert not (tmp_path / "r" / "samples").exists()
 
@@ -62,9 +62,9 @@ def test_run_bad_arguments(case, argv, message, tmp_path, capsys):
 def test_run_config_unknown_key_and_out_file(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('methods = "dummy:2"\nbogus = 3\n')
-    assert "unknown option 'bogus'" in _one_line(capsys, main(["run", "--config", str(cfg)]))
+    assert "unknown option 'bogus'" in _one_line(capsys, main(["run", "--world", "tiny", "--config", str(cfg)]))
     (tmp_path / "f").write_text("x")
-    assert "is a file: pass a folder" in _one_line(capsys, main(["run", "--out", str(tmp_path / "f")]))
+    assert "is a file: pass a folder" in _one_line(capsys, main(["run", "--world", "tiny", "--out", str(tmp_path / "f")]))
 
 
 @pytest.mark.parametrize("which, message", [
@@ -74,7 +74,7 @@ def test_run_config_unknown_key_and_out_file(tmp_path, capsys):
     ("ckpt", "is an sfv-train checkpoint: pass the run's exported UNet"),
 ])
 def test_run_bad_unet_folders_caught_before_any_work(which, message, unet_folders, tmp_path, capsys):
-    rc = main(["run", "--methods", "sfv:1", "--sfv-unet", str(unet_folders[which]), "-n", "2",
+    rc = main(["run", "--world", "tiny", "--methods", "sfv:1", "--sfv-unet", str(unet_folders[which]), "-n", "2",
                "--out", str(tmp_path / "r")])
     assert message in _one_line(capsys, rc)
     assert not (tmp_path / "r" / "run.json").exists()          # refused in the pre-flight

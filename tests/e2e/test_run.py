@@ -21,7 +21,7 @@ STABLE = ["Name", "Steps", "Method spec", FVD, "FVD 95% interval", "UNet calls x
 
 
 def _run(out, *extra, methods="dummy:3,onestep:1"):
-    return main(["run", "--methods", methods, "-n", str(N), "--out", str(out), "--no-previews", *extra])
+    return main(["run", "--world", "tiny", "--methods", methods, "-n", str(N), "--out", str(out), "--no-previews", *extra])
 
 
 def _stable_table(run_dir):
@@ -117,7 +117,7 @@ def test_resume_after_interrupt_gives_same_table(full_run, tmp_path, monkeypatch
 
 
 def test_other_settings_in_same_folder_refused(full_run, capsys):
-    assert main(["run", "--methods", "dummy:3,onestep:1", "-n", str(N + 1), "--out", str(full_run),
+    assert main(["run", "--world", "tiny", "--methods", "dummy:3,onestep:1", "-n", str(N + 1), "--out", str(full_run),
                  "--no-previews"]) == 2
     assert "holds a run with other settings (data, protocol)" in capsys.readouterr().err
 
@@ -183,7 +183,7 @@ def test_new_weights_behind_the_same_path_are_scored(tmp_path, synthetic_root):
     (["--data", "/nonexistent/ucf"], "/nonexistent/ucf"),
 ])
 def test_bad_input_one_line_errors(argv, message, tmp_path, capsys):
-    assert main(["run", "--out", str(tmp_path / "r"), *argv]) == 2
+    assert main(["run", "--world", "tiny", "--out", str(tmp_path / "r"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r" / "samples").exists()  # nothing generated before the check
@@ -191,7 +191,7 @@ def test_bad_input_one_line_errors(argv, message, tmp_path, capsys):
 
 def test_nan_fails_that_method_only(tmp_path, synthetic_root):
     out = tmp_path / "nan"
-    rc = main(["run", "--methods", "dummy:1,onestep:1", "--method-option", "dummy.nan=true", "-n", "3",
+    rc = main(["run", "--world", "tiny", "--methods", "dummy:1,onestep:1", "--method-option", "dummy.nan=true", "-n", "3",
                "--out", str(out), "--no-previews"])
     assert rc == 1
     records = _records(out)
@@ -207,7 +207,7 @@ def test_one_step_family_needs_a_checkpoint_off_the_tiny_stack(tmp_path, capsys)
 
     stack = tmp_path / "my-stack"  # a real-looking stack folder that is not the tiny one
     shutil.copytree(tiny_stack_dir(), stack)
-    assert main(["run", "--methods", "sfv:1", "--stack", str(stack), "--out", str(tmp_path / "r")]) == 2
+    assert main(["run", "--world", "tiny", "--methods", "sfv:1", "--stack", str(stack), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "sfv needs its UNet checkpoint: pass --sfv-unet DIR" in err
 
@@ -217,7 +217,7 @@ def test_two_processes_give_the_single_process_table(full_run, tmp_path):
     out = tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bench", "run", "--methods", "dummy:3,onestep:1", "-n", str(N), "--out", str(out),
+           "-m", "bench", "run", "--world", "tiny", "--methods", "dummy:3,onestep:1", "-n", str(N), "--out", str(out),
            "--no-previews"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

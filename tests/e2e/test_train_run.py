@@ -144,7 +144,7 @@ def test_export_loads_in_benchmark_adapter_and_matches_trainer(tiny_runs, data_r
 def test_export_generates_through_sfv_bench_run(tiny_runs, tmp_path):
     from bench.cli import main as bench_main
     out = tmp_path / "bench"
-    rc = bench_main(["run", "--methods", "sfv:1", "--sfv-unet", str(tiny_runs["sfv"] / "export" / "unet"),
+    rc = bench_main(["run", "--world", "tiny", "--world", "tiny", "--methods", "sfv:1", "--sfv-unet", str(tiny_runs["sfv"] / "export" / "unet"),
                      "-n", "2", "--out", str(out), "--no-previews"])
     assert rc == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

@@ -36,10 +36,10 @@ def test_tiny_stack_saved_once_and_loaded_through_from_pretrained(monkeypatch):
     assert index["_class_name"] == "StableVideoDiffusionPipeline"
     assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]  # the hub's class name
 
-    def no_rebuild(seed):
+    def no_rebuild(configs, seed):
         raise AssertionError("the tiny stack was rebuilt")
 
-    monkeypatch.setattr(stacks, "_build_tiny_pipeline", no_rebuild)
+    monkeypatch.setattr(stacks, "build_pipeline", no_rebuild)
     assert tiny_stack_dir() == folder and resolve_stack("tiny") == folder
 
     seen = []
@@ -63,19 +63,19 @@ def test_tiny_stack_saved_once_and_loaded_through_from_pretrained(monkeypatch):
 
 def test_tiny_stack_build_is_atomic_and_seeded(tmp_path, monkeypatch):
     monkeypatch.setenv("SFV_BENCH_CACHE", str(tmp_path / "cache"))
-    real_build = stacks._build_tiny_pipeline
+    real_build = stacks.build_pipeline
 
     class Interrupted:
         def save_pretrained(self, path, **kw):
             (path / "model_index.json").write_text("{}")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(stacks, "_build_tiny_pipeline", lambda seed: Interrupted())
+    monkeypatch.setattr(stacks, "build_pipeline", lambda configs, seed: Interrupted())
     with pytest.raises(KeyboardInterrupt):
         tiny_stack_dir()
     assert list((tmp_path / "cache" / "stacks").iterdir()) == []  # no partial stack, no temp folder left
 
-    monkeypatch.setattr(stacks, "_build_tiny_pipeline", real_build)
+    monkeypatch.setattr(stacks, "build_pipeline", real_build)
     again = tiny_stack_dir()
     assert again.parent == tmp_path / "cache" / "stacks"
     monkeypatch.delenv("SFV_BENCH_CACHE")

@@ -1,0 +1,53 @@
+"""Commands that make the project's own assets (the synthetic dataset, the mini world, its ablations): their
+parsers (torch-free, for bench.cli) and make-synthetic."""
+from __future__ import annotations
+
+
+
+def add_make_synthetic(sub):
+    p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
+    p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")
+    p.add_argument("--seed", type=int, default=0, help="the dataset's seed")
+    p.add_argument("--classes", type=int, default=5, help="number of action classes")
+    p.add_argument("--groups", type=int, default=7, help="groups per class (g01..)")
+    p.add_argument("--clips", type=int, default=2, help="clips per group (c01..)")
+    p.add_argument("--frames", type=int, default=60, help="frames per video (25 fps)")
+    p.set_defaults(func="bench.assets:cli_make_synthetic")
+
+
+def add_build_mini(sub):
+    p = sub.add_parser("build-mini", help="train the mini world (VAE, teacher UNet, FVD detector) from scratch")
+    p.add_argument("out", help="build folder (stages resume from here)")
+    p.add_argument("--resume", action="store_true", help="continue unfinished stages from their checkpoints")
+    p.add_argument("--install", action="store_true", help="then ship it: methods/models/mini/ and results/mini/")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (0.01: a smoke build)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the result depends on it)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.set_defaults(func="bench.mini:cli_build_mini")
+
+
+def add_ablations(sub):
+    p = sub.add_parser("ablations", help="the paper's Tables 2 and 3 in the mini world: short sfv-train runs "
+                                         "from the mini teacher, each scored with the mini FVD")
+    p.add_argument("out", help="folder for the runs, their scores and table2.md / table3.md (resumable)")
+    p.add_argument("--steps", type=int, default=600, help="sfv-train steps per cell")
+    p.add_argument("--cells", default=None, help="only these cells, comma separated (default: all)")
+    p.set_defaults(func="bench.distill:cli_ablations")
+
+
+def cli_make_synthetic(args) -> int:
+    """``sfv-bench make-synthetic DIR``: write the dataset and say where and how much."""
+    from sfv_core.data.clips import clip_indices, frames_needed
+    from sfv_core.data.synthetic import make_synthetic
+    from sfv_core.protocol import GEN
+
+    root = make_synthetic(args.dir, seed=args.seed, classes=args.classes, groups=args.groups,
+                          clips=args.clips, frames=args.frames)
+    n = args.classes * args.groups * args.clips
+    print(f"synthetic UCF-101 layout in {root}: {n} videos, {args.classes} classes x {args.groups} groups "
+          f"x {args.clips} clips, {args.frames} frames at 25 fps, 320x240 (seed {args.seed})")
+    if clip_indices(args.frames, 25.0, GEN.num_frames, GEN.fps) is None:
+        need = frames_needed(25.0, GEN.num_frames, GEN.fps)
+        print(f"note: the default protocol's real clip needs {need} frames; these videos are too short for it")
+    return 0

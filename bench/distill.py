@@ -1,0 +1,159 @@
+"""Distillation in the mini world: the shipped distilled rows (sfv, ufogen, ladd, lcm) and the paper's
+Tables 2 and 3 in miniature (`sfv-bench ablations OUT`).
+
+Every run is a plain ``sfv-train --stack mini --method M`` command line (``train_argv``): the paper's
+presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see
+``MINI_WHY``). Each run is resumable: a finished one (its export holds the asked steps) is skipped, an
+unfinished one continues from its newest checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_text
+from sfv_core.paper import TABLE2, TABLE3
+
+# What the mini size forces, for every method (flags of sfv-train). The paper: batch 32, SM3 at lr
+# 1e-5 (G) / 1e-4 (D), 50K steps on a 1.5B UNet; here a 2M-parameter UNet on 2 CPU cores.
+MINI = {"batch-size": 8, "grad-accum": 1, "lr-g": 1e-4, "lr-d": 1e-3, "checkpoint-every": 250,
+        "checkpoints-total-limit": 2, "preview-every": 0, "device": "cpu"}
+PER_METHOD = {"sfv": {}, "ufogen": {}, "ladd": {}, "lcm": {}}
+STEPS = {"sfv": 1500, "ufogen": 1500, "ladd": 1500, "lcm": 1500}
+MINI_WHY = ("batch 8 x 1 (one CPU process; the paper: 32 = 8 GPUs x 1 x 4), learning rates x10 (G 1e-4, "
+            "D 1e-3: a 2M-parameter UNet and ~1.5K steps instead of 50K), everything else the paper's preset")
+
+
+def train_argv(method: str, out: Path, steps: int, **over) -> list[str]:
+    flags = {**MINI, **PER_METHOD.get(method, {}), **{k.replace("_", "-"): v for k, v in over.items()}}
+    argv = ["--stack", "mini", "--method", method, "--out", str(out), "--max-steps", str(steps)]
+    for k, v in flags.items():
+        argv += [f"--{k}", str(v)]
+    return argv
+
+
+def finished_steps(out: Path) -> int:
+    info = Path(out) / "export" / "sfv_train.json"
+    try:
+        return int(json.loads(info.read_text()).get("train_steps", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def distil(method: str, out: Path, steps: int, log=print, **over) -> Path:
+    """``sfv-train`` for ``method`` into ``out`` (skipped when finished, resumed when started);
+    returns the exported UNet folder."""
+    from bench.cli import train_main
+
+    out = Path(out)
+    if finished_steps(out) >= steps:
+        log(f"{method}: {out} already holds {steps} steps, skipped")
+        return out / "export" / "unet"
+    argv = train_argv(method, out, steps, **over)
+    if (out / "config.json").is_file():
+        argv = ["--resume", str(out), "--max-steps", str(steps)]
+    log("sfv-train " + " ".join(argv))
+    if train_main(argv) != 0:
+        raise UserError(f"sfv-train {method} failed (see above); rerun the same command to resume it")
+    return out / "export" / "unet"
+
+
+def score(spec: str, unet: Path | None, out: Path, **run_flags) -> dict:
+    """``sfv-bench run --methods SPEC`` in the mini world with ``unet`` as the method's UNet; its record."""
+    from bench.cli import build_parser
+    from bench.results import read_results
+    from bench.run import cli_run
+
+    name = spec.split(":")[0]
+    argv = ["run", "--methods", spec, "--out", str(out), "--no-previews", "--timing-videos", "1"]
+    if unet is not None:
+        argv += ["--method-option", f"{name}.unet={unet}"]
+    for k, v in run_flags.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    if cli_run(build_parser().parse_args(argv)) != 0:
+        raise UserError(f"scoring {spec} in {out} failed (see above)")
+    return next(r for r in read_results(out) if r.get("spec") == spec)
+
+
+# ------------------------------------------------------------------------------------- Tables 2 and 3
+
+BASE = "heads-both_p-1-1"      # SF-V's own setting: the SP+TE cell of Table 2 = the (-1, -1) cell of Table 3
+
+
+def cells() -> dict[str, dict]:
+    """Run name -> sfv-train overrides (Table 2: heads; Table 3: P_mean, P_std)."""
+    out = {BASE: {}}
+    for heads in ("spatial", "temporal"):
+        out[f"heads-{heads}"] = {"heads": heads}
+    for mean, std, _ in TABLE3:
+        name = f"heads-both_p{mean:g}{std:+g}"
+        if (mean, std) != (-1.0, -1.0):
+            out[name] = {"p_mean": mean, "p_std": std}
+    return out
+
+
+def _fmt(rec: dict) -> str:
+    lo, hi = rec.get("fvd_interval") or (None, None)
+    return f"{rec['fvd']:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else f"{rec['fvd']:.2f}"
+
+
+def _header(recs: dict, steps: int) -> list[str]:
+    r = next(iter(recs.values()))
+    return [f"Mini world (NOT the paper's numbers): sfv:1 after {steps} sfv-train steps per cell from the mini "
+            f"teacher ({MINI_WHY}); FVD on {r.get('n_fake', '?')} test videos with the "
+            f"{r['detector']['label']}, 95% interval in brackets; {r.get('device_name', '?')}, {r.get('dtype', '?')}.",
+            ""]
+
+
+def write_tables(out: Path, recs: dict, steps: int) -> tuple[Path, Path]:
+    onestep = recs.get("onestep")
+    ref = [f"Teacher's naive one step (onestep:1): {_fmt(onestep)}", ""] if onestep else []
+    t2 = _header(recs, steps) + ref + ["| heads | paper FVD (UCF-101) | mini FVD |", "|---|---|---|"]
+    for label, paper in TABLE2:
+        name = {"SP+TE": BASE, "SP": "heads-spatial", "TE": "heads-temporal"}[label]
+        t2.append(f"| {label} | {paper:.1f} | {_fmt(recs[name]) if name in recs else 'not run'} |")
+    t3 = _header(recs, steps) + ref + ["| P_mean | P_std | paper FVD (UCF-101) | mini FVD |", "|---|---|---|---|"]
+    for mean, std, paper in TABLE3:
+        name = BASE if (mean, std) == (-1.0, -1.0) else f"heads-both_p{mean:g}{std:+g}"
+        t3.append(f"| {mean:g} | {std:g} | {paper:.1f} | {_fmt(recs[name]) if name in recs else 'not run'} |")
+    p2, p3 = out / "table2.md", out / "table3.md"
+    atomic_write_text(p2, "\n".join(t2) + "\n")
+    atomic_write_text(p3, "\n".join(t3) + "\n")
+    return p2, p3
+
+
+def cli_ablations(args) -> int:
+    """``sfv-bench ablations OUT``: every cell of Tables 2 and 3 as a short sfv-train run, scored alike."""
+    import time
+
+    out = Path(args.out)
+    if args.steps < 1:
+        raise UserError("--steps must be >= 1")
+    only = set(args.cells.split(",")) if args.cells else None
+    t0, recs = time.time(), {}
+    recs["onestep"] = score("onestep:1", None, out / "score" / "onestep")
+    for name, over in cells().items():
+        if only and name not in only:
+            continue
+        unet = distil("sfv", out / "runs" / name, args.steps, **over)
+        recs[name] = score("sfv:1", unet, out / "score" / name)
+    p2, p3 = write_tables(out, recs, args.steps)
+    atomic_write_text(out / "ablations.json", json.dumps(
+        {"steps": args.steps, "seconds": round(time.time() - t0, 1), "cells": recs}, indent=1, default=str) + "\n")
+    print(p2.read_text() + "\n" + p3.read_text())
+    print(f"wrote {p2} and {p3} ({(time.time() - t0) / 60:.1f} min this call)")
+    return 0
+
+
+def ship_unet(export_unet: Path, world: Path, name: str) -> Path:
+    """Copy a distilled UNet (fp16) into the world's unets/<name>/."""
+    import torch
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    dst = world / "unets" / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    UNetSpatioTemporalConditionModel.from_pretrained(export_unet).to(torch.float16).save_pretrained(dst)
+    return dst

@@ -1,0 +1,169 @@
+"""FVD while training: the loop's hook that scores the generator every ``fvd_every`` steps.
+
+sfv_train knows no detector (``bench`` sits above it), so the loop is handed an ``evaluator``
+factory: ``evaluator(cfg, device, log) -> evaluate``, called once on the main process after the
+models are built (``bench.train_eval.TrainFVD`` for `sfv-train`: it selects the evaluation set and
+computes the real statistics there). ``evaluate(sample_fn, step)`` returns ``{"fvd", "lo", "hi",
+"n", "seconds", "detector", "metric"}``; ``sample_fn(images, seeds, conditions) -> uint8 (B, T, H, W,
+3)`` is the trainer's ``sample_videos`` (``Trainer``: the generator its export holds, the EMA by
+default, sampled as `sfv-bench run` samples the export).
+
+Every ``fvd_every`` steps and at the last step (after that step's checkpoint), on the main process
+only (the others wait for it), one evaluation writes
+
+* the console: ``step N: FVD 123.4 [110.2, 136.7] (N=32, <detector>, 3.1 s); best ...``;
+* logs/metrics.jsonl: its own line ``{"step", "fvd", "fvd_lo", "fvd_hi", "fvd_n", "fvd_detector",
+  "fvd_seconds"}`` (a resume drops the lines past its step, as it does every line: no point twice);
+* TensorBoard: ``eval/fvd``, ``eval/fvd_lo``, ``eval/fvd_hi``, ``time/fvd_s``;
+* OUT/fvd_vs_step.png: every point of metrics.jsonl with its 95% interval, the best one marked;
+* OUT/fvd_best.json: the best step, its FVD and interval, the checkpoint folder holding that step
+  (None when no checkpoint was written there or it was rotated away), and every point.
+
+Only points made with the current detector and N are compared (both are run options a resume may
+change). Exactness: the evaluation runs under ``torch.no_grad`` with the python, numpy, torch and
+CUDA random states saved and restored around it (the samplers draw from their own seeded
+generators), and it changes no module's mode or weights, so a run trains bit for bit as it would
+without it, and a resume as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfv_core.fsutil import atomic_path, atomic_write_json
+
+from .checkpoint import CKPT_PREFIX
+
+
+def fvd_due(cfg, step: int) -> bool:
+    every = int(getattr(cfg, "fvd_every", 0) or 0)
+    return every > 0 and (step % every == 0 or step == cfg.max_steps)
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """Every global random state (python, numpy, torch CPU and CUDA) as it was before the block."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def read_points(metrics: Path) -> list[dict]:
+    """The FVD lines of a metrics.jsonl, one per step (the last one wins), by step."""
+    points: dict[int, dict] = {}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                rec = json.loads(line)
+                if "fvd" in rec:
+                    points[int(rec["step"])] = rec
+    return [points[s] for s in sorted(points)]
+
+
+def best_point(points: list[dict]) -> dict | None:
+    ok = [p for p in points if _finite(p.get("fvd")) is not None]
+    return min(ok, key=lambda p: (p["fvd"], p["step"])) if ok else None
+
+
+def write_plot(path: Path, points: list[dict], best: dict | None, ylabel: str, title: str = "") -> None:
+    """FVD vs step with the 95% intervals as error bars, the best point starred (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pts = [p for p in points if _finite(p.get("fvd")) is not None]
+    x = np.array([p["step"] for p in pts], float)
+    y = np.array([p["fvd"] for p in pts], float)
+    lo = np.array([_finite(p.get("fvd_lo")) or v for p, v in zip(pts, y)], float)
+    hi = np.array([_finite(p.get("fvd_hi")) or v for p, v in zip(pts, y)], float)
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if len(pts):
+        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="o-", ms=3, lw=1,
+                    capsize=2, label="FVD (95% interval)")
+    if best is not None:
+        ax.plot([best["step"]], [best["fvd"]], "*", ms=14, color="C3",
+                label=f"best: step {best['step']}, FVD {best['fvd']:.4g}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        ax.set_title(title, fontsize=8, wrap=True)
+    ax.grid(alpha=0.3)
+    if len(pts):
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+class FVDMonitor:
+    """The loop's evaluations (see the module doc); made by ``start`` on the main process only."""
+
+    def __init__(self, loop, evaluate):
+        self.loop, self.evaluate = loop, evaluate
+
+    @classmethod
+    def start(cls, loop, evaluator) -> "FVDMonitor":
+        """Make the evaluator (the evaluation set, the real statistics) without touching any random state;
+        after a resume, redraw fvd_best.json and the plot from the points metrics.jsonl kept."""
+        with rng_preserved():
+            monitor = cls(loop, evaluator(loop.cfg, loop.device, loop.log))
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            old = json.loads((loop.out / "fvd_best.json").read_text())
+            if old["last_step"] > loop.step:
+                monitor.publish(old)
+        return monitor
+
+    def __call__(self, step: int) -> dict:
+        loop = self.loop
+        with rng_preserved(), torch.no_grad():
+            r = self.evaluate(loop.sample_videos, step)
+        fvd, lo, hi = _finite(r.get("fvd")), _finite(r.get("lo")), _finite(r.get("hi"))
+        loop.append_metrics({"fvd": fvd, "fvd_lo": lo, "fvd_hi": hi, "fvd_n": int(r["n"]),
+                             "fvd_detector": r.get("detector", ""), "fvd_seconds": round(float(r["seconds"]), 3)})
+        loop.acc.log({k: v for k, v in (("eval/fvd", fvd), ("eval/fvd_lo", lo), ("eval/fvd_hi", hi),
+                                        ("time/fvd_s", float(r["seconds"]))) if v is not None}, step=step)
+        best = self.publish(r)
+        shown = "failed" if fvd is None else f"{fvd:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if lo is not None else "")
+        loop.log(f"step {step}: FVD {shown} (N={int(r['n'])}, {r.get('detector', '?')} detector, "
+                 f"{float(r['seconds']):.1f} s)" + (f"; {r['error']}" if r.get("error") else "")
+                 + (f"; best {best['fvd']:.4g} at step {best['step']}" if best else ""))
+        return r
+
+    def publish(self, r: dict) -> dict | None:
+        """fvd_best.json and fvd_vs_step.png from the points of metrics.jsonl made with r's detector and N."""
+        loop = self.loop
+        n = int(r["n"])
+        points = [p for p in read_points(loop.out / "logs" / "metrics.jsonl")
+                  if p.get("fvd_detector", "") == (r.get("detector") or "") and p.get("fvd_n") == n]
+        best = best_point(points)
+        ckpt = None
+        if best is not None:
+            folder = loop.ckpt_root / f"{CKPT_PREFIX}{best['step']:06d}"
+            ckpt = str(folder.relative_to(loop.out)) if (folder / "state.json").is_file() else None
+        b = best or {}
+        atomic_write_json(loop.out / "fvd_best.json", {
+            "step": b.get("step"), "fvd": b.get("fvd"),
+            "fvd_interval": [b.get("fvd_lo"), b.get("fvd_hi")] if b else None, "n": n,
+            "checkpoint": ckpt, "detector": r.get("detector"), "detector_label": r.get("detector_label"),
+            "metric": r.get("metric"), "evaluated_steps": len(points), "last_step": loop.step,
+            "points": [{k: p.get(k) for k in ("step", "fvd", "fvd_lo", "fvd_hi")} for p in points]})
+        write_plot(loop.out / "fvd_vs_step.png", points, best, f"FVD ({r.get('detector')} detector, N={n})",
+                   f"{getattr(loop, 'name', '')} {r.get('metric') or ''}: {r.get('detector_label') or ''}")
+        return best

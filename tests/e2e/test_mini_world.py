@@ -1,0 +1,98 @@
+"""The shipped mini world: weights as built (sha256), the teacher's image-to-video fidelity, the
+train/test separation, and that a short sfv-train run moves the one-step generator the right way."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from methods.models.mini import SHIPPED, manifest, verified
+from sfv_core.data.synthetic import default_dataset_root, fold_test_groups, make_synthetic
+from sfv_core.data.ucf101 import UCF101, load_sample, select_videos
+from sfv_core.errors import UserError
+from sfv_core.protocol import WORLDS, Protocol
+from sfv_core.seeds import sample_seed
+from sfv_train.pool import PoolSpec
+
+WORLD = WORLDS["mini"]
+pytestmark = pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="the mini world is not built")
+
+
+def _samples(n: int, seed: int = 0):
+    root = default_dataset_root(**WORLD.dataset)
+    make_synthetic(root, **WORLD.dataset)
+    p = Protocol(**{**WORLD.protocol, "num_videos": n, "seed": seed})
+    refs = select_videos(UCF101(root), p)
+    return p, refs, [load_sample(r, p) for r in refs]
+
+
+def _generate(spec: str, n: int, unet=None):
+    from methods.registry import get_method
+
+    p, refs, samples = _samples(n)
+    m = get_method(spec, {"unet": str(unet)} if unet else None).load(str(verified("stack")), "cpu", torch.float32)
+    try:
+        return m.generate([s.cond_image for s in samples], [sample_seed(p.seed, r.sample_id) for r in refs],
+                          p.conditions()), samples, p
+    finally:
+        m.unload()
+
+
+def _psnr(a, b) -> float:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return float((10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))).mean())
+
+
+def test_weights_load_through_from_pretrained_and_match_their_sha256(tmp_path, monkeypatch):
+    from diffusers import StableVideoDiffusionPipeline
+
+    files = manifest()
+    assert any(k.startswith("stack/unet/") for k in files) and any(k.startswith("detector/") for k in files)
+    pipe = StableVideoDiffusionPipeline.from_pretrained(verified("stack"), local_files_only=True)
+    assert pipe.unet.dtype == torch.float16 and 1e6 < sum(p.numel() for p in pipe.unet.parameters()) < 5e6
+    total = sum((SHIPPED / k).stat().st_size for k in files)
+    assert total <= 30 * 2 ** 20, f"the shipped mini world is {total / 2 ** 20:.1f} MiB (limit 30)"
+    # one changed byte is refused with a one-line error naming the fix
+    copy = tmp_path / "mini"
+    shutil.copytree(SHIPPED, copy)
+    weights = next(copy.glob("stack/unet/*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("SFV_MINI_WORLD", str(copy))
+    with pytest.raises(UserError, match="does not match its sha256") as e:
+        verified("stack")
+    assert "\n" not in str(e.value) and "build-mini" in str(e.value)
+
+
+def test_no_evaluation_video_or_seed_is_in_the_training_pool():
+    spec = PoolSpec()
+    assert (spec.seed, spec.classes, spec.groups) == (WORLD.dataset["seed"], WORLD.dataset["classes"],
+                                                       WORLD.dataset["groups"])
+    test_groups = set(fold_test_groups(spec.groups, 1))
+    keys = spec.keys()
+    assert {g for _, g, _ in keys}.isdisjoint(test_groups)
+    # the dataset's videos are clips 1..clips of every group: none of their keys is a pool key
+    dataset_keys = {(s, g, c) for s in range(spec.classes) for g in range(1, spec.groups + 1)
+                    for c in range(1, WORLD.dataset["clips"] + 1)}
+    assert dataset_keys.isdisjoint(keys)
+    build = json.loads((SHIPPED / "build.json").read_text())
+    assert build["pool"] == {k: getattr(spec, k) for k in build["pool"]}, "shipped weights were trained on another pool"
+
+
+@pytest.mark.slow
+def test_teacher_keeps_frame_zero_and_moves():
+    """4 test videos, svd:25 on CPU: frame 0 matches the condition (>= 20 dB at the scoring size) and the
+    videos move (mean frame-to-frame change within a factor 2 of the real clips')."""
+    from sfv_core.data.transforms import fit_images
+
+    videos, samples, p = _generate("svd:25", 4)
+    cond = fit_images([s.cond_image for s in samples], p.gen_width, p.gen_height)[1]
+    assert _psnr(videos[:, 0], cond) >= 20.0
+    real = np.stack([s.real_clip for s in samples]).astype(np.float32)
+    move = np.abs(np.diff(videos.astype(np.float32), axis=1)).mean()
+    real_move = np.abs(np.diff(real, axis=1)).mean()
+    assert real_move / 2 <= move <= real_move * 2, (move, real_move)
