@@ -151,7 +151,8 @@ def _add_latency(sub):
     p.add_argument("--decode-chunk-size", type=int, default=14, help="VAE decode chunk (frames); recorded")
     p.add_argument("--no-method-check", action="store_true",
                    help="skip generating one video with each real adapter (done when a stack is used)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 on CPU, as torch.utils.benchmark times; 0 = torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--out", default=None, help="output folder for latency.json and latency.md "
                                               "(default runs/latency/<shape>-<device>)")

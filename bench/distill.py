@@ -21,9 +21,9 @@ from sfv_core.paper import TABLE2, TABLE3
 MINI = {"batch-size": 8, "grad-accum": 1, "lr-g": 1e-4, "lr-d": 1e-3, "checkpoint-every": 250,
         "checkpoints-total-limit": 2, "preview-every": 0, "device": "cpu"}
 PER_METHOD = {"sfv": {}, "ufogen": {}, "ladd": {}, "lcm": {}}
-STEPS = {"sfv": 1500, "ufogen": 1500, "ladd": 1500, "lcm": 1500}
+STEPS = {"sfv": 800, "ufogen": 800, "ladd": 800, "lcm": 800}
 MINI_WHY = ("batch 8 x 1 (one CPU process; the paper: 32 = 8 GPUs x 1 x 4), learning rates x10 (G 1e-4, "
-            "D 1e-3: a 2M-parameter UNet and ~1.5K steps instead of 50K), everything else the paper's preset")
+            "D 1e-3: a 2M-parameter UNet and ~1K steps instead of 50K), everything else the paper's preset")
 
 
 def train_argv(method: str, out: Path, steps: int, **over) -> list[str]:

@@ -5,8 +5,9 @@ killed stage from its last checkpoint; every trainer is a ``sfv_train.loop.Train
 
     dataset      the evaluation dataset (make_synthetic: 10 classes x 10 groups x 5 clips) in the cache
     pool         training clips from the generator, training groups only (sfv_train.pool)
-    vae-frames   the temporal VAE on single frames, temporal taps zeroed (sfv_train.autoencoder);
-                 its latent std sets scaling_factor
+    vae-frames   the temporal VAE on single frames, temporal taps zeroed (sfv_train.autoencoder)
+    vae-tune     the same, continued from vae-frames' export with a second, low-lr cosine; its latent
+                 std sets scaling_factor
     stack-init   the pipeline folder: that VAE, a frozen random CLIP, a random UNet
     teacher      the UNet trained as SVD is (EDM, v-prediction, conditioning dropout for CFG)
     detector     the FVD detector: an I3D trained on the synthetic classes (sfv_train.classifier)
@@ -47,7 +48,7 @@ from sfv_train.pool import PoolSpec, build_pool
 
 WORLD = WORLDS["mini"]
 # Steps of each trainer (fixed, so the build is deterministic); ``--scale`` multiplies them.
-STEPS = {"vae-frames": 8000, "teacher": 12000, "detector": 1500,
+STEPS = {"vae-frames": 8000, "vae-tune": 5000, "teacher": 10000, "detector": 3000,
          **{f"distill-{m}": n for m, n in DISTILL_STEPS.items()}}
 TEACHER = dict(batch_size=8, lr=3e-4, min_lr_ratio=0.1, ema_decay=0.999)    # the probe's stable recipe
 
@@ -226,7 +227,14 @@ def build_mini(out: Path, *, device: str = "auto", threads: int = 0, scale: floa
         AutoencoderTrainer(VAEConfig(stage="frames", **_loop_kw(b, f, "vae-frames")), pool, held, labels, log=log).run()
         return json.loads((f / "export" / "quality.json").read_text())
 
-    clips = b.stage("vae-frames", vae)
+    frames = b.stage("vae-frames", vae)
+
+    def tune(f):     # a second, low-lr cosine from the first one's export: the last 0.2-0.5 dB
+        AutoencoderTrainer(VAEConfig(stage="frames", init=str(frames / "export" / "vae"), lr=2e-4, warmup_steps=50,
+                                     **_loop_kw(b, f, "vae-tune")), pool, held, labels, log=log).run()
+        return json.loads((f / "export" / "quality.json").read_text())
+
+    clips = b.stage("vae-tune", tune)
     quality = json.loads((clips / "export" / "quality.json").read_text())
     scaling = 1.0 / quality["latent_std"]
     init = b.stage("stack-init", lambda f: (assemble_stack(clips / "export" / "vae", scaling, f / "stack"),
@@ -239,7 +247,7 @@ def build_mini(out: Path, *, device: str = "auto", threads: int = 0, scale: floa
     distilled = {m: b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world, log)) / "run"
                  for m in DISTILL_STEPS}
     b.stage("evaluate", lambda f: evaluate(world, held, labels, f, {
-        "vae": (clips, "mse"), "teacher": (teacher, "loss"), "detector": (detector, "loss")}, distilled))
+        "vae": (frames, "mse"), "vae-tune": (clips, "mse"), "teacher": (teacher, "loss"), "detector": (detector, "loss")}, distilled))
     if install_to_repo:
         install(world, b.record_path, out / "evaluate", Path(__file__).resolve().parents[1] / "results" / "mini")
         log(f"installed the mini world into {SHIPPED} and its figures into results/mini/")

@@ -27,7 +27,7 @@ from methods.base import NonFiniteOutput
 from methods.models.stacks import quiet_hf_logging
 from methods.registry import get_method
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic
-from sfv_core.data.ucf101 import (UCF101, DataRecord, iter_samples, load_condition, raise_if_too_many_failures,
+from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples, load_condition, raise_if_too_many_failures,
                                   select_videos)
 from sfv_core.env import device_name, git_commit, versions
 from sfv_core.fsutil import atomic_write_json
@@ -92,12 +92,16 @@ def _real_stats(settings, refs, detector, dist, progress):
 
 def held_out_refs(dataset, p, scored) -> tuple[list, str]:
     """N real videos for the ``real`` row: the split's videos not scored, then the training list's."""
+    def every(**kw):                  # the whole list, shuffled: "fewer than asked" is expected here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            return select_videos(dataset, p.replace(num_videos=10 ** 9, seed=p.seed + 1, **kw))
+
     taken = {r.rel for r in scored}
-    pool = [r for r in select_videos(dataset, p.replace(num_videos=10 ** 9, seed=p.seed + 1)) if r.rel not in taken]
+    pool = [r for r in every() if r.rel not in taken]
     where = f"{p.split} videos not scored"
     if len(pool) < p.num_videos and p.split == "test":
-        pool += [r for r in select_videos(dataset, p.replace(split="train", num_videos=10 ** 9, seed=p.seed + 1))
-                 if r.rel not in taken]
+        pool += [r for r in every(split="train") if r.rel not in taken]
         where += " + train videos"
     return pool[:p.num_videos], where
 
@@ -137,8 +141,7 @@ def _run(settings, dist, progress) -> int:
     dataset = UCF101(_dataset_root(settings, dist))
     refs = select_videos(dataset, p)
     out = settings.out_dir(refs)
-    title = (f"{world.name.upper()} WORLD (synthetic data, {world.stack} stack, {world.detector} detector): "
-             f"not the paper's numbers" if world.toy else f"UCF-101 at {settings.data}")
+    title = world.label if world.toy else f"UCF-101 at {settings.data}"
     log(f"sfv-bench run: {title}\n  out: {out}\n  methods: {', '.join(s.key for s in settings.specs)}\n"
         f"  protocol: {p.metric_name}, split {p.split} fold {p.fold}, seed {p.seed}, "
         f"device {settings.device} {settings.dtype}, {dist.world} process(es)")
@@ -175,7 +178,7 @@ def _run(settings, dist, progress) -> int:
                            "label": detector.label, "toy": detector.is_toy},
               "device": settings.device, "device_name": device_name(settings.device), "dtype": settings.dtype,
               "processes": dist.world, "versions": versions(), "git_commit": git_commit(),
-              "protocol": p.to_dict(), "world": world.name, "toy": world.toy,
+              "protocol": p.to_dict(), "world": world.name, "world_label": world.label, "toy": world.toy,
               "data": {"root": settings.data or f"synthetic {settings.world.dataset} (sfv-bench make-synthetic)",
                        "selected": meta["selected"], "used": len(refs),
                        "corrupt": meta["corrupt"], "too_short": meta["too_short"], "real_stats_cache_hit": hit}}
@@ -254,7 +257,7 @@ def _score(rec, real, fake, feats, p, timing, detector, log):
     rec.update(status="ok", fvd=res["fvd"], fvd_interval=[lo, hi], n_fake=fake.n, latency=latency)
     unet = f"UNet {latency['median_s']:.4f} s/video ({rec['unet_calls']} x batch {rec['unet_batch']}, " \
            f"{latency['threads']} thread(s))" if latency else "no UNet"
-    log(f"  {rec['spec']}: FVD{' (toy detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
+    log(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
         f"[{lo:.2f}, {hi:.2f}] (N={fake.n}), {unet}")
     return rec
 

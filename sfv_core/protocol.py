@@ -135,6 +135,7 @@ class World:
     toy: bool                       # numbers not comparable with the paper's
     dataset: dict | None = None     # make_synthetic parameters of a synthetic world's dataset (None: --data)
     batch_size: int = 1             # videos per generate call (throughput; the latency is timed at batch 1)
+    label: str = ""                 # what every number of this world is, written on tables, JSON, plots, previews
 
 
 WORLDS = {
@@ -142,10 +143,11 @@ WORLDS = {
                                balanced=True),
                   "mini", "mini", "mini", "svd:25,svd:16,svd:8,svd:4,onestep:1,static,real",
                   "lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", None, True,
-                  dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16),
+                  dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16,
+                  label="mini world (trained on synthetic data): not comparable with the paper"),
     "tiny": World("tiny", dict(num_videos=16, gen_width=64, gen_height=64, balanced=True, max_fail_frac=0.25),
                   "tiny", "tiny", "toy", "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", "", None, True,
-                  dict(seed=0)),
+                  dict(seed=0), label="tiny world (random-init models, toy detector): not comparable with the paper"),
     "ucf101": World("ucf101", {}, "svd", "svd-xt", "stylegan-v", "", "", 25, False),  # methods: paper.DEFAULT_SPECS
 }
 

@@ -127,7 +127,7 @@ APPLY = {"blur": blur, "noise": noise, "shuffle": shuffle, "frozen": frozen}
 class DetectorConfig(LoopConfig):
     classes: int = 10                 # the synthetic classes (labels 0 .. classes-1)
     batch_size: int = 16
-    lr: float = 5e-4                  # AdamW: linear warm-up, cosine decay to min_lr_ratio x lr at max_steps
+    lr: float = 1e-3                  # AdamW: linear warm-up, cosine decay to min_lr_ratio x lr at max_steps
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     weight_decay: float = 1e-4
@@ -145,6 +145,7 @@ class DetectorConfig(LoopConfig):
     level_scale: float = 4.0          # feature value of a level-1 degradation
     w_arrow: float = 0.5
     w_level: float = 4.0
+    w_shuffle: float = 1.0            # extra weight of the shuffle level (4 made every head worse in the build)
     log_every: int = 25
     checkpoint_every: int = 200
 
@@ -273,7 +274,9 @@ class DetectorTrainer(TrainLoop):
         cfg, c = self.cfg, self.cfg.classes
         l_class = F.cross_entropy(y[:, :c], labels, label_smoothing=cfg.label_smoothing)
         l_arrow = F.cross_entropy(y[:, c:c + 2], rev, label_smoothing=cfg.label_smoothing)
-        l_level = F.mse_loss(y[:, c + 2:] / cfg.level_scale, levels, reduction="none").sum(1).mean()
+        w = torch.ones(len(DEGRADATIONS), device=y.device)
+        w[DEGRADATIONS.index("shuffle")] = cfg.w_shuffle
+        l_level = (F.mse_loss(y[:, c + 2:] / cfg.level_scale, levels, reduction="none") * w).sum(1).mean()
         return {"loss": l_class + cfg.w_arrow * l_arrow + cfg.w_level * l_level, "loss_class": l_class,
                 "loss_arrow": l_arrow, "loss_level": l_level}
 

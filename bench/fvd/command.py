@@ -30,8 +30,14 @@ def _clip_rule(num_frames: int, fps: int, consecutive: bool) -> str:
             f"each container; .npy/.npz arrays are taken as {fps} fps)")
 
 
-def _clips(files: list[Path], num_frames: int, fps: int, consecutive: bool, size):
-    """Yield uint8 (T, H, W, 3) clips by the protocol's frame rule (or consecutive frames), resized to ``size``."""
+def _counts(lengths: set) -> str:
+    v = sorted(lengths)
+    return str(v[0]) if len(v) == 1 else f"{v[0]}..{v[-1]}"
+
+
+def _clips(files: list[Path], num_frames: int, fps: int, consecutive: bool, size, lengths: set | None = None):
+    """Yield uint8 (T, H, W, 3) clips by the protocol's frame rule (or consecutive frames), resized to ``size``;
+    the source frame counts go into ``lengths``."""
     from sfv_core.data.clips import clip_indices, frames_needed
     from sfv_core.data.transforms import resize_frames
     from sfv_core.data.videoio import VideoDecodeError, read_video, video_info
@@ -39,6 +45,8 @@ def _clips(files: list[Path], num_frames: int, fps: int, consecutive: bool, size
     for f in files:
         try:
             n, src_fps = video_info(f)[:2]
+            if lengths is not None:
+                lengths.add(n)
             if consecutive or not src_fps > 0:
                 idx = list(range(num_frames)) if n >= num_frames else None
                 need = num_frames
@@ -67,6 +75,7 @@ def cli_fvd(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     real_path, fake_path = Path(args.real), Path(args.fake)
+    real_lengths: set = set()
     fake_files = _video_files(fake_path, "FAKE")
     if not real_path.exists():
         raise UserError(f"REAL not found: {real_path}")
@@ -103,14 +112,20 @@ def cli_fvd(args) -> int:
         real_files = _video_files(real_path, "REAL")
         real, hit, cpath = cached_stats(
             real_files, protocol, detector,
-            lambda: (compute_stats(detector, _clips(real_files, args.num_frames, args.fps, args.consecutive, size),
+            lambda: (compute_stats(detector, _clips(real_files, args.num_frames, args.fps, args.consecutive, size,
+                                                    real_lengths),
                                    batch_size=args.batch_size, progress="real videos", total=len(real_files)), {}))
         print(f"real statistics {'read from' if hit else 'written to'} cache: {cpath}", file=sys.stderr)
 
-    fake = compute_stats(detector, _clips(fake_files, args.num_frames, args.fps, args.consecutive, size),
+    fake_lengths: set = set()
+    fake = compute_stats(detector, _clips(fake_files, args.num_frames, args.fps, args.consecutive, size, fake_lengths),
                          batch_size=args.batch_size, progress="fake videos", total=len(fake_files))
     if real.n < 2 or fake.n < 2:
         raise UserError(f"FVD needs at least 2 videos on each side (N_real={real.n}, N_fake={fake.n})")
+    if real_lengths and fake_lengths and real_lengths != fake_lengths:
+        print(f"warning: the real videos have {_counts(real_lengths)} frames, the fake ones {_counts(fake_lengths)}; "
+              f"both were cut by the same rule ({_clip_rule(args.num_frames, args.fps, args.consecutive)}): check "
+              f"that the two sides were made alike", file=sys.stderr)
     res = fvd_from_stats(real, fake, args.covariance)
     frames = f"{args.num_frames} frames" + (" (consecutive)" if args.consecutive else f" at {args.fps} fps")
     geometry = f"at {size[0]}x{size[1]}" if size else "at native size"

@@ -30,8 +30,11 @@ def cli_latency(args) -> int:
     precision_check {reference, metric, tolerance, search, candidates, chosen, chosen_rel_l2, passed}.
     """
     device = resolve_device(getattr(args, "device", None))
-    if getattr(args, "threads", None):
-        torch.set_num_threads(int(args.threads))
+    threads = getattr(args, "threads", None)
+    if threads is None and device == "cpu":
+        threads = 1                     # several threads on a shared small machine give wild numbers
+    if threads:
+        torch.set_num_threads(int(threads))
     cuda = device.startswith("cuda")
     shape = make_shape(args.shape or ("paper" if cuda else "tiny"), args.num_frames, args.height, args.width)
     for name in ("repeats", "warmup", "loop_repeats"):

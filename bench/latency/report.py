@@ -74,6 +74,10 @@ def render_markdown(r: dict) -> str:
     if why_not:
         lines += ["", f"Paper / ours is shown only for the paper's shape (14 frames 1024x576, full-size models) "
                       f"on a GPU; this run {why_not}, so its times are not comparable with the paper's {GPU} figures."]
+    odd = [m for m in r["methods"] if not 0.67 <= (m.get("loop_vs_estimate") or 1.0) <= 1.5]
+    for m in odd:
+        lines += ["", f"IMPLAUSIBLE: the {m['spec']} loop took {m['loop_vs_estimate']:.1f}x its estimate (calls x "
+                      f"median pass): a busy machine or too many threads? Rerun (on CPU with --threads 1)."]
     lines += ["", "End-to-end breakdown (medians):", "",
               "| Method | Image encoder | VAE encode | UNet loop | VAE decode (frames, chunk) | Total |",
               "|---|---:|---:|---:|---:|---:|"]

@@ -187,3 +187,16 @@ def test_cli_takes_real_video_clips_by_the_protocol_frame_rule(synthetic_root, t
         value = float(capsys.readouterr().out.split()[2])
         stats = [compute_stats(toy, [read_video(f, frames) for f in list_videos(d)]) for d in (real, fake)]
         assert value == pytest.approx(fvd_from_stats(*stats)["fvd"], abs=0.006)
+
+
+def test_cli_warns_when_real_and_fake_lengths_differ(tmp_path, capsys):
+    """16-frame reals against 20/30-frame fakes: scored (both cut to 14 frames) with a warning naming both."""
+    real, fake = tmp_path / "r", tmp_path / "f"
+    rng = np.random.default_rng(0)
+    for folder, lengths in ((real, [16, 16, 16]), (fake, [20, 30, 20])):
+        folder.mkdir()
+        for i, t in enumerate(lengths):
+            np.save(folder / f"v{i}.npy", rng.integers(0, 255, (t, 32, 32, 3), dtype=np.uint8))
+    assert cli_main(["fvd", str(real), str(fake), "--detector", "toy", "--consecutive"]) == 0
+    err = capsys.readouterr().err
+    assert "real videos have 16 frames, the fake ones 20..30" in err, err

@@ -179,6 +179,9 @@ def test_cli_latency_tiny_writes_json_and_markdown(tmp_path, capsys):
     assert f"| {300 / sfv['unet_ms_median']:.2f}x |" in md_paper and "Paper / ours is shown only" not in md_paper
     on_cpu = render_markdown({**paper, "env": r["env"]})
     assert "this run ran on a CPU, so" in on_cpu and f"{300 / sfv['unet_ms_median']:.2f}x" not in on_cpu
+    # a loop far from calls x median pass (a busy machine) is flagged in words
+    busy = {**r, "methods": [{**m, "loop_vs_estimate": 44.8} if m["spec"] == "sfv:1" else m for m in r["methods"]]}
+    assert "IMPLAUSIBLE: the sfv:1 loop took 44.8x its estimate" in render_markdown(busy)
 
     # the same run compared with itself passes the regression check
     capsys.readouterr()

@@ -41,7 +41,7 @@ BAND = (0.5, 2.0)               # measured / expected ratio
 ATTEMPTS = 3
 # The spec each registered method is gated with (svd:25 is Table 1's costliest row).
 GATE_SPECS = {"svd": "svd:25", "animatelcm": "animatelcm:4", "onestep": "onestep:1", "sfv": "sfv:1",
-              "ufogen": "ufogen:1", "ladd": "ladd:1"}
+              "ufogen": "ufogen:1", "ladd": "ladd:1", "lcm": "lcm:4"}
 NO_UNET = {"dummy", "static", "real"}   # no model: nothing to count
 
 
@@ -50,7 +50,7 @@ def expected_calls(spec: str) -> tuple[int, int]:
     s = parse_spec(spec)
     if s.name == "svd":
         return s.steps, 2
-    if s.name == "animatelcm":
+    if s.name in ("animatelcm", "lcm"):
         return s.steps, 1
     if s.name in ("onestep", "sfv", "ufogen", "ladd"):
         return 1, 1

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from sfv_core.protocol import WORLDS
 
 N = 6
 # Latency is re-measured when asked, so run-to-run comparisons use every other column.
-FVD = "FVD (tiny world, toy detector)"
+FVD = f"FVD ({WORLDS['tiny'].label})"
 STABLE = ["Name", "Steps", "Method spec", FVD, "FVD 95% interval", "UNet calls x batch", "N", "FVD (paper)",
           "Latency (s) (paper, A100)"]
 
@@ -237,3 +238,37 @@ def test_fvd_command_on_cached_stats_reproduces_the_run(full_run, capsys):
     assert main(["fvd", str(stats[0]), str(full_run / "samples" / "onestep_1")]) == 0
     out = capsys.readouterr().out
     assert f"FVD = {rec['fvd']:.2f}  (N_real={N}, N_fake={N}" in out
+
+
+def test_redo_latency_and_force_remeasure_without_or_with_regenerating(full_run, tmp_path):
+    """--redo-latency re-times every method and keeps every sample; --force SPEC regenerates that method's
+    samples (same seeds: same FVD) and keeps the others'."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(full_run, out)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "samples").rglob("*.npz")}
+    before = {r["spec"]: r["latency"] for r in _records(out)}
+    assert _run(out, "--redo-latency") == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "samples").rglob("*.npz")} == mtimes
+    after = {r["spec"]: r["latency"] for r in _records(out)}
+    assert all(after[s] != before[s] for s in before)              # every method re-timed
+    assert _run(out, "--force", "onestep:1") == 0
+    new = {p: p.stat().st_mtime_ns for p in (out / "samples").rglob("*.npz")}
+    assert all(new[p] != t for p, t in mtimes.items() if "onestep_1" in str(p))
+    assert all(new[p] == t for p, t in mtimes.items() if "dummy_3" in str(p))
+    assert _stable_table(out) == _stable_table(full_run)
+
+
+def test_run_config_file_values_and_flags(tmp_path, synthetic_root):
+    """--config FILE (TOML and YAML) sets run options; a flag on the command line overrides the file."""
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'world = "tiny"\nmethods = "dummy:2"\nnum_videos = 4\nout = "{tmp_path / "a"}"\n'
+                    f'no_previews = true\n')
+    assert main(["run", "--config", str(toml)]) == 0
+    rec = _records(tmp_path / "a")
+    assert [r["spec"] for r in rec] == ["dummy:2"] and rec[0]["n_fake"] == 4
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text(f"world: tiny\nmethods: dummy:2\nnum-videos: 4\nout: {tmp_path / 'b'}\nno-previews: true\n")
+    assert main(["run", "--config", str(yaml_file), "-n", "3"]) == 0
+    assert _records(tmp_path / "b")[0]["n_fake"] == 3
