@@ -77,24 +77,32 @@ def make_trainer(size: str, device: str, r1: str, out: Path):
     return t
 
 
+def time_steps(t, warmup: int, repeat: int) -> tuple[list[float], dict]:
+    """Seconds of each of ``repeat`` G+D steps after ``warmup`` ones (CUDA synchronised, peak memory
+    statistics reset after the warm-up), and the last step's metrics."""
+    cuda = t.device.type == "cuda"
+    for _ in range(warmup):
+        t.train_step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times, m = [], {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        m = t.train_step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times, m
+
+
 def bench(size: str, device: str, r1: str, warmup: int, repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = make_trainer(size, device, r1, Path(tmp))
         n_g = sum(p.numel() for p in t.acc.unwrap_model(t.G).parameters())
         n_heads = sum(p.numel() for p in t.D.head_parameters())
         cuda = t.device.type == "cuda"
-        for _ in range(warmup):
-            t.train_step()
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            m = t.train_step()
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+        times, m = time_steps(t, warmup, repeat)
         peak = (torch.cuda.max_memory_allocated() if cuda
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         return {"size": size, "device": str(t.device), "r1": r1, "bf16": t.bf16, "step_s_median": statistics.median(times),

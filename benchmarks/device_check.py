@@ -514,18 +514,7 @@ class Worker:
                 t = None
                 try:
                     t = bench_train.make_trainer(size, dev, r1, Path(tmp))
-                    for _ in range(warmup):
-                        t.train_step()
-                    if self.cuda:
-                        torch.cuda.synchronize()
-                        torch.cuda.reset_peak_memory_stats()
-                    times = []
-                    for _ in range(repeat):
-                        t0 = time.perf_counter()
-                        m = t.train_step()
-                        if self.cuda:
-                            torch.cuda.synchronize()
-                        times.append(time.perf_counter() - t0)
+                    times, m = bench_train.time_steps(t, warmup, repeat)
                     times.sort()
                     res = {"r1": r1, "bf16": t.bf16, "step_s_median": times[len(times) // 2], "step_s_all": times,
                            "finite": all(v == v for v in m.values())}

@@ -54,7 +54,6 @@ import torch
 from methods.models.edm import SIGMA_MAX, Denoiser
 from methods.sampling import LCM_TRAIN_LEVELS, animatelcm_levels
 
-from .checkpoint import CKPT_PREFIX, export_model
 from .config import parse_scales
 from .data import sample_indices
 from .ema import ema_update
@@ -157,36 +156,21 @@ class LCMTrainer(Trainer):
         """The UNet the export holds: the online student (raw, the preset) or the target network (ema)."""
         return self.ema if self.cfg.export_weights == "ema" else self.acc.unwrap_model(self.G)
 
-    def export(self) -> Path:
-        """out/export/unet (diffusers folder) + sfv_train.json: what `sfv-bench run --methods lcm:N` loads."""
-        cfg = self.cfg
-        return export_model(self.out, self.acc, self.export_unet(), "unet", {
-            "method": "lcm", "steps": [1, 2, 4, 8], "levels": LCM_TRAIN_LEVELS, "sigma": SIGMA_MAX,
-            "train_steps": self.step, "weights": cfg.export_weights, "stack": cfg.stack, "unet": "unet",
-            "sampling": f"AnimateLCM's sampler (methods.sampling.sample_lcm, the `lcm` method): sigmas = "
-                        f"animatelcm_sigmas(N) ({LCM_TRAIN_LEVELS} Karras levels 0.002..700, rho 7, idx = arange(N) "
-                        f"* ({LCM_TRAIN_LEVELS} // N)), x = sqrt(700^2 + 1) noise, x <- D(x; s_i) + s_(i+1) z, no CFG",
-            "config": cfg.to_dict()})
+    def export_info(self) -> dict:
+        """sfv_train.json: what `sfv-bench run --methods lcm:N` loads."""
+        return {"method": "lcm", "steps": [1, 2, 4, 8], "levels": LCM_TRAIN_LEVELS, "sigma": SIGMA_MAX,
+                "sampling": f"AnimateLCM's sampler (methods.sampling.sample_lcm, the `lcm` method): sigmas = "
+                            f"animatelcm_sigmas(N) ({LCM_TRAIN_LEVELS} Karras levels 0.002..700, rho 7, idx = "
+                            f"arange(N) * ({LCM_TRAIN_LEVELS} // N)), x = sqrt(700^2 + 1) noise, x <- D(x; s_i) + "
+                            f"s_(i+1) z, no CFG"}
 
-    @torch.no_grad()
-    def preview(self) -> Path | None:
-        """A 4-step ``sample_lcm`` video of the exported weights on the first clip's condition -> mp4."""
-        if not self.acc.is_main_process:
-            return None
-        from methods.models.conditioning import decode_latents, frames_to_uint8
+    def preview_latents(self, b: dict, noise: torch.Tensor) -> torch.Tensor:
+        """A 4-step ``sample_lcm`` video of the exported weights."""
         from methods.sampling import animatelcm_sigmas, sample_lcm
-        from sfv_core.data.videoio import write_video
 
-        b = self.data.batch([0], self.device)
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        noise = torch.randn(b["latents"].shape, generator=gen).to(self.device)
         den = Denoiser(self.export_unet(), b["image_embeds"], b["cond_latent"], b["added_time_ids"])
         gens = [torch.Generator(self.device).manual_seed(self.cfg.seed + 1)]
-        x0 = sample_lcm(den, noise, animatelcm_sigmas(PREVIEW_STEPS), gens)
-        video = frames_to_uint8(decode_latents(self.vae, x0, self.cfg.num_frames))[0]
-        path = self.out / "previews" / f"{CKPT_PREFIX}{self.step:06d}.mp4"
-        write_video(path, video, fps=self.cfg.fps)
-        return path
+        return sample_lcm(den, noise, animatelcm_sigmas(PREVIEW_STEPS), gens)
 
     def train_step(self) -> dict:
         cfg, acc, gen = self.cfg, self.acc, self.gen

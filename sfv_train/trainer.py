@@ -157,28 +157,35 @@ class Trainer(TrainLoop):
         return {"method": cfg.method, "clips_seen": self.step * cfg.grad_accum * cfg.batch_size * self.world,
                 "data_order": "sfv_train.data.sample_indices(n, seed, step, micro, accum, batch, rank, world)"}
 
+    def export_info(self) -> dict:
+        """What sfv_train.json says of this method's export (the sampler that loads it)."""
+        return {"method": self.cfg.method, "steps": 1, "sigma": SIGMA_MAX,
+                "sampling": "x = 700 * noise; x0 = c_skip x + c_out F(c_in x; 0.25 ln 700) (EDM, one step)"}
+
     def export(self) -> Path:
         """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically."""
         cfg = self.cfg
         return export_model(self.out, self.acc, self.export_unet(), "unet", {
-            "method": cfg.method, "steps": 1, "sigma": SIGMA_MAX, "train_steps": self.step,
-            "weights": cfg.export_weights, "stack": cfg.stack, "unet": "unet",
-            "sampling": "x = 700 * noise; x0 = c_skip x + c_out F(c_in x; 0.25 ln 700) (EDM, one step)",
-            "config": cfg.to_dict()})
+            **self.export_info(), "train_steps": self.step, "weights": cfg.export_weights, "stack": cfg.stack,
+            "unet": "unet", "config": cfg.to_dict()})
+
+    def preview_latents(self, b: dict, noise: torch.Tensor) -> torch.Tensor:
+        """The preview's sample: one step (sigma 700) of the EMA generator."""
+        from methods.sampling import sample_onestep
+
+        return sample_onestep(Denoiser(self.ema, b["image_embeds"], b["cond_latent"], b["added_time_ids"]), noise)
 
     @torch.no_grad()
     def preview(self) -> Path | None:
-        """One-step sample (sigma 700) of the EMA generator on the first clip's condition -> mp4."""
+        """``preview_latents`` on the first clip's condition, decoded -> previews/step-XXXXXX.mp4."""
         if not self.acc.is_main_process:
             return None
         from methods.models.conditioning import decode_latents, frames_to_uint8
-        from methods.sampling import sample_onestep
         from sfv_core.data.videoio import write_video
 
         b = self.data.batch([0], self.device)
         noise = torch.randn(b["latents"].shape, generator=torch.Generator().manual_seed(self.cfg.seed))
-        den = Denoiser(self.ema, b["image_embeds"], b["cond_latent"], b["added_time_ids"])
-        x0 = sample_onestep(den, noise.to(self.device))
+        x0 = self.preview_latents(b, noise.to(self.device))
         video = frames_to_uint8(decode_latents(self.vae, x0, self.cfg.num_frames))[0]
         path = self.out / "previews" / f"{CKPT_PREFIX}{self.step:06d}.mp4"
         write_video(path, video, fps=self.cfg.fps)
