@@ -33,6 +33,8 @@ def add_ablations(sub):
     p.add_argument("out", help="folder for the runs, their scores and table2.md / table3.md (resumable)")
     p.add_argument("--steps", type=int, default=600, help="sfv-train steps per cell")
     p.add_argument("--cells", default=None, help="only these cells, comma separated (default: all)")
+    p.add_argument("-n", "--num-videos", type=int, default=None,
+                   help="test videos each cell is scored on (default: the mini world's 64; 150 = the whole test split)")
     p.set_defaults(func="bench.distill:cli_ablations")
 
 

@@ -132,13 +132,18 @@ def cli_ablations(args) -> int:
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     only = set(args.cells.split(",")) if args.cells else None
+    n = getattr(args, "num_videos", None)
+    if n is not None and n < 4:
+        raise UserError("-n must be >= 4 (an FVD interval needs a few videos)")
+    flags = {"num_videos": n} if n else {}
+    sub = f"score-n{n}" if n else "score"      # scores at another N go to their own run folders
     t0, recs = time.time(), {}
-    recs["onestep"] = score("onestep:1", None, out / "score" / "onestep")
+    recs["onestep"] = score("onestep:1", None, out / sub / "onestep", **flags)
     for name, over in cells().items():
         if only and name not in only:
             continue
         unet = distil("sfv", out / "runs" / name, args.steps, **over)
-        recs[name] = score("sfv:1", unet, out / "score" / name)
+        recs[name] = score("sfv:1", unet, out / sub / name, **flags)
     p2, p3 = write_tables(out, recs, args.steps)
     atomic_write_text(out / "ablations.json", json.dumps(
         {"steps": args.steps, "seconds": round(time.time() - t0, 1), "cells": recs}, indent=1, default=str) + "\n")

@@ -50,7 +50,7 @@ class AnimateLCMMethod(SVDFamilyMethod):
         chunk = int(self.options["decode_chunk_size"]) or c.decode_chunk_size
         latents = self.generate_latents(images, seeds, c)
         check_finite(self.name, latents, seeds, "latents")
-        frames = decode_latents(self.pipe.vae, latents, chunk)[:, :c.num_frames]
+        frames = decode_latents(self.pipe.vae, latents, chunk, videos=c.decode_videos)[:, :c.num_frames]
         check_finite(self.name, frames, seeds, "decoded frames")
         return frames_to_uint8(frames)
 

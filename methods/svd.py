@@ -146,7 +146,8 @@ class SVDFamilyMethod(Method):
         c = GenerationConditions.of(conditions, **overrides)
         latents = self.generate_latents(images, seeds, c)
         check_finite(self.name, latents, seeds, "latents")
-        frames = decode_latents(self.pipe.vae, latents, c.decode_chunk_size or latents.shape[1], keep=c.num_frames)
+        frames = decode_latents(self.pipe.vae, latents, c.decode_chunk_size or latents.shape[1], keep=c.num_frames,
+                                videos=c.decode_videos)
         check_finite(self.name, frames, seeds, "decoded frames")
         return frames_to_uint8(frames)
 

@@ -34,7 +34,9 @@ RESIZE_RULES = ("stretch", "cover-center-crop")
 class GenerationConditions:
     """What every method generates with: SVD's defaults (FACTS sec. 2), the one place they are typed.
 
-    ``decode_chunk_size`` frames are decoded together by the temporal VAE: it changes the output."""
+    ``decode_chunk_size`` frames are decoded together by the temporal VAE: it changes the output.
+    ``decode_videos`` videos go through the VAE per call, each still decoded as its own video: 1 (SVD's
+    pipeline at batch 1, bit for bit); more is faster for small latents and equal up to float rounding."""
     num_frames: int = 14
     fps: int = 7
     motion_bucket_id: int = 127
@@ -43,6 +45,7 @@ class GenerationConditions:
     width: int | None = None       # generation size; None: the conditioning image's own size
     height: int | None = None
     resize: str = "stretch"        # how an image of another size gets there (Protocol.cond_resize)
+    decode_videos: int = 1         # videos per VAE decode call
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,6 +85,7 @@ class Protocol:
     motion_bucket_id: int = GEN.motion_bucket_id
     noise_aug_strength: float = GEN.noise_aug_strength
     decode_chunk_size: int = GEN.decode_chunk_size
+    decode_videos: int = GEN.decode_videos
     # FVD
     detector_size: int = 224
     covariance: str = "biased"     # biased (1/N, StyleGAN-V, cd-fvd) | unbiased (1/(N-1), TF, TATS)
@@ -98,6 +102,7 @@ class Protocol:
                                                f"(got {self.cond_resize!r})"),
             (self.covariance in ("biased", "unbiased"), f"covariance must be biased or unbiased (got {self.covariance!r})"),
             (0.0 <= self.max_fail_frac < 1.0, "max_fail_frac must be in [0, 1)"),
+            (self.decode_videos >= 1, f"decode_videos must be >= 1 (got {self.decode_videos})"),
             (self.gen_width % 8 == 0 and self.gen_height % 8 == 0, "generation size must be a multiple of 8"),
         ]
         for ok, msg in checks:
@@ -112,7 +117,8 @@ class Protocol:
 
     def conditions(self) -> GenerationConditions:
         return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength,
-                                    self.decode_chunk_size, self.gen_width, self.gen_height, self.cond_resize)
+                                    self.decode_chunk_size, self.gen_width, self.gen_height, self.cond_resize,
+                                    self.decode_videos)
 
     @property
     def metric_name(self) -> str:
@@ -140,8 +146,8 @@ class World:
 
 WORLDS = {
     "mini": World("mini", dict(num_videos=64, gen_width=32, gen_height=32, score_width=32, score_height=32,
-                               balanced=True),
-                  "mini", "mini", "mini", "svd:25,svd:16,svd:8,svd:4,onestep:1,static,real",
+                               balanced=True, decode_videos=16),
+                  "mini", "mini", "mini", "svd:25,svd:8,svd:4,onestep:1,static,real",
                   "lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", None, True,
                   dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16,
                   label="mini world (trained on synthetic data): not comparable with the paper"),

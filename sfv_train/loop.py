@@ -25,12 +25,12 @@ Run folder::
 A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so. The tracker
 gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's
 learning rate (``optimizer_x`` -> ``lr/x``), the mean step time (``time/step_s``) and the previews
-(TensorBoard videos, when moviepy can write them).
+(TensorBoard "videos": an animated GIF in an image summary, the format add_video writes, encoded here
+with Pillow so that moviepy is not needed).
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import sys
 import time
@@ -54,12 +54,21 @@ def _tensorboard_available() -> bool:
         return False
 
 
-def _video_summaries_work() -> bool:
-    """torch's SummaryWriter.add_video needs moviepy.editor (else it prints and writes nothing)."""
-    try:
-        return importlib.util.find_spec("moviepy.editor") is not None
-    except ImportError:
-        return False
+def gif_summary(tag: str, frames: np.ndarray, fps: float):
+    """A TensorBoard image summary holding an animated GIF of uint8 (T, H, W, 3) frames: what
+    SummaryWriter.add_video writes, without its moviepy dependency (TensorBoard's Images tab plays it)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    pictures = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:],
+                     duration=int(round(1000 / max(fps, 1))), loop=0)
+    image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
+                          encoded_image_string=buf.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def diff_keys(old: dict, new: dict) -> list[str]:
@@ -240,13 +249,15 @@ class TrainLoop:
 
     def track_video(self, path: Path | None) -> None:
         """A preview video (T, H, W, 3 uint8 file) into TensorBoard; skipped quietly when that cannot work."""
-        if self.writer is None or path is None or not _video_summaries_work():
+        if self.writer is None or path is None:
             return
         from sfv_core.data.videoio import read_video, video_info
 
-        with contextlib.suppress(Exception):
-            frames = torch.from_numpy(read_video(path)).permute(0, 3, 1, 2)[None]
-            self.writer.add_video("preview", frames, global_step=self.step, fps=max(1, round(video_info(path)[1])))
+        try:
+            summary = gif_summary("preview", read_video(path), video_info(path)[1])
+            self.writer._get_file_writer().add_summary(summary, self.step)
+        except Exception as e:  # noqa: BLE001 - a preview must never stop training
+            self.log(f"TensorBoard preview of {path.name} skipped: {str(e).splitlines()[0][:120]}")
 
     def append_metrics(self, m: dict) -> None:
         """One JSON line per logged step in out/logs/metrics.jsonl (main process)."""

@@ -61,8 +61,8 @@ def test_imports_only_run_down_and_have_no_cycles():
 
 
 def test_no_source_file_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in _modules().values()
-            if (n := len(p.read_text().splitlines())) > 400}
+    files = [*_modules().values(), *(ROOT / "benchmarks").glob("*.py")]     # the benchmark scripts too
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
 
 

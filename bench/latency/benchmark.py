@@ -100,12 +100,18 @@ def time_method_loops(s: Settings, runner, unet_config: dict, plan: list, unet_p
         pass_key = f"batch{e['batch']}{_suffix(e['frames'], s.shape)}"
         estimate = e["calls"] * unet_pass[pass_key]["median_ms"]
         run, counter = method_loop(e, runner, unet_config, s.shape.latent_hw(), s.device, s.seed)
+        loops = []
+
+        def counted(run=run):
+            loops.append(1)
+            run()
+
         with peak_memory(s.device, peak, f"loop_{e['spec']}"):
-            loop_ms = time_ms(run, s.device, 1, s.loop_repeats)
+            loop_ms = time_ms(counted, s.device, 1, s.loop_repeats)
         observed = counter.calls[-e["calls"]:] if counter.calls else []
-        if len(counter.calls) != e["calls"] * (1 + s.loop_repeats) or set(observed) != {e["batch"]}:
+        if len(counter.calls) != e["calls"] * len(loops) or set(observed) != {e["batch"]}:
             raise RuntimeError(f"{e['spec']}: the sampler made {len(counter.calls)} UNet calls with batches "
-                               f"{sorted(set(counter.calls))} over {1 + s.loop_repeats} loops; the registry says "
+                               f"{sorted(set(counter.calls))} over {len(loops)} loops; the registry says "
                                f"{e['calls']} x batch {e['batch']} per video")
         loop = summarize(loop_ms)
         dec = components[f"vae_decode_{e['frames']}f"]["median_ms"]

@@ -145,21 +145,31 @@ def frame_guidance(min_scale: float, max_scale: float, batch: int, num_frames: i
 
 
 @torch.no_grad()
-def decode_latents(vae, latents: torch.Tensor, decode_chunk_size: int, keep: int | None = None) -> torch.Tensor:
+def decode_latents(vae, latents: torch.Tensor, decode_chunk_size: int, keep: int | None = None,
+                   videos: int = 1) -> torch.Tensor:
     """Latents (B, T, 4, h, w) -> frames (B, keep, 3, H, W) float32 in [-1, 1] (unclamped).
 
-    Each video is decoded on its own, in chunks of ``decode_chunk_size`` frames. With ``keep`` < T
-    only the chunks holding frames 0..keep-1 are decoded (chunks are independent, so the kept
-    frames equal those of a full decode).
+    Each video is decoded in chunks of ``decode_chunk_size`` frames (the temporal decoder sees one chunk
+    at a time, as in diffusers). ``videos`` > 1 decodes the same chunk of that many videos in one call
+    (GenerationConditions.decode_videos; the decoder treats them as separate videos: equal up to float
+    rounding, and much faster for small latents, where one video per call is mostly call overhead).
+    With ``keep`` < T only the chunks holding frames 0..keep-1 are decoded (chunks are independent, so
+    the kept frames equal those of a full decode).
     """
     keep = latents.shape[1] if keep is None else keep
+    z_all = 1 / vae.config.scaling_factor * latents.to(vae.dtype)      # as diffusers writes it (bit for bit)
+    per_call = max(1, int(videos))
     out = []
-    for video in latents.to(vae.dtype):
-        z = 1 / vae.config.scaling_factor * video
-        chunks = [vae.decode(z[i:i + decode_chunk_size], num_frames=len(z[i:i + decode_chunk_size])).sample
-                  for i in range(0, keep, decode_chunk_size)]
-        out.append(torch.cat(chunks)[:keep].float())
-    return torch.stack(out)
+    for v in range(0, z_all.shape[0], per_call):
+        z = z_all[v:v + per_call]
+        chunks = []
+        for i in range(0, keep, decode_chunk_size):
+            c = z[:, i:i + decode_chunk_size]
+            b, n = c.shape[:2]
+            x = vae.decode(c.reshape(b * n, *c.shape[2:]), num_frames=n).sample
+            chunks.append(x.reshape(b, n, *x.shape[1:]))
+        out.append(torch.cat(chunks, dim=1)[:, :keep].float())
+    return torch.cat(out)
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -2,7 +2,9 @@
 the one summary of a list of times (median, p10, p90, min, mean, n).
 
 Clocks: on CUDA a pair of ``torch.cuda.Event(enable_timing=True)`` around each call (read after
-synchronising); on a CPU ``time.perf_counter`` (CPU forward passes are synchronous).
+synchronising); on a CPU ``torch.utils.benchmark.Timer`` for repeat timing (its ``timeit``: the thread count
+pinned, two warm-up calls before each measured one) and ``time.perf_counter`` inside the UNet wrapper
+(CPU forward passes are synchronous).
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ class UNetTimer:
 
 
 def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
+    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (on CPU each measured call
+    follows Timer.timeit's own two warm-up calls, so at most ``warmup - 2`` more are made first)."""
+    for _ in range(warmup if is_cuda(device) else max(warmup - 2, 0)):
         fn()
     sync(device)
     out = []
@@ -83,10 +86,16 @@ def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
             end.synchronize()
             out.append(float(start.elapsed_time(end)))
         else:
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
+            out.append(cpu_timer(fn).timeit(number=1).raw_times[0] * 1e3)
     return out
+
+
+def cpu_timer(fn):
+    """``torch.utils.benchmark.Timer`` of ``fn()`` at the current torch thread count (the caller sets it:
+    1 by default on CPU, as torch.utils.benchmark does)."""
+    from torch.utils.benchmark import Timer
+
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
 
 
 def summarize(values, unit: str = "ms") -> dict:

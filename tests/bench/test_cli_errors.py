@@ -47,7 +47,9 @@ def unet_folders(tmp_path_factory):
     ("device", ["--device", "tpu"], "--device takes cpu, cuda or cuda:N"),
     ("seed", ["--seed", "-1"], "--seed must be >= 0"),
     ("batch", ["--batch-size", "0"], "--batch-size must be >= 1"),
+    ("batch-negative", ["--batch-size", "-3"], "--batch-size must be >= 1"),
     ("fvd-batch", ["--fvd-batch-size", "-1"], "--fvd-batch-size must be >= 1"),
+    ("fvd-batch-zero", ["--fvd-batch-size", "0"], "--fvd-batch-size must be >= 1"),
     ("no-methods", ["--methods", ""], "--methods is empty"),
     ("twice", ["--methods", "dummy:2", "--methods", "dummy:2"], "method dummy:2 is listed twice"),
     ("config-missing", ["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
@@ -65,6 +67,17 @@ def test_run_config_unknown_key_and_out_file(tmp_path, capsys):
     assert "unknown option 'bogus'" in _one_line(capsys, main(["run", "--world", "tiny", "--config", str(cfg)]))
     (tmp_path / "f").write_text("x")
     assert "is a file: pass a folder" in _one_line(capsys, main(["run", "--world", "tiny", "--out", str(tmp_path / "f")]))
+
+
+def test_run_out_unwritable(tmp_path, capsys, monkeypatch):
+    """A folder the user cannot write (simulated: the tests may run as root, who can write anywhere)."""
+    import bench.settings
+
+    real_access = bench.settings.os.access
+    monkeypatch.setattr(bench.settings.os, "access", lambda p, mode: False if mode == bench.settings.os.W_OK
+                        else real_access(p, mode))
+    rc = main(["run", "--world", "tiny", "--methods", "dummy:2", "-n", "2", "--out", str(tmp_path / "r")])
+    assert "is not writable: pass another folder" in _one_line(capsys, rc)
 
 
 @pytest.mark.parametrize("which, message", [
@@ -114,6 +127,28 @@ def test_table_merges_runs_and_refuses_unlike_ones(tmp_path, capsys):
     assert "dummy:1" in out and "dummy:2" in out
     err = _one_line(capsys, main(["table", str(a), str(c)]))
     assert "differ in n_real" in err
+
+
+def test_table_write_into_a_read_only_run(tmp_path, capsys, monkeypatch):
+    """`table --write` where the run folder refuses writes: one line naming the file, the old tables kept."""
+    import errno
+    from pathlib import Path
+
+    rec = {"spec": "dummy:1", "method": "dummy", "steps": 1, "status": "ok", "fvd": 1.0, "n_fake": 2,
+           "unet_calls": 1, "unet_batch": 1, "latency": None, "world": "tiny", "detector": {"toy": True}}
+    run = _results(tmp_path, [json.dumps(rec) + "\n"])
+    (run / "table.md").write_text("old table\n")
+
+    def refuse(self, data):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    rc = main(["table", str(run), "--write"])
+    err = _one_line(capsys, rc, expect_rc=1)
+    assert "Permission denied" in err and str(run) in err
+    monkeypatch.undo()
+    assert (run / "table.md").read_text() == "old table\n"
+    assert not [f for f in run.iterdir() if f.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("damage, message", [

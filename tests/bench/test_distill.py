@@ -31,3 +31,28 @@ def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
     assert "NOT the paper's numbers" in t2 and "300 sfv-train steps" in t2 and "onestep:1): 18.00" in t2
     assert f"| SP+TE | {TABLE2[0][1]:.1f} | 12.50 [10.00, 15.00] |" in t2 and "| SP | 514.7 | not run |" in t2
     assert "| -1 | -1 | 180.9 | 12.50 [10.00, 15.00] |" in t3 and t3.count("not run") == len(TABLE3) - 1
+
+
+def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, monkeypatch, capsys):
+    """`sfv-bench ablations OUT --steps S --cells C -n N`: one sfv-train run per cell (resumable folder),
+    scored at N in its own folder (another N never lands in the same run folder)."""
+    import argparse
+
+    import pytest
+
+    import bench.distill as d
+    from sfv_core.errors import UserError
+
+    calls = []
+    rec = {"fvd": 12.5, "fvd_interval": [10.0, 15.0], "n_fake": 150, "detector": {"label": "mini detector"}}
+    monkeypatch.setattr(d, "distil", lambda m, out, steps, **over: calls.append(("distil", m, out.name, steps, over))
+                        or out / "export" / "unet")
+    monkeypatch.setattr(d, "score", lambda spec, unet, out, **flags: calls.append(("score", spec, out, flags)) or rec)
+    args = argparse.Namespace(out=str(tmp_path), steps=40, cells="heads-spatial", num_videos=150)
+    assert d.cli_ablations(args) == 0
+    assert calls[0] == ("score", "onestep:1", tmp_path / "score-n150" / "onestep", {"num_videos": 150})
+    assert calls[1] == ("distil", "sfv", "heads-spatial", 40, {"heads": "spatial"})
+    assert calls[2] == ("score", "sfv:1", tmp_path / "score-n150" / "heads-spatial", {"num_videos": 150})
+    assert len(calls) == 3 and (tmp_path / "table2.md").is_file()
+    with pytest.raises(UserError, match="-n must be >= 4"):
+        d.cli_ablations(argparse.Namespace(out=str(tmp_path), steps=40, cells=None, num_videos=2))

@@ -75,6 +75,23 @@ def test_summarize_percentiles():
     assert (s["median_ms"], s["p10_ms"], s["p90_ms"], s["min_ms"], s["n"]) == (3.0, 1.4, 4.6, 1.0, 5)
 
 
+def test_cpu_time_ms_is_torch_benchmark_timer_timeit():
+    """On CPU each repeat is one Timer.timeit(number=1): two warm-up calls, then the measured one."""
+    import time
+
+    from methods.models.timing import time_ms
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.01)
+
+    ms = time_ms(fn, "cpu", warmup=3, repeats=4)
+    assert len(ms) == 4 and len(calls) == 1 + 4 * 3          # warmup - 2 own calls, then 3 per repeat
+    assert all(9.5 <= v < 200 for v in ms)
+
+
 def test_option_space_values_lists_and_errors():
     sp = L.option_space({"dtype": "fp32,bf16", "channels_last": "off,on"}, "cpu")
     assert sp["dtype"] == ["fp32", "bf16"] and sp["channels_last"] == [False, True]

@@ -147,10 +147,49 @@ def test_damaged_sample_is_regenerated_and_table_equals_a_clean_run(full_run, tm
     files = sorted((out / "samples" / "onestep_1").glob("*.npz"))
     files[0].write_bytes(files[0].read_bytes()[:100])                        # truncated
     np.savez_compressed(files[1], video=np.zeros((14, 240, 320, 3), np.uint8))   # plausible but wrong
+    files[2].with_suffix(".json").write_text("{garbage")                     # damaged sidecar
+    short = np.zeros((16, 240, 320, 3), np.uint8)                             # wrong frame count, own checksum
+    np.savez_compressed(files[3], video=short)
+    side = json.loads(files[3].with_suffix(".json").read_text())
+    files[3].with_suffix(".json").write_text(json.dumps({**side, "sha256": __import__("hashlib").sha256(
+        short.tobytes()).hexdigest(), "shape": list(short.shape)}))
     capsys.readouterr()
     assert _run(out) == 0
     log = capsys.readouterr().out
-    assert f"regenerating {files[0]}" in log and f"regenerating {files[1]}" in log
+    for f in files[:4]:
+        assert f"regenerating {f}" in log, log
+    assert "sidecar" in log and "shape (16, 240, 320, 3)" in log
+    assert _stable_table(out) == _stable_table(full_run)
+
+
+def test_disk_full_mid_run_one_line_then_resume(full_run, tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing a sample: exit 1 with one line, no partial file, earlier samples kept; a rerun
+    after space is freed finishes with the clean run's table."""
+    import errno
+
+    out = tmp_path / "full-disk"
+    written = []
+    real_write = Path.write_bytes
+
+    def fill_up(self, data):
+        if ".npz." in self.name:
+            if len(written) >= 2:                     # the third sample: half written, then no space
+                real_write(self, data[:len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            written.append(self.name)
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fill_up)
+    capsys.readouterr()
+    rc = _run(out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "No space left on device" in err[0], err
+    monkeypatch.undo()
+    samples = list((out / "samples").rglob("*"))
+    assert not [f for f in samples if f.name.endswith(".tmp")]                 # no partial file left
+    kept = [f for f in samples if f.suffix == ".npz"]
+    assert len(kept) == 2
+    assert _run(out) == 0
     assert _stable_table(out) == _stable_table(full_run)
 
 

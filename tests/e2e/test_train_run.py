@@ -89,6 +89,16 @@ def test_tiny_run_finishes_with_finite_losses(tiny_runs, method):
         tags = set(events.Tags()["scalars"])
         assert {"loss/g", "loss/d", "loss/r1", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d", "time/step_s"} <= tags
         assert [e.step for e in events.Scalars("lr/g")] == list(range(1, 25))
+        previews = events.Images("preview")          # animated GIFs, written without moviepy
+        assert [e.step for e in previews] == [12, 24]
+        import io
+
+        from PIL import Image
+
+        from sfv_core.data.videoio import read_video
+        gif = Image.open(io.BytesIO(previews[-1].encoded_image_string))
+        mp4 = read_video(out / "previews" / "step-000024.mp4")
+        assert gif.format == "GIF" and (gif.n_frames, gif.height, gif.width) == mp4.shape[:3]
 
 
 @pytest.mark.slow

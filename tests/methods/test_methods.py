@@ -155,6 +155,22 @@ def test_batch_does_not_change_a_video_beyond_rounding(img):
         assert not np.array_equal(both[0], both[1])
 
 
+def test_decoding_several_videos_per_vae_call_equals_one_at_a_time():
+    """decode_videos > 1 (the mini world's 16) decodes each video as its own: equal up to float rounding,
+    chunks included (14 frames in chunks of 8 and 6), and the kept frames alone when keep < T."""
+    from methods.models.conditioning import decode_latents, frames_to_uint8
+    from methods.models.stacks import load_pipeline
+
+    vae = load_pipeline("tiny").vae
+    z = torch.randn(5, 14, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    one = decode_latents(vae, z, 8)
+    for videos in (2, 5, 16):
+        many = decode_latents(vae, z, 8, videos=videos)
+        torch.testing.assert_close(many, one, rtol=0, atol=1e-4)
+        assert np.abs(frames_to_uint8(many).astype(int) - frames_to_uint8(one)).max() <= 1
+    torch.testing.assert_close(decode_latents(vae, z, 8, keep=9, videos=3), one[:, :9], rtol=0, atol=1e-4)
+
+
 def test_unet_time_per_video_and_warmup(img):
     m = get_method("svd:2").load("tiny")
     m.warmup(32, 32, num_frames=3)
