@@ -132,7 +132,7 @@ def cli_ablations(args) -> int:
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     only = set(args.cells.split(",")) if args.cells else None
-    n = getattr(args, "num_videos", None)
+    n = args.num_videos
     if n is not None and n < 4:
         raise UserError("-n must be >= 4 (an FVD interval needs a few videos)")
     flags = {"num_videos": n} if n else {}

@@ -5,12 +5,10 @@ Every picture is scaled to one height: the tallest one, at least MIN_HEIGHT (sma
 upscaled nearest-neighbour, so a 32x32 video stays visible and sharp) and at most MAX_HEIGHT
 (larger ones are downscaled, antialiased). Text is PIL's default font. A row without a real clip
 shows an empty cell. Clips of different lengths hold their last frame. Both files are written
-atomically; the GIF has one fast-octree palette per frame (PIL's GIF writer merges identical
-consecutive frames into one longer frame).
+atomically; the GIF is ``sfv_core.data.videoio.gif_bytes`` (one fast-octree palette per frame).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -108,17 +106,10 @@ def write_preview(path_stem, rows, fps: float, title: str) -> tuple[Path, Path]:
     generated clip uint8 (T, H, W, 3)), ...] (keep it to a few rows: the files stay small).
     ``title``: the header line, e.g. "svd:25 - mini world (not the paper's numbers)".
     """
-    from PIL import Image
-
-    from sfv_core.data.videoio import write_video
+    from sfv_core.data.videoio import gif_bytes, write_video
 
     frames = compose(rows, title)
     gif, mp4 = Path(f"{path_stem}.gif"), Path(f"{path_stem}.mp4")
-    # one fast octree palette per frame: ~5x faster than PIL's default adaptive palette, error ~1% of range
-    pictures = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
-    buf = io.BytesIO()
-    pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=max(1, round(1000 / fps)), loop=0)
-    atomic_write_bytes(gif, buf.getvalue())
+    atomic_write_bytes(gif, gif_bytes(frames, fps))
     write_video(mp4, frames, fps)
     return gif, mp4

@@ -129,7 +129,7 @@ def environment(device) -> dict:
         "cpu": cpu_name(), "threads": torch.get_num_threads(), "load_average": load_average(),
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "clock": "cuda-events" if cuda else "time.perf_counter",
+        "clock": "cuda-events" if cuda else "torch.utils.benchmark.Timer.timeit",
     }
 
 

@@ -57,17 +57,12 @@ def _tensorboard_available() -> bool:
 def gif_summary(tag: str, frames: np.ndarray, fps: float):
     """A TensorBoard image summary holding an animated GIF of uint8 (T, H, W, 3) frames: what
     SummaryWriter.add_video writes, without its moviepy dependency (TensorBoard's Images tab plays it)."""
-    import io
-
-    from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    pictures = [Image.fromarray(f) for f in frames]
-    buf = io.BytesIO()
-    pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=int(round(1000 / max(fps, 1))), loop=0)
+    from sfv_core.data.videoio import gif_bytes
+
     image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
-                          encoded_image_string=buf.getvalue())
+                          encoded_image_string=gif_bytes(frames, fps))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 

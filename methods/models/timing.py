@@ -77,6 +77,7 @@ def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
         fn()
     sync(device)
     out = []
+    timer = None if is_cuda(device) else cpu_timer(fn)
     for _ in range(repeats):
         if is_cuda(device):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -86,7 +87,7 @@ def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
             end.synchronize()
             out.append(float(start.elapsed_time(end)))
         else:
-            out.append(cpu_timer(fn).timeit(number=1).raw_times[0] * 1e3)
+            out.append(timer.timeit(number=1).raw_times[0] * 1e3)
     return out
 
 

@@ -86,3 +86,24 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv(videoio.BACKEND_ENV, "decord")
     with pytest.raises(UserError, match="SFV_VIDEO_BACKEND=pyav"):
         videoio.backend()
+
+
+def test_gif_bytes_loops_every_frame_at_the_frame_rate_and_stays_close():
+    """The one GIF encoder (previews and TensorBoard): every distinct frame, 1000/fps ms each, looping,
+    colours within a few levels of the source after the per-frame palette."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sfv_core.data.videoio import gif_bytes
+
+    y, x = np.mgrid[0:24, 0:32]
+    frames = np.stack([np.stack([(x * 8 + 40 * t) % 256, y * 10, np.full_like(x, 60 * t)], -1)
+                       for t in range(4)]).astype(np.uint8)
+    gif = Image.open(io.BytesIO(gif_bytes(frames, 7)))
+    assert (gif.n_frames, gif.size, gif.info["loop"]) == (4, (32, 24), 0)
+    assert abs(gif.info["duration"] - 1000 / 7) < 10          # GIF stores centiseconds: 140 ms
+    for t in range(4):
+        gif.seek(t)
+        assert np.abs(np.asarray(gif.convert("RGB"), int) - frames[t]).mean() < 8
