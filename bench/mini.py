@@ -108,7 +108,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 def write_manifest(world: Path) -> dict:
     files = {p.relative_to(world).as_posix(): sha256_file(p) for p in sorted(world.rglob("*"))
-             if p.is_file() and p.name not in ("manifest.json", "build.json")}
+             if p.is_file() and p.name not in ("manifest.json", "build.json", "done.json")}
     atomic_write_json(world / "manifest.json", {"files": files})
     return files
 

@@ -102,7 +102,7 @@ class TrainFVD:
         start = time.perf_counter()
         p = self.protocol
         out = {"n": self.n, "detector": self.detector.spec, "detector_label": self.detector.label,
-               "metric": p.metric_name, "step": step}
+               "detector_sha256": self.detector.sha256, "metric": p.metric_name, "step": step}
 
         def videos():
             for i in range(0, self.n, self.batch):

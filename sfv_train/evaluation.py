@@ -4,9 +4,9 @@ sfv_train knows no detector (``bench`` sits above it), so the loop is handed an 
 factory: ``evaluator(cfg, device, log) -> evaluate``, called once on the main process after the
 models are built (``bench.train_eval.TrainFVD`` for `sfv-train`: it selects the evaluation set and
 computes the real statistics there). ``evaluate(sample_fn, step)`` returns ``{"fvd", "lo", "hi",
-"n", "seconds", "detector", "metric"}``; ``sample_fn(images, seeds, conditions) -> uint8 (B, T, H, W,
-3)`` is the trainer's ``sample_videos`` (``Trainer``: the generator its export holds, the EMA by
-default, sampled as `sfv-bench run` samples the export).
+"n", "seconds", "detector", "detector_sha256", "metric"}`` (points of another detector file are not mixed
+into fvd_best.json); ``sample_fn(images, seeds, conditions) -> uint8 (B, T, H, W, 3)`` is the
+trainer's ``sample_videos`` (``Trainer``: the generator its export holds, the EMA by default, sampled as `sfv-bench run` samples the export).
 
 Every ``fvd_every`` steps and at the last step (after that step's checkpoint), on the main process
 only (the others wait for it), one evaluation writes
@@ -136,7 +136,9 @@ class FVDMonitor:
             r = self.evaluate(loop.sample_videos, step)
         fvd, lo, hi = _finite(r.get("fvd")), _finite(r.get("lo")), _finite(r.get("hi"))
         loop.append_metrics({"fvd": fvd, "fvd_lo": lo, "fvd_hi": hi, "fvd_n": int(r["n"]),
-                             "fvd_detector": r.get("detector", ""), "fvd_seconds": round(float(r["seconds"]), 3)})
+                             "fvd_detector": r.get("detector", ""),
+                             "fvd_detector_sha256": r.get("detector_sha256", ""),
+                             "fvd_seconds": round(float(r["seconds"]), 3)})
         loop.acc.log({k: v for k, v in (("eval/fvd", fvd), ("eval/fvd_lo", lo), ("eval/fvd_hi", hi),
                                         ("time/fvd_s", float(r["seconds"]))) if v is not None}, step=step)
         best = self.publish(r)
@@ -151,7 +153,8 @@ class FVDMonitor:
         loop = self.loop
         n = int(r["n"])
         points = [p for p in read_points(loop.out / "logs" / "metrics.jsonl")
-                  if p.get("fvd_detector", "") == (r.get("detector") or "") and p.get("fvd_n") == n]
+                  if p.get("fvd_detector", "") == (r.get("detector") or "") and p.get("fvd_n") == n
+                  and p.get("fvd_detector_sha256", "") == (r.get("detector_sha256") or "")]
         best = best_point(points)
         ckpt = None
         if best is not None:
@@ -162,6 +165,7 @@ class FVDMonitor:
             "step": b.get("step"), "fvd": b.get("fvd"),
             "fvd_interval": [b.get("fvd_lo"), b.get("fvd_hi")] if b else None, "n": n,
             "checkpoint": ckpt, "detector": r.get("detector"), "detector_label": r.get("detector_label"),
+            "detector_sha256": r.get("detector_sha256"),
             "metric": r.get("metric"), "evaluated_steps": len(points), "last_step": loop.step,
             "points": [{k: p.get(k) for k in ("step", "fvd", "fvd_lo", "fvd_hi")} for p in points]})
         write_plot(loop.out / "fvd_vs_step.png", points, best, f"FVD ({r.get('detector')} detector, N={n})",

@@ -1,5 +1,5 @@
 """The mini world's detector trainer on a tiny pool: the loss falls, the export loads back as an FVD
-detector (and a tampered one is refused), a resume equals the uninterrupted run bit for bit; the
+detector standardised per head (and a tampered one is refused), a resume equals the uninterrupted run bit for bit; the
 degradations it is taught do what they say."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from bench.fvd.detectors import load_detector, load_mini_detector, preprocess
 from bench.fvd.i3d import InceptionI3d
 from sfv_core.errors import UserError
-from sfv_train.classifier import APPLY, DetectorConfig, DetectorTrainer, heads, pool_labels
+from sfv_train.classifier import APPLY, DetectorConfig, DetectorTrainer, head_scales, heads, pool_labels
 from sfv_train.pool import PoolSpec, build_pool
 
 RUN = dict(report_to="none", progress=False, log_every=5, checkpoint_every=10, checkpoints_total_limit=0,
@@ -80,9 +80,16 @@ def test_learns_and_exports_a_detector_that_loads(run, clips):
     held = clips[2][:3]
     f = det.features(held)
     assert f.shape == (3, 16) and f.dtype == np.float64
-    with torch.no_grad():                                     # the exported network is the eval-mode one
+    with torch.no_grad():                     # the exported network is the eval-mode one, each head / its scale
         ref = t.net.eval()(preprocess(held, "cpu", 64)).double().numpy()
-    np.testing.assert_array_equal(f, ref)
+    scales = meta["feature_scale"]["per_head"]
+    assert meta["feature_scale"]["clips"] == 32 and set(scales) == {h["name"] for h in heads(10)}
+    div = np.concatenate([[scales[h["name"]]] * h["size"] for h in heads(10)])
+    assert len(set(np.round(div, 6))) > 2                      # heads really get different scales
+    np.testing.assert_allclose(f, ref / div, rtol=1e-5, atol=1e-6)
+    assert (f[:, :10].argmax(1) == ref[:, :10].argmax(1)).all() and (f[:, 10:12].argmax(1) == ref[:, 10:12].argmax(1)).all()
+    pool_spread = head_scales(torch.from_numpy(det.features(clips[0])), heads(10))   # the 32 pool clips it used
+    np.testing.assert_allclose(list(pool_spread.values()), 1.0, rtol=1e-4)
 
 
 def test_a_tampered_or_missing_detector_is_refused(run, tmp_path, monkeypatch):
