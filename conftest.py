@@ -36,3 +36,26 @@ def synthetic_root(tmp_path_factory):
     from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 
     return make_synthetic(default_dataset_root(), seed=0)  # the folder `sfv-bench run` uses too
+
+
+_BACKGROUND = []
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests of a module with ``start_background()`` run last, so its job overlaps the whole suite."""
+    items.sort(key=lambda item: hasattr(getattr(item, "module", None), "start_background"))
+
+
+def pytest_collection_finish(session):
+    """A selected test module with ``start_background()`` gets it called once, before any test runs (a
+    long subprocess that then overlaps the other tests), and ``stop_background()`` at the session's end."""
+    for item in session.items:
+        mod = getattr(item, "module", None)
+        if mod is not None and hasattr(mod, "start_background") and mod not in _BACKGROUND:
+            _BACKGROUND.append(mod)
+            mod.start_background()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for mod in _BACKGROUND:
+        mod.stop_background()

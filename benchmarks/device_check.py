@@ -1,7 +1,7 @@
 """The one-shot GPU check: environment, the default run, paper-shape latency, the full-size training step
 and the latency regression gate, each guarded and time-boxed, results in a few files under OUT.
 
-    python3 benchmarks/device_check.py OUT [--device auto|cuda|cpu] [--quick] [--budget-s N]
+    python3 benchmarks/device_check.py OUT [--device auto|cuda|cpu] [--quick] [--budget-s N] [--box-scale F]
                                            [--steps env,run,latency,train,gate,compile] [--work DIR]
 
 On a lent GPU machine (the repository is not pip-installed there; torch, transformers, accelerate,
@@ -173,6 +173,8 @@ def main(argv=None) -> int:
                    help="auto: cuda when nvidia-smi lists a GPU; cpu implies --quick")
     p.add_argument("--quick", action="store_true", help="tiny shapes everywhere (a smoke run; the CPU dry run)")
     p.add_argument("--budget-s", type=float, default=None, help="total time box (default 400 full, 150 quick)")
+    p.add_argument("--box-scale", type=float, default=1.0,
+                   help="every step's time box and the default budget x this (a CPU dry run beside other work)")
     p.add_argument("--steps", default=",".join(STEPS), help="comma list of " + ", ".join(STEPS))
     p.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder, removed)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 1 with --device cpu)")
@@ -196,8 +198,11 @@ def main(argv=None) -> int:
         p.error(f"--steps takes a comma list of {', '.join(STEPS)} (got {args.steps!r})")
     args.steps = [s for s in STEPS if s in steps]
     mode = "quick" if args.quick else "full"
+    if not args.box_scale > 0:
+        p.error(f"--box-scale must be > 0 (got {args.box_scale})")
+    k = args.box_scale
     if args.budget_s is None:
-        args.budget_s = 150.0 if args.quick else 400.0
+        args.budget_s = (150.0 if args.quick else 400.0) * k
     out = Path(args.out)
     extra = [f for f in (out.iterdir() if out.is_dir() else []) if f.name not in OUT_FILES]
     if extra:
@@ -213,13 +218,13 @@ def main(argv=None) -> int:
     try:
         for i, step in enumerate(args.steps):
             left = args.budget_s - (time.time() - t_start)
-            later = sum(RESERVE[mode][s] for s in args.steps[i + 1:])
-            timeout = min(CAPS[mode][step], left - later)
+            later = sum(RESERVE[mode][s] for s in args.steps[i + 1:]) * k
+            timeout = min(CAPS[mode][step] * k, left - later)
             if step in OPTIONAL:
-                timeout = min(CAPS[mode][step], left)
+                timeout = min(CAPS[mode][step] * k, left)
             if timeout < (MIN_START[mode] if step not in OPTIONAL or mode == "full" else 1):
                 recs[step] = {"step": step, "status": "skipped", "subruns": {},
-                              "reason": f"budget exhausted: {max(left, 0):.0f} s left, {later} s kept for later steps"}
+                              "reason": f"budget exhausted: {max(left, 0):.0f} s left, {later:.0f} s kept for later steps"}
                 print(f"[devcheck] {step}: skipped ({recs[step]['reason']})", flush=True)
                 continue
             print(f"[devcheck] {step}: start (time box {timeout:.0f} s)", flush=True)
