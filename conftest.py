@@ -48,7 +48,8 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_collection_finish(session):
     """A selected test module with ``start_background()`` gets it called once, before any test runs (a
-    long subprocess that then overlaps the other tests), and ``stop_background()`` at the session's end."""
+    long subprocess, started at nice 10, that overlaps the other tests on the core their one thread leaves
+    idle), and ``stop_background()`` at the session's end."""
     for item in session.items:
         mod = getattr(item, "module", None)
         if mod is not None and hasattr(mod, "start_background") and mod not in _BACKGROUND:

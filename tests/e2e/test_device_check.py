@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from helpers import BackgroundJob
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -23,51 +20,23 @@ import device_check as dc  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-_BG: dict = {}
+JOB = BackgroundJob()
 
 
 def start_background() -> None:
-    """Start the CPU dry run in the background (conftest calls this once at collection when a test of
-    this module is selected): ~100 s in one thread, on the core the suite's one-thread tests leave
-    idle on 2 cores. The ``dry_run`` fixture waits for it; ``stop_background`` ends it."""
-    if _BG:
-        return
-    root = Path(tempfile.mkdtemp(prefix="sfv-devcheck-"))
-    out, work = root / "out", root / "work"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    logs = [open(root / "stdout.txt", "w"), open(root / "stderr.txt", "w")]
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), str(out), "--device", "cpu", "--quick",
-           "--work", str(work), "--box-scale", "3"]    # its time boxes x3: the suite runs beside it
-    _BG.update(root=root, out=out, work=work, logs=logs, cmd=cmd, t0=time.time(),
-               proc=subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[0], stderr=logs[1], text=True))
+    """The CPU dry run, started at collection by conftest (~100 s in one thread, beside the suite)."""
+    JOB.start([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "{root}/out", "--device", "cpu",
+               "--quick", "--work", "{root}/work", "--box-scale", "3"], "sfv-devcheck-")  # time boxes x3: shared cores
 
 
 def stop_background() -> None:
-    """At the session's end: kill a dry run still going, remove its folder."""
-    if _BG:
-        if _BG["proc"].poll() is None:
-            _BG["proc"].kill()
-            _BG["proc"].wait()
-        for f in _BG["logs"]:
-            f.close()
-        shutil.rmtree(_BG["root"], ignore_errors=True)
-        _BG.clear()
+    JOB.stop()
 
 
 @pytest.fixture(scope="module")
 def dry_run():
     start_background()                 # already going when conftest started it
-    p = _BG["proc"]
-    try:
-        p.wait(timeout=600)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-    for f in _BG["logs"]:
-        f.flush()
-    done = subprocess.CompletedProcess(_BG["cmd"], p.returncode, (_BG["root"] / "stdout.txt").read_text(),
-                                       (_BG["root"] / "stderr.txt").read_text())
-    return {"out": _BG["out"], "work": _BG["work"], "proc": done, "seconds": time.time() - _BG["t0"]}
+    return {"out": JOB.root / "out", "work": JOB.root / "work", "proc": JOB.wait(600)}
 
 
 def test_dry_run_files_steps_and_summary_last(dry_run):
