@@ -223,8 +223,8 @@ def main(argv=None) -> int:
             if step in OPTIONAL:
                 timeout = min(CAPS[mode][step] * k, left)
             if timeout < (MIN_START[mode] if step not in OPTIONAL or mode == "full" else 1):
-                recs[step] = {"step": step, "status": "skipped", "subruns": {},
-                              "reason": f"budget exhausted: {max(left, 0):.0f} s left, {later:.0f} s kept for later steps"}
+                recs[step] = {"step": step, "status": "skipped", "subruns": {}, "reason":
+                              f"budget exhausted: {max(left, 0):.0f} s left, {later:.0f} s kept for later steps"}
                 print(f"[devcheck] {step}: skipped ({recs[step]['reason']})", flush=True)
                 continue
             print(f"[devcheck] {step}: start (time box {timeout:.0f} s)", flush=True)

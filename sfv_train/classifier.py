@@ -338,9 +338,7 @@ class DetectorTrainer(TrainLoop):
         gen = torch.Generator().manual_seed(12345)
         c, t, held, n = self.cfg.classes, self.frames, self.held, len(self.held)
         labels = self.held_labels.to(self.device)
-        feats = lambda clips: self.features(clips, batch)  # noqa: E731
-
-        fwd, back = feats(held), feats(held.flip(1))
+        fwd, back = self.features(held, batch), self.features(held.flip(1), batch)
         out = {"heldout_clips": n,
                "class_accuracy": (fwd[:, :c].argmax(1) == labels).float().mean().item(),
                "arrow_accuracy": ((fwd[:, c:c + 2].argmax(1) == 0).float().sum()
@@ -350,7 +348,7 @@ class DetectorTrainer(TrainLoop):
             lv = [self._level(name, u, t) for u in torch.rand(n, generator=gen).tolist()]
             clips = torch.stack([APPLY[name](clip, v, gen) for clip, v in zip(held, lv)])
             target = torch.tensor([self._normalised(name, v, t) for v in lv], device=self.device)
-            pred = feats(clips)[:, c + 2 + j] / self.cfg.level_scale
+            pred = self.features(clips, batch)[:, c + 2 + j] / self.cfg.level_scale
             out["level_mae"][name] = (pred - target).abs().mean().item()
         return out
 

@@ -6,7 +6,8 @@ models are built (``bench.train_eval.TrainFVD`` for `sfv-train`: it selects the 
 computes the real statistics there). ``evaluate(sample_fn, step)`` returns ``{"fvd", "lo", "hi",
 "n", "seconds", "detector", "detector_sha256", "metric"}`` (points of another detector file are not mixed
 into fvd_best.json); ``sample_fn(images, seeds, conditions) -> uint8 (B, T, H, W, 3)`` is the
-trainer's ``sample_videos`` (``Trainer``: the generator its export holds, the EMA by default, sampled as `sfv-bench run` samples the export).
+trainer's ``sample_videos`` (``Trainer``: the generator its export holds, the EMA by default, sampled
+as `sfv-bench run` samples the export).
 
 Every ``fvd_every`` steps and at the last step (after that step's checkpoint), on the main process
 only (the others wait for it), one evaluation writes

@@ -1,6 +1,12 @@
 """Helpers shared by the tests (not part of the package)."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import torch
 
 from methods.models.configs import TINY_CONFIGS
@@ -26,11 +32,6 @@ class BackgroundJob:
         self.proc = None
 
     def start(self, cmd: list, prefix: str, env: dict | None = None) -> "BackgroundJob":
-        import os
-        import subprocess
-        import tempfile
-        from pathlib import Path
-
         if self.proc is None:
             self.root = Path(tempfile.mkdtemp(prefix=prefix))
             self.cmd = [str(c).replace("{root}", str(self.root)) for c in cmd]
@@ -43,7 +44,6 @@ class BackgroundJob:
 
     def wait(self, timeout: float = 600):
         """``subprocess.CompletedProcess`` once it has ended (killed after ``timeout`` s)."""
-        import subprocess
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -55,7 +55,6 @@ class BackgroundJob:
                                            (self.root / "stderr.txt").read_text())
 
     def stop(self) -> None:
-        import shutil
         if self.proc is not None:
             if self.proc.poll() is None:
                 self.proc.kill()

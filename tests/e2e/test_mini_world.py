@@ -141,9 +141,9 @@ def start_background() -> None:
     """The sharpening test's `sfv-train` run (~90 s in one thread with its own cache: dataset, latent
     encode, SHORT_STEPS steps), started at collection by conftest so it overlaps the suite."""
     if (SHIPPED / "manifest.json").is_file():
-        JOB.start([sys.executable, "-c", "import sys; from bench.cli import train_main; sys.exit(train_main(sys.argv[1:]))",
-                   "--stack", "mini", "--method", "sfv", "--out", "{root}/sfv", "--max-steps", SHORT_STEPS,
-                   "--batch-size", "4", "--lr-g", SHORT_LR, "--lr-d", "1e-3", "--fvd-every", "0",
+        main = "import sys; from bench.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
+        JOB.start([sys.executable, "-c", main, "--stack", "mini", "--method", "sfv", "--out", "{root}/sfv",
+                   "--max-steps", SHORT_STEPS, "--batch-size", "4", "--lr-g", SHORT_LR, "--lr-d", "1e-3", "--fvd-every", "0",
                    "--checkpoint-every", "1000", "--no-progress", "--report-to", "none", "--r1", "lazy"],
                   "sfv-sharpen-", env={"SFV_BENCH_CACHE": "{root}/cache"})
 
