@@ -2,8 +2,16 @@
 """One-file bootstrap: `python3 dev.py run [ARGS]` and `python3 dev.py test [ARGS]`.
 
 Both create `.venv` (once), install torch and this package into it (again only when
-pyproject.toml or this file changed), then run the main job or the test suite.
+pyproject.toml, constraints.txt or this file changed), then run the main job or the test suite.
 Only the standard library is used here, so a machine with Python 3.10+ is enough.
+
+Versions: the package is installed with `-c constraints.txt`, the exact versions of a venv the
+suite passed in (`pip freeze`), so a fresh clone resolves the same packages as everyone else.
+torch is not in it (installed first, below; the CPU and CUDA builds differ). To refresh it
+(newer versions within pyproject.toml's ranges): delete constraints.txt and .venv, run
+`python3 dev.py setup` (without the file, pip takes the newest versions), run the tests, then
+`python3 dev.py lock`, which writes constraints.txt from .venv's `pip freeze` (torch and its
+CUDA companions left out), and commit it.
 
 torch: on a machine without an NVIDIA GPU we ask pip for the CPU build
 (`torch==2.13.0+cpu`), so no CUDA wheels are ever downloaded there. Where pip cannot
@@ -24,6 +32,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("SFV_VENV", ROOT / ".venv"))
 TORCH_VERSION = "2.13.0"
 STAMP = VENV / ".sfv-bench-installed"
+LOCK = ROOT / "constraints.txt"
 
 
 def _py() -> Path:
@@ -50,8 +59,8 @@ def _torch_ok() -> bool:
 
 def _stamp_value() -> str:
     h = hashlib.sha256()
-    for name in ("pyproject.toml", "dev.py"):
-        h.update((ROOT / name).read_bytes())
+    for name in ("pyproject.toml", "dev.py", LOCK.name):
+        h.update((ROOT / name).read_bytes() if (ROOT / name).is_file() else b"-")
     return h.hexdigest()
 
 
@@ -76,15 +85,41 @@ def setup() -> None:
         except subprocess.CalledProcessError:
             sys.exit(f"error: could not install {spec}; set SFV_TORCH_INDEX to a PyTorch wheel index "
                      f"(CPU builds: the PyTorch 'whl/cpu' index) or install torch into {VENV} yourself")
-    _run(pip + ["-e", f"{ROOT}[test,train]"])
+    _run(pip + (["-c", LOCK] if LOCK.is_file() else []) + ["-e", f"{ROOT}[test,train]"])
     STAMP.write_text(_stamp_value())
 
 
+def lock() -> None:
+    """constraints.txt from .venv's `pip freeze`: every package but this one, torch and torch's own."""
+    if not _py().exists():
+        sys.exit(f"error: no virtual environment at {VENV}: run `python3 dev.py setup` first")
+    frozen = subprocess.run([str(_py()), "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    where = subprocess.run([str(_py()), "-c", "import platform; print(platform.python_version(), platform.system(), "
+                            "platform.machine())"], capture_output=True, text=True, check=True).stdout.strip()
+    keep = []
+    for line in frozen:
+        name = line.split("==")[0].strip().lower().replace("_", "-")
+        if "==" not in line or line.startswith(("#", "-")) or " @ " in line:
+            continue                                  # editable, URL or local-path installs: not pinnable
+        if name in ("torch", "triton") or name.startswith("nvidia-"):
+            continue                                  # dev.py installs torch itself (CPU or CUDA build)
+        keep.append(line.strip())
+    LOCK.write_text(f"# Exact versions for `pip install -c constraints.txt` (dev.py setup): pip freeze of a venv\n"
+                    f"# that passed the suite ({where}). torch is left out: dev.py installs torch=={TORCH_VERSION}\n"
+                    f"# itself. Refresh: see dev.py's docstring (`python3 dev.py lock` writes this file).\n"
+                    + "".join(line + "\n" for line in keep))
+    print(f"wrote {LOCK} ({len(keep)} packages)")
+
+
 def main(argv: list) -> int:
-    if not argv or argv[0] not in ("setup", "run", "test"):
+    if not argv or argv[0] not in ("setup", "run", "test", "lock"):
         print(__doc__)
-        print("usage: python3 dev.py {setup|run|test} [ARGS...]")
+        print("usage: python3 dev.py {setup|run|test|lock} [ARGS...]")
         return 2
+    if argv[0] == "lock":
+        lock()
+        return 0
     setup()
     env = dict(os.environ)
     env.setdefault("SFV_BENCH_CACHE", str(ROOT / ".cache"))

@@ -2,7 +2,7 @@
 and the latency regression gate, each guarded and time-boxed, results in a few files under OUT.
 
     python3 benchmarks/device_check.py OUT [--device auto|cuda|cpu] [--quick] [--budget-s N] [--box-scale F]
-                                           [--steps env,run,latency,train,gate,compile] [--work DIR]
+                                           [--hang-box S] [--steps env,run,latency,train,gate,compile] [--work DIR]
 
 On a lent GPU machine (the repository is not pip-installed there; torch, transformers, accelerate,
 huggingface_hub, safetensors, tabulate, tqdm, matplotlib, tensorboard are in its image) -- one `run` of
@@ -63,7 +63,10 @@ step keeps a reserve, so an overrunning step is cut, not the rest):
 
 ``--quick`` (implied by ``--device cpu``): the same steps and code at the tiny shapes (``--shape tiny``,
 tiny training step, n=4, fewer repeats), fp16 rows replaced by bf16 (run) / fp32 (latency) on a CPU,
-where fp16 kernels are about 10x slower; a CPU dry run takes about 90 s on 2 cores.
+where fp16 kernels are about 10x slower; a CPU dry run takes about 90 s on 2 cores. ``--hang-box S``
+(the test suite's dry run, on a loaded machine): every required step's time box is S seconds, so only a
+hang is cut and the steps' own time limits are not what is tested; compile keeps its box (its timeout
+path), the default budget grows by S per required step.
 
 Outputs (8 files at most, the device tool's limit): ``summary.json`` (every step's status, reason and
 key figures), ``summary.md``, ``run.json``, ``latency-bf16.json`` and ``latency-fp16.json`` (whole
@@ -175,6 +178,8 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="total time box (default 400 full, 150 quick)")
     p.add_argument("--box-scale", type=float, default=1.0,
                    help="every step's time box and the default budget x this (a CPU dry run beside other work)")
+    p.add_argument("--hang-box", type=float, default=0.0, metavar="S",
+                   help="every required step's time box is S s: only a hang is cut (a test's dry run)")
     p.add_argument("--steps", default=",".join(STEPS), help="comma list of " + ", ".join(STEPS))
     p.add_argument("--work", default=None, help="scratch folder (default: a new temporary folder, removed)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 1 with --device cpu)")
@@ -198,11 +203,11 @@ def main(argv=None) -> int:
         p.error(f"--steps takes a comma list of {', '.join(STEPS)} (got {args.steps!r})")
     args.steps = [s for s in STEPS if s in steps]
     mode = "quick" if args.quick else "full"
-    if not args.box_scale > 0:
-        p.error(f"--box-scale must be > 0 (got {args.box_scale})")
+    if not args.box_scale > 0 or args.hang_box < 0:
+        p.error(f"--box-scale must be > 0 and --hang-box >= 0 (got {args.box_scale}, {args.hang_box})")
     k = args.box_scale
     if args.budget_s is None:
-        args.budget_s = (150.0 if args.quick else 400.0) * k
+        args.budget_s = (150.0 if args.quick else 400.0) * k + args.hang_box * len(set(args.steps) - OPTIONAL)
     out = Path(args.out)
     extra = [f for f in (out.iterdir() if out.is_dir() else []) if f.name not in OUT_FILES]
     if extra:
@@ -219,7 +224,8 @@ def main(argv=None) -> int:
         for i, step in enumerate(args.steps):
             left = args.budget_s - (time.time() - t_start)
             later = sum(RESERVE[mode][s] for s in args.steps[i + 1:]) * k
-            timeout = min(CAPS[mode][step] * k, left - later)
+            cap = args.hang_box if args.hang_box and step not in OPTIONAL else CAPS[mode][step] * k
+            timeout = min(cap, left - later)
             if step in OPTIONAL:
                 timeout = min(CAPS[mode][step] * k, left)
             if timeout < (MIN_START[mode] if step not in OPTIONAL or mode == "full" else 1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def run(clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("detector") / "run"
     torch.manual_seed(0)                                      # what build() does before making the network
     init = InceptionI3d(num_classes=16, width_mult=0.125, input_size=64)
-    t = _trainer(out, clips, p_degrade=0.0, p_reverse=0.0, appearance=False)   # plain clips: learnable in 30 steps
+    # plain clips, batch 8: every head learns in 30 steps (at batch 4 the class loss stayed at chance, ln 10,
+    # above or below it as float rounding or the seed fell). BatchNorm momentum 0.1 (training is the same,
+    # batch statistics): at 0.01 the running statistics were still 74% the initial ones after 30 steps, the
+    # eval-mode features varied by ~1e-5 over real clips and the spread check below measured float32 noise
+    t = _trainer(out, clips, batch_size=8, bn_momentum=0.1, p_degrade=0.0, p_reverse=0.0, appearance=False)
     t.run()
     return out, t, init
 
@@ -66,8 +71,10 @@ def _same_tensors(a: Path, b: Path):
 def test_learns_and_exports_a_detector_that_loads(run, clips):
     out, t, init = run
     before, after = _loss_on_training_clips(t, init, clips), _loss_on_training_clips(t, t.net, clips)
-    assert after["loss"] < 0.9 * before["loss"] and after["loss_arrow"] < 0.5 * before["loss_arrow"], (before, after)
-    assert after["loss_level"] < 0.5 * before["loss_level"] and after["loss_class"] < 1.05 * before["loss_class"]
+    # each head against its chance level (a uniform guess: ln 10, ln 2) or its start; over 20 runs (10 seeds
+    # of the network and batches, 3 of the pool) the worst were class 2.05, arrow 0.22, level x0.27, total x0.82
+    assert after["loss_class"] < math.log(10) - 0.1 and after["loss_arrow"] < 0.5 * math.log(2), (before, after)
+    assert after["loss_level"] < 0.5 * before["loss_level"] and after["loss"] < 0.9 * before["loss"], (before, after)
     meta = json.loads((out / "export" / "detector.json").read_text())
     assert meta["num_classes"] == meta["feature_dim"] == 16 and meta["width_mult"] == 0.125
     assert meta["input_size"] == 64 and meta["heads"] == heads(10) and meta["train_steps"] == 30
