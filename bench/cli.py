@@ -17,7 +17,7 @@ from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import GEN, WORLDS
 from sfv_core.values import parse_bool
 
-from .assets import add_ablations, add_build_mini, add_make_synthetic
+from .assets import add_ablations, add_build_mini, add_make_synthetic, add_study
 from .latency import DEFAULT_TOLERANCE
 
 
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_ls, _add_table, _add_fvd, add_make_synthetic, add_build_mini, add_ablations, _add_latency,
+    for add in (_add_run, _add_ls, _add_table, _add_fvd, add_make_synthetic, add_build_mini, add_ablations, add_study, _add_latency,
                 _add_regress):
         add(sub)
     return parser

@@ -40,7 +40,7 @@ from sfv_core.data.synthetic import class_names, default_dataset_root, make_synt
 from sfv_core.data.ucf101 import UCF101, load_sample, select_videos
 from sfv_core.env import cpu_name, device_name, git_commit, resolve_device, versions
 from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_write_json, sha256_file
+from sfv_core.fsutil import atomic_write_json, atomic_write_text, sha256_file
 from sfv_core.protocol import WORLDS, Protocol
 from sfv_train.autoencoder import AutoencoderTrainer, VAEConfig, heldout_psnr, load_vae, psnr
 from sfv_train.diffusion import DiffusionConfig, DiffusionTrainer
@@ -82,15 +82,23 @@ class Build:
         folder = self.out / name
         done = folder / "done.json"
         if done.is_file():
-            self.log(f"[{name}] done ({json.loads(done.read_text()).get('seconds', 0):.0f} s), skipped")
+            info = json.loads(done.read_text())
+            self.log(f"[{name}] done ({info.get('seconds', 0):.0f} s), skipped")
+            if name not in self.record["stages"]:      # finished by another call of this build (another process)
+                self.record["stages"][name] = {**info, "seconds": round(info.get("seconds", 0), 1)}
             return folder
         if folder.exists() and not self.resume and any(folder.iterdir()):
             raise UserError(f"{folder} holds an unfinished stage: pass --resume to continue it, or delete it")
         folder.mkdir(parents=True, exist_ok=True)
         self.log(f"[{name}] start")
+        clock = folder / "elapsed.json"           # this stage's own time, summed over interrupted calls
+        before = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
         t0 = time.time()
-        info = fn(folder) or {}
-        seconds = time.time() - t0
+        try:
+            info = fn(folder) or {}
+        finally:
+            atomic_write_json(clock, {"seconds": before + time.time() - t0})
+        seconds = before + time.time() - t0
         atomic_write_json(done, {"seconds": seconds, **info})
         self.record["stages"][name] = {"seconds": round(seconds, 1), **info}
         self.record.update(machine={"device": device_name(self.device), "cpu": cpu_name(), "threads": self.threads},
@@ -106,7 +114,18 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
 
 
+def scrub_names(world: Path) -> None:
+    """No build-machine path in a shipped config: ``_name_or_path`` becomes the folder's place in the world."""
+    for cfg in sorted(world.rglob("config.json")):
+        data = json.loads(cfg.read_text())
+        rel = cfg.parent.relative_to(world).as_posix()
+        if isinstance(data, dict) and data.get("_name_or_path", rel) != rel:
+            data["_name_or_path"] = rel
+            atomic_write_text(cfg, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def write_manifest(world: Path) -> dict:
+    scrub_names(world)
     files = {p.relative_to(world).as_posix(): sha256_file(p) for p in sorted(world.rglob("*"))
              if p.is_file() and p.name not in ("manifest.json", "build.json", "done.json")}
     atomic_write_json(world / "manifest.json", {"files": files})
@@ -267,7 +286,7 @@ def train_detector(b: Build, folder: Path, pool, spec: PoolSpec, held, labels, l
 
 def distill_stage(b: Build, folder: Path, method: str, world: Path, log) -> dict:
     """One distilled row: sfv-train into folder/run, its EMA UNet shipped as world/unets/<method>."""
-    unet = distil(method, folder / "run", b.steps(f"distill-{method}"), log=log)
+    unet = distil(method, folder / "run", b.steps(f"distill-{method}"), log=log, progress=b.progress)
     ship_unet(unet, world, method)
     write_manifest(world)
     best = folder / "run" / "fvd_best.json"
@@ -303,11 +322,65 @@ def evaluate(world: Path, held: np.ndarray, labels, folder: Path, curves: dict, 
     return figures
 
 
+def redistil(out: Path, methods: list[str], *, device: str = "cpu", threads: int = 0, resume: bool = False,
+             install_to_repo: bool = False, progress: bool = True, log=print) -> Path:
+    """``build-mini OUT --redistil sfv,ufogen,ladd``: the distill stages of ``methods`` again, from the
+    SHIPPED world (its teacher, VAE, CLIP and detector, checked against its manifest), into OUT/world; the
+    other stages and rows are the shipped ones and keep their build.json entries. Resumable like a build."""
+    from methods.models.mini import verified
+
+    bad = [m for m in methods if m not in DISTILL_STEPS]
+    if not methods or bad:
+        raise UserError(f"--redistil takes a comma list of {', '.join(DISTILL_STEPS)} (got {','.join(methods)!r})")
+    device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    world = out / "world"
+    if not world.is_dir():
+        os.environ.pop("SFV_MINI_WORLD", None)          # check the shipped files (sha256) before copying them
+        for part in ("stack", "detector"):
+            verified(part)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(SHIPPED, world, ignore=shutil.ignore_patterns("build.json", "done.json"))
+    b = Build(out, device, torch.get_num_threads(), 1.0, resume, log)
+    if not b.record_path.is_file():       # the shipped build's record, its distill stages to be replaced
+        b.record = json.loads((SHIPPED / "build.json").read_text())
+        for m in methods:
+            b.record["stages"].pop(f"distill-{m}", None)
+    b.progress = progress
+    b.record["redistilled"] = {"methods": methods, "from": "the shipped world (teacher, VAE, CLIP, detector)"}
+    os.environ["SFV_MINI_WORLD"] = str(world)
+    for m in methods:
+        b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world, log))
+    repo_results = Path(__file__).resolve().parents[1] / "results" / "mini"
+    figures = json.loads((repo_results / "quality.json").read_text())
+    for m in methods:
+        run = out / f"distill-{m}" / "run"
+        figures["distilled"][m] = json.loads((run / "fvd_best.json").read_text())
+        shutil.copy2(run / "fvd_vs_step.png", out / f"fvd_vs_step_{m}.png")
+    atomic_write_json(out / "quality.json", figures)
+    write_manifest(world)
+    atomic_write_json(b.record_path, b.record)
+    if install_to_repo:
+        _copy_tree(world, SHIPPED)
+        shutil.copy2(b.record_path, SHIPPED / "build.json")
+        for f in ["quality.json"] + [f"fvd_vs_step_{m}.png" for m in methods]:
+            shutil.copy2(out / f, repo_results / f)
+        shutil.copy2(b.record_path, repo_results / "build.json")
+        log(f"installed the re-distilled rows ({', '.join(methods)}) into {SHIPPED} and results/mini/")
+    return world
+
+
 def cli_build_mini(args) -> int:
     """``sfv-bench build-mini OUT``: every stage of bench.mini, then (``--install``) ship it."""
     if args.scale <= 0 or args.threads < 0:
         raise UserError("--scale must be > 0 and --threads >= 0")
     t0 = time.time()
+    if getattr(args, "redistil", None):
+        world = redistil(Path(args.out), args.redistil.split(","), device=args.device, threads=args.threads,
+                         resume=args.resume, install_to_repo=args.install, progress=args.progress)
+        print(f"re-distilled {args.redistil} into {world} ({(time.time() - t0) / 60:.1f} min this call)")
+        return 0
     world = build_mini(Path(args.out), device=args.device, threads=args.threads, scale=args.scale,
                        resume=args.resume, install_to_repo=args.install, progress=args.progress)
     print(f"mini world built in {world} ({(time.time() - t0) / 60:.1f} min this call; per-stage times in "

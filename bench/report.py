@@ -89,7 +89,8 @@ def _header_lines(records: list[dict]) -> list[str]:
         f"{proto.get('gen_width')}x{proto.get('gen_height')}, scored at {proto.get('score_width')}x{proto.get('score_height')}.",
         f"Detector: {det.get('label', det.get('name', ''))} (sha256 {str(det.get('sha256', ''))[:16]}...). "
         f"FVD interval: 95%, grouped jackknife over the generated videos (real statistics fixed).",
-        f"Device: {lat.get('device_name', r.get('device_name', ''))}, dtype {r.get('dtype', '')}; latency = UNet time "
+        f"Device: generation and FVD on {r.get('device_name', '')}, the timing pass on "
+        f"{lat.get('device_name', r.get('device_name', ''))}; dtype {r.get('dtype', '')}; latency = UNet time "
         f"per video at batch 1 ({lat.get('clock', '')}, {lat.get('threads', '?')} thread(s), load average "
         f"{lat.get('load_average')}), warm-up excluded. Paper latencies: one A100.",
     ]

@@ -4,7 +4,8 @@ the suite's interval, of the generator on a small fixed evaluation set.
 Evaluation set: the benchmark's protocol of the training stack's world (``--stack mini``: 32x32
 generation and scoring; ``tiny``: 64x64 generation scored at 320x240; any other stack: UCF-101's
 1024x576 scored at 320x240; 14 frames at 7 fps), with N = ``--fvd-videos`` videos of the training
-dataset's test split (fold ``--fold``) balanced over classes: the first N of what `sfv-bench run`
+dataset's test split (fold ``--fold``; or ``--fvd-split train`` of a held-out ``--fvd-data`` set, as the
+mini world's distillations do) balanced over classes: the first N of what `sfv-bench run`
 selects, each generated from the same seed, the real statistics in the same cache entry. So the
 number at a step is what `sfv-bench run -n N` reports for that step's EMA weights, up to float
 rounding (tiny stack, N = 4: 149.75 here, 149.67 from `sfv-bench run` on the export); at the last
@@ -42,11 +43,11 @@ def world_of(stack: str):
 
 
 def eval_protocol(cfg) -> Protocol:
-    """The benchmark's protocol of ``cfg.stack``'s world with N = ``cfg.fvd_videos``, the test split of
-    ``cfg.fold``, balanced over classes."""
+    """The benchmark's protocol of ``cfg.stack``'s world with N = ``cfg.fvd_videos``, the ``--fvd-split`` (test
+    by default; train of a held-out ``--fvd-data`` set for validation) of ``cfg.fold``, balanced over classes."""
     world = world_of(cfg.stack)
-    return Protocol(**{**world.protocol, "split": "test", "fold": cfg.fold, "num_videos": cfg.fvd_videos,
-                       "balanced": True})
+    return Protocol(**{**world.protocol, "split": getattr(cfg, "fvd_split", "test"), "fold": cfg.fold,
+                       "num_videos": cfg.fvd_videos, "balanced": True})
 
 
 class TrainFVD:
@@ -59,9 +60,11 @@ class TrainFVD:
         self.batch = max(1, world.batch_size)
         where = f"FVD while training (--fvd-every {cfg.fvd_every})"
         try:
-            refs = select_videos(UCF101(cfg.data), p)
+            data = getattr(cfg, "fvd_data", "") or cfg.data
+            refs = select_videos(UCF101(data), p)
         except UserError as e:
-            raise UserError(f"{where} needs --data in UCF-101's layout, with a test split: {e} (or --fvd-every 0)") \
+            raise UserError(f"{where} needs --data (or --fvd-data) in UCF-101's layout, with a {p.split} split: {e} "
+                            f"(or --fvd-every 0)") \
                 from None
         self.detector = load_detector(cfg.fvd_detector, device=str(device))
 
@@ -88,12 +91,12 @@ class TrainFVD:
                             f"evaluation set; delete the file (it is recomputed)")
         skipped = len(refs) - len(self.refs)
         if len(self.refs) < 2:
-            raise UserError(f"{where}: only {len(self.refs)} of {len(refs)} test videos of {cfg.data} are usable "
+            raise UserError(f"{where}: only {len(self.refs)} of {len(refs)} {p.split} videos of {data} are usable "
                             f"(the others too short or undecodable for {p.num_frames} frames at {p.fps} fps)")
         self.images = [load_condition(r, p, check_length=False) for r in self.refs]
         self.seeds = [sample_seed(p.seed, r.sample_id) for r in self.refs]
         self.n = len(self.refs)
-        log(f"FVD while training: {self.n} test videos of {cfg.data} ({p.metric_name}, {world.name} protocol"
+        log(f"FVD while training: {self.n} {p.split} videos of {data} ({p.metric_name}, {world.name} protocol"
             f"{f', {skipped} skipped' if skipped else ''}), every {cfg.fvd_every} steps and at the "
             f"end; {self.detector.label}; real statistics {'from the cache' if hit else 'computed'} ({path.name}) "
             f"in {time.perf_counter() - start:.1f} s")

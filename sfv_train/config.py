@@ -5,7 +5,7 @@ Presets (``--method``; an explicit option overrides its preset value):
 =========  ====================  ===============  ===============================  ==========
 method     D noise (sigma')      P_mean / P_std   reconstruction (reduction, lam)  real data
 =========  ====================  ===============  ===============================  ==========
-sfv        lognormal-discrete    -1 / -1          pseudo-Huber (video, 0.1)        videos
+sfv        lognormal-discrete    -1 / -1          pseudo-Huber (element, 0.01)     videos
 ufogen     next-level            (unused)         diffusion (element, 1.0)         videos
 ladd       lognormal             1 / 1            none                             teacher (svd)
 lcm        (no discriminator)    (unused)         consistency: pseudo-Huber        videos
@@ -19,8 +19,15 @@ consistency distillation (AnimateLCM for SVD, ``sfv_train.lcm``): the teacher's 
 from one of 40 Karras levels to the next, a target network (EMA ``--ema`` 0.95 of the student), the
 reconstruction options as its distance; the discriminator options do not apply to it.
 
-Reconstruction, written out: SF-V (eq. 9) applies lambda = 0.1 to sqrt(||x0_hat - x0||^2 + c^2) - c
-with the norm over the WHOLE video latent. UFOGen's reference implementation (the authors'
+Reconstruction, written out: SF-V (eq. 9) applies lambda = 0.1 to sqrt(||x0_hat - x0||^2 + c^2) - c; read
+with the norm over the WHOLE video latent, the term's gradient on x0_hat has norm lambda per video at any
+latent size, while the adversarial term (a mean over positions) has a gradient that shrinks as 1/sqrt(d)
+(d = elements per video): measured in the mini world (8x8x4x14 latents) the adversarial gradient was 1/50
+of lambda x reconstruction and the generator stayed at the teacher's blurred one-step mean. The preset
+therefore averages the pseudo-Huber over elements (both terms then scale alike: the RULE that makes
+lambda mean the same at every size) with lambda 0.01, chosen on held-out validation clips in the mini
+world (`sfv-bench study`, results/mini/study.md); at 768x448 this is lambda 0.01 / sqrt(301056) of the
+whole-video form. The paper-literal reading is `--recon-reduction video --lambda 0.1`. UFOGen's reference implementation (the authors'
 SIDDMs-UFOGen repository, ``train_ufo.py``) adds the pretrained model's own diffusion training loss
 (a mean over elements) with weight 1 to the adversarial loss; on SVD that is the v-prediction MSE,
 i.e. (s^2 + 1)/s^2 (x0_hat - x0)^2 averaged over elements. Per-element vs whole-video reduction
@@ -45,6 +52,7 @@ from sfv_core.protocol import GEN
 
 METHODS = ("sfv", "ufogen", "ladd", "lcm")
 HEAD_CHOICES = ("both", "spatial", "temporal")
+D_NORM_CHOICES = ("videos", "frames", "none")
 D_NOISE_CHOICES = ("lognormal-discrete", "next-level", "lognormal")
 RECON_CHOICES = ("pseudo-huber", "mse", "diffusion", "none")
 RECON_REDUCTIONS = ("video", "element")
@@ -52,8 +60,9 @@ R1_CHOICES = ("exact", "lazy", "approx", "none")
 OPTIMIZERS = ("sm3", "adamw")
 _ADVERSARIAL = dict(optimizer="sm3", lr_g=1e-5, momentum=0.5, weight_decay=0.0, grad_accum=4, export_weights="ema")
 PRESETS = {
+    # SF-V's reconstruction: pseudo-Huber averaged over elements, lambda 0.01 (see the module doc: the rule)
     "sfv": dict(d_noise="lognormal-discrete", p_mean=-1.0, p_std=-1.0, recon="pseudo-huber",
-                recon_reduction="video", recon_weight=0.1, **_ADVERSARIAL),
+                recon_reduction="element", recon_weight=0.01, **_ADVERSARIAL),
     "ufogen": dict(d_noise="next-level", p_mean=-1.0, p_std=-1.0, recon="diffusion", recon_reduction="element",
                    recon_weight=1.0, **_ADVERSARIAL),
     "ladd": dict(d_noise="lognormal", p_mean=1.0, p_std=1.0, recon="none", recon_reduction="element",
@@ -66,7 +75,7 @@ LCM_RECON = ("pseudo-huber", "mse")     # the consistency distances --method lcm
 # Options that do not change the trained weights: they may differ between a run and its resume.
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
             "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
-            "fvd_every", "fvd_videos", "fvd_detector"}
+            "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split"}
 FVD_AUTO_EVERY = 250      # --fvd-every -1 with --stack mini: every min(250, max_steps // 8) steps
 
 
@@ -110,6 +119,10 @@ class TrainConfig:
     teacher_max_guidance: float = opt(3.0, "LADD: teacher CFG max scale", "data")
     # objective
     heads: str = opt("both", "discriminator heads (Table 2)", "objective", choices=HEAD_CHOICES)
+    d_norm: str = opt("frames", "the heads' local batch norm: frames (StyleGAN-T's: groups of 8 rows, i.e. frames or "
+                      "positions of one video, real and fake in separate calls), videos (groups of up to 8 whole "
+                      "videos, half real half fake, one D call: D's loss falls faster, but the validation FVD of the "
+                      "mini-world study was worse), none", "objective", choices=D_NORM_CHOICES)
     d_noise: str | None = opt(None, "noise before D (default: the method preset)", "objective", choices=D_NOISE_CHOICES)
     p_mean: float | None = opt(None, "lognormal P_mean (Table 3; default: the method preset)", "objective")
     p_std: float | None = opt(None, "lognormal P_std, sign ignored (default: the method preset)", "objective")
@@ -118,9 +131,14 @@ class TrainConfig:
                             "diffusion (the teacher's own v-space denoising loss, (s^2+1)/s^2 (x0_hat-x0)^2: UFOGen's), "
                             "none (default: the method preset)", "objective", choices=RECON_CHOICES)
     recon_reduction: str | None = opt(None, "video: over all elements of a video (pseudo-huber of the whole-video L2 "
-                                      "norm; sum of squares), element: mean over elements (default: the preset)",
+                                      "norm; sum of squares), element: mean over elements (default: the preset; "
+                                      "SF-V element since the mini-world study: the whole-video form's gradient on "
+                                      "x0_hat is lambda per video at any size while the adversarial one falls as "
+                                      "1/sqrt(elements), the per-element mean scales like it, so lambda means the "
+                                      "same at every size; the paper-literal reading is video with --lambda 0.1)",
                                       "objective", choices=RECON_REDUCTIONS)
-    recon_weight: float | None = opt(None, "reconstruction weight lambda (default: the preset; SF-V 0.1, UFOGen 1)",
+    recon_weight: float | None = opt(None, "reconstruction weight lambda (default: the preset; SF-V 0.01 with the per-element reduction, "
+                                     "UFOGen 1)",
                                      "objective", flag="--lambda")
     huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video; lcm: "
                                 "0.001, AnimateLCM's)", "objective")
@@ -169,6 +187,10 @@ class TrainConfig:
                          "steps; otherwise off)", "evaluation")
     fvd_videos: int = opt(32, "videos of the fixed evaluation set (the first of the dataset's test split, "
                           "balanced over classes, as `sfv-bench run` selects them)", "evaluation")
+    fvd_data: str = opt("", "dataset of the evaluation set in UCF-101's layout (default: --data)", "evaluation")
+    fvd_split: str = opt("test", "split of the evaluation set: test (what the tables report) or train (with --fvd-data "
+                         "a held-out validation set, e.g. `sfv-bench study`'s: choose settings there, not on test)",
+                         "evaluation", choices=("test", "train"))
     fvd_detector: str = opt("", "FVD detector: toy | mini | stylegan-v | tats | PATH (default: the world's: mini "
                             "with --stack mini, toy with --stack tiny, stylegan-v otherwise)", "evaluation")
 
@@ -214,6 +236,8 @@ class TrainConfig:
             (c.recon_reduction in RECON_REDUCTIONS, f"--recon-reduction must be video or element (got {c.recon_reduction!r})"),
             (c.recon_weight >= 0, f"--lambda must be >= 0 (got {c.recon_weight})"),
             (c.heads in HEAD_CHOICES, f"--heads must be one of {', '.join(HEAD_CHOICES)} (got {c.heads!r})"),
+            (c.fvd_split in ("test", "train"), f"--fvd-split must be test or train (got {c.fvd_split!r})"),
+            (c.d_norm in D_NORM_CHOICES, f"--d-norm must be one of {', '.join(D_NORM_CHOICES)} (got {c.d_norm!r})"),
             (c.r1 in R1_CHOICES, f"--r1 must be one of {', '.join(R1_CHOICES)} (got {c.r1!r})"),
             (c.optimizer in OPTIMIZERS, f"--optimizer must be sm3 or adamw (got {c.optimizer!r})"),
             (c.mixed_precision in ("auto", "no", "bf16"), "--mixed-precision must be auto, no or bf16"),
@@ -282,7 +306,11 @@ def read_config_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a run configuration (not a JSON object): restore it from a "
                         f"checkpoints/step-XXXXXX/config.json or choose another --out")
-    return data
+    return {**LEGACY, **data}
+
+
+# Options added after runs were written, with the value those runs were trained with (a resume keeps it)
+LEGACY = {"d_norm": "frames"}
 
 
 def resume_defaults(resume: str, out: str) -> dict:

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .config import HEAD_CHOICES
+from .config import D_NORM_CHOICES, HEAD_CHOICES
 ENCODER_MODULES = ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding", "down_blocks")
 
 
@@ -78,24 +78,34 @@ class UNetEncoder(nn.Module):
 
 
 class BatchNormLocal(nn.Module):
-    """Batch norm over groups of at most ``virtual_bs`` samples (StyleGAN-T), batch statistics always."""
+    """Batch norm over groups of at most ``virtual_bs`` samples (StyleGAN-T), batch statistics always.
 
-    def __init__(self, channels: int, virtual_bs: int = 8, eps: float = 1e-5):
+    ``videos=None``: a sample is a row of the input (a frame for spatial heads, a spatial position for
+    temporal ones), so a group is 8 consecutive frames or positions, mostly of one video (``--d-norm
+    frames``, the previous behaviour; a group spans two videos where the frame count is not a multiple). ``videos=b``:
+    the rows are b videos' (video-major) and a group is all rows of up to 8 whole videos
+    (``--d-norm videos``). ``none``: no normalisation (the affine part only)."""
+
+    def __init__(self, channels: int, virtual_bs: int = 8, eps: float = 1e-5, mode: str = "frames"):
         super().__init__()
-        self.virtual_bs, self.eps = virtual_bs, eps
+        self.virtual_bs, self.eps, self.mode = virtual_bs, eps, mode
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x):
+    def forward(self, x, videos: int | None = None):
         n = x.shape[0]
-        g = next(k for k in range(min(self.virtual_bs, n), 0, -1) if n % k == 0)  # group size dividing n
         shape = x.shape
+        view = [1, -1] + [1] * (len(shape) - 2)
+        if self.mode == "none":
+            return x * self.weight.view(view).to(x.dtype) + self.bias.view(view).to(x.dtype)
+        unit = n // videos if self.mode == "videos" and videos else 1       # rows per sample
+        m = n // unit
+        g = next(k for k in range(min(self.virtual_bs, m), 0, -1) if m % k == 0) * unit  # rows per group
         xf = (x if x.dtype == torch.float64 else x.float()).reshape(n // g, g, *shape[1:])
         dims = [1] + list(range(3, xf.ndim))
         mean = xf.mean(dim=dims, keepdim=True)
         var = xf.var(dim=dims, keepdim=True, unbiased=False)
         xf = (xf - mean) * torch.rsqrt(var + self.eps)
-        view = [1, -1] + [1] * (len(shape) - 2)
         return (xf.reshape(shape) * self.weight.view(view) + self.bias.view(view)).to(x.dtype)
 
 
@@ -105,29 +115,30 @@ def _conv(dim: int, cin: int, cout: int, k: int) -> nn.Module:
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, channels: int, k: int):
+    def __init__(self, dim: int, channels: int, k: int, norm: str = "frames"):
         super().__init__()
-        self.conv, self.norm = _conv(dim, channels, channels, k), BatchNormLocal(channels)
+        self.conv, self.norm = _conv(dim, channels, channels, k), BatchNormLocal(channels, mode=norm)
 
-    def forward(self, x):
-        return F.leaky_relu(self.norm(self.conv(x)), 0.2)
+    def forward(self, x, videos=None):
+        return F.leaky_relu(self.norm(self.conv(x), videos), 0.2)
 
 
 class DiscHead(nn.Module):
     """Projection discriminator head over features (N, C, H, W) (dim=2) or (N, C, T) (dim=1)."""
 
-    def __init__(self, dim: int, channels: int, cond_dim: int, cmap_dim: int = 64):
+    def __init__(self, dim: int, channels: int, cond_dim: int, cmap_dim: int = 64, norm: str = "frames"):
         super().__init__()
         self.dim, self.cmap_dim = dim, cmap_dim
-        self.block1 = _Block(dim, channels, 1)
-        self.block2 = _Block(dim, channels, 3)
+        self.block1 = _Block(dim, channels, 1, norm)
+        self.block2 = _Block(dim, channels, 3, norm)
         self.cls = _conv(dim, channels, cmap_dim, 1)
         self.cmapper = nn.Linear(cond_dim, cmap_dim)
 
-    def forward(self, x, cond):
-        """``cond``: (N, cond_dim) for spatial heads, (N, T, cond_dim) for temporal ones."""
-        h = self.block1(x)
-        h = (h + self.block2(h)) / math.sqrt(2)
+    def forward(self, x, cond, videos=None):
+        """``cond``: (N, cond_dim) for spatial heads, (N, T, cond_dim) for temporal ones; ``videos``: how
+        many videos the N rows hold (the normalisation groups of ``--d-norm videos``)."""
+        h = self.block1(x, videos)
+        h = (h + self.block2(h, videos)) / math.sqrt(2)
         out = self.cls(h)                                           # (N, cmap, ...)
         cmap = self.cmapper(cond.to(out.dtype))
         if self.dim == 2:
@@ -148,17 +159,28 @@ def fourier(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Ten
 class Discriminator(nn.Module):
     """Frozen encoder + spatial/temporal heads after every down block. Only ``heads`` train."""
 
-    def __init__(self, unet, heads: str = "both", cmap_dim: int = 64, embed_dim: int = 64):
+    def __init__(self, unet, heads: str = "both", cmap_dim: int = 64, embed_dim: int = 64, norm: str = "frames"):
         super().__init__()
         if heads not in HEAD_CHOICES:
             raise ValueError(f"heads must be one of {HEAD_CHOICES} (got {heads!r})")
+        if norm not in D_NORM_CHOICES:
+            raise ValueError(f"norm must be one of {D_NORM_CHOICES} (got {norm!r})")
+        self.norm = norm
         self.backbone = UNetEncoder(unet)
         self.embed_dim = embed_dim
         cond_dim = unet.config.cross_attention_dim + 2 * embed_dim
         chans = self.backbone.block_channels
         self.use_spatial, self.use_temporal = heads in ("both", "spatial"), heads in ("both", "temporal")
-        self.spatial = nn.ModuleList([DiscHead(2, c, cond_dim, cmap_dim) for c in chans] if self.use_spatial else [])
-        self.temporal = nn.ModuleList([DiscHead(1, c, cond_dim, cmap_dim) for c in chans] if self.use_temporal else [])
+        self.spatial = nn.ModuleList([DiscHead(2, c, cond_dim, cmap_dim, norm) for c in chans]
+                                     if self.use_spatial else [])
+        self.temporal = nn.ModuleList([DiscHead(1, c, cond_dim, cmap_dim, norm) for c in chans]
+                                      if self.use_temporal else [])
+
+    @property
+    def head_kinds(self) -> list[str]:
+        """'spatial' / 'temporal' for each entry of ``forward``'s list, in its order."""
+        per_block = ["spatial"] * self.use_spatial + ["temporal"] * self.use_temporal
+        return per_block * len(self.backbone.block_channels)
 
     def head_parameters(self):
         return [p for m in (self.spatial, self.temporal) for p in m.parameters()]
@@ -193,11 +215,11 @@ class Discriminator(nn.Module):
         for i, f in enumerate(feats):
             c, h, w = f.shape[1:]
             if self.use_spatial:
-                logits = self.spatial[i](f, cond.reshape(b * t, -1))           # (b*t, h*w)
+                logits = self.spatial[i](f, cond.reshape(b * t, -1), b)        # (b*t, h*w)
                 out.append(logits.reshape(b, -1))
             if self.use_temporal:
                 ft = f.reshape(b, t, c, h * w).permute(0, 3, 2, 1).reshape(b * h * w, c, t)
                 ct = cond[:, None].expand(b, h * w, t, -1).reshape(b * h * w, t, -1)
-                logits = self.temporal[i](ft, ct)                              # (b*h*w, t)
+                logits = self.temporal[i](ft, ct, b)                           # (b*h*w, t)
                 out.append(logits.reshape(b, -1))
         return out

@@ -74,7 +74,8 @@ class TrainLoop:
     name = "train"                     # tracker: logs/<name>/
     desc = ""                          # progress bar (default: name)
     postfix: tuple = ()                # metrics shown on the progress bar
-    tracker_names: dict = {}           # metric -> tracker tag (default: grad_norm_x -> grad_norm/x, else itself)
+    tracker_names: dict = {}           # metric -> tracker tag (else by prefix, else itself)
+    tracker_prefixes: dict = {"grad_norm_": "grad_norm/"}       # grad_norm_x -> grad_norm/x
 
     def __init__(self, cfg, log=None, evaluator=None):
         self.cfg = cfg.resolved()
@@ -213,11 +214,16 @@ class TrainLoop:
                                state=self.checkpoint_state(), limit=self.cfg.checkpoints_total_limit)
 
     def mean_over_processes(self, m: dict) -> dict:
+        """Each metric averaged over the processes that logged it (a process may lack a key: a sigma' bucket
+        with no video there)."""
         if self.world == 1:
             return m
-        keys = sorted(m)
-        v = self.acc.reduce(torch.tensor([m[k] for k in keys], device=self.device, dtype=torch.float64), "mean")
-        return dict(zip(keys, v.tolist()))
+        from accelerate.utils import gather_object
+
+        keys = sorted({k for ks in gather_object([sorted(m)]) for k in ks})
+        vals = torch.tensor([[m.get(k, 0.0), float(k in m)] for k in keys], device=self.device, dtype=torch.float64)
+        v = self.acc.reduce(vals, "sum")
+        return {k: float(s / n) for k, (s, n) in zip(keys, v.tolist())}
 
     def trim_metrics(self) -> None:
         """Drop the metrics.jsonl lines past the current step (a resume logs them again) and broken lines."""
@@ -236,7 +242,13 @@ class TrainLoop:
 
     def tracked(self, m: dict, step_s: float) -> dict:
         """What the tracker gets for a logged step: grouped metrics, learning rates, step time."""
-        out = {self.tracker_names.get(k, k.replace("grad_norm_", "grad_norm/", 1)): v for k, v in m.items()}
+        def tag(k: str) -> str:
+            if k in self.tracker_names:
+                return self.tracker_names[k]
+            pre = next((p for p in self.tracker_prefixes if k.startswith(p)), None)
+            return self.tracker_prefixes[pre] + k[len(pre):] if pre else k
+
+        out = {tag(k): v for k, v in m.items()}
         for name, opt in self.checkpoint_parts()[1].items():
             out[f"lr/{name.removeprefix('optimizer_')}"] = opt.param_groups[0]["lr"]
         out["time/step_s"] = step_s

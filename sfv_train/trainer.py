@@ -42,6 +42,7 @@ from .disc import Discriminator
 from .ema import ema_update
 from .loop import TrainLoop
 from .noise import NoiseSampler
+from .probes import GradProbe, d_stats
 
 
 class _Heads:
@@ -61,10 +62,12 @@ class Trainer(TrainLoop):
     """SF-V / UFOGen / LADD (``cfg.method``) on one loop; see the module doc."""
 
     name = "sfv-train"
-    postfix = ("g_loss", "d_loss", "acc_real", "acc_fake")
+    postfix = ("g_loss", "d_loss", "acc_real", "acc_fake", "gn_ratio")
     tracker_names = {"g_loss": "loss/g", "g_adv": "loss/g_adv", "g_rec": "loss/g_rec", "d_loss": "loss/d",
                      "r1": "loss/r1", "acc_real": "accuracy/real", "acc_fake": "accuracy/fake",
                      "sigma_d": "noise/sigma_d"}
+    # the probes (sfv_train.probes): grad_x0/adv, grad_x0/ratio, accuracy/real_spatial, logit_abs/fake, ...
+    tracker_prefixes = {**TrainLoop.tracker_prefixes, "gn_": "grad_x0/", "acc_": "accuracy/", "logit_abs_": "logit_abs/"}
 
     def __init__(self, cfg: TrainConfig, log=None):
         super().__init__(cfg, log)
@@ -114,14 +117,15 @@ class Trainer(TrainLoop):
     def objective(self) -> str:
         """What the start-up line says about the objective."""
         cfg = self.cfg
-        return f"D noise {cfg.d_noise}, heads {cfg.heads}, recon {cfg.recon}, R1 {cfg.r1}"
+        return (f"D noise {cfg.d_noise}, heads {cfg.heads} (norm {cfg.d_norm}), recon {cfg.recon} "
+                f"({cfg.recon_reduction}, lambda {cfg.recon_weight:g}), R1 {cfg.r1}")
 
     def build_models(self, unet) -> None:
         """Generator (``unet``, trained), EMA, discriminator (frozen encoder copy + heads), optimisers."""
         cfg = self.cfg
         unet.requires_grad_(False)
         torch.manual_seed(cfg.seed)
-        self.D = Discriminator(unet, heads=cfg.heads, cmap_dim=cfg.cmap_dim).to(self.device)
+        self.D = Discriminator(unet, heads=cfg.heads, cmap_dim=cfg.cmap_dim, norm=cfg.d_norm).to(self.device)
         self.D.train()
         self.ema = copy.deepcopy(unet).eval()
         self.G = unet
@@ -239,6 +243,16 @@ class Trainer(TrainLoop):
         with self.autocast():
             return self.D(x_in, c_noise, b["cond_latent"], b["image_embeds"], b["added_time_ids"])
 
+    def _disc_pair(self, real_in, fake_in, sigma_d, b):
+        """(real logits, fake logits). ``--d-norm videos``: ONE call on the interleaved batch r0 f0 r1 f1 ...,
+        so every normalisation group of up to 8 videos holds real and fake alike; otherwise two calls."""
+        if self.D.norm != "videos":
+            return self._disc(real_in, sigma_d, b), self._disc(fake_in, sigma_d, b)
+        two = lambda a, c: torch.stack([a, c], 1).flatten(0, 1)                       # noqa: E731
+        bb = {k: two(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
+        out = self._disc(two(real_in, fake_in), two(sigma_d, sigma_d), bb)
+        return [o[0::2] for o in out], [o[1::2] for o in out]
+
     def _recon(self, x0_hat, x0, sigma):
         cfg = self.cfg
         if cfg.recon == "none":
@@ -255,7 +269,7 @@ class Trainer(TrainLoop):
         cfg, acc, gen = self.cfg, self.acc, self.gen
         accum = cfg.grad_accum
         m = {k: 0.0 for k in ("g_adv", "g_rec", "g_loss", "d_loss", "acc_real", "acc_fake", "sigma_d")}
-        stash = []
+        stash, probe, seen = [], GradProbe(), {"real": [], "fake": [], "sigma": []}
         # ---- G phase (heads frozen)
         for p in self.D.head_parameters():
             p.requires_grad_(False)
@@ -274,16 +288,26 @@ class Trainer(TrainLoop):
                 with self.autocast():
                     x0_hat = Denoiser(self.G, b["image_embeds"], b["cond_latent"], b["added_time_ids"])(x_t, sigma)
                 x0_hat = x0_hat.float()
-                logits = self._disc(self._d_input(x0_hat, sigma_d, eps_d), sigma_d, b)
+                # each term differentiated w.r.t. its own copy of x0_hat (the probe's two gradients), then
+                # their sum sent back through G: the gradient of l_adv + lambda l_rec, one G backward
+                x_adv, x_rec = (x0_hat.detach().requires_grad_(True) for _ in range(2))
+                fake_in = self._d_input(x_adv, sigma_d, eps_d)
+                logits = (self._disc_pair(self._d_input(x0, sigma_d, eps_d), fake_in, sigma_d, b)[1]
+                          if self.D.norm == "videos" else self._disc(fake_in, sigma_d, b))
                 l_adv = losses.hinge_g(logits)
-                l_rec = self._recon(x0_hat, x0, sigma)
+                l_rec = self._recon(x_rec, x0, sigma)
                 loss = l_adv + cfg.recon_weight * l_rec
-                acc.backward(loss / accum)
+                (g_adv,) = torch.autograd.grad(l_adv, x_adv)
+                g_rec = (torch.autograd.grad(cfg.recon_weight * l_rec, x_rec)[0] if l_rec.requires_grad
+                         else torch.zeros_like(x_rec))
+                probe.add(g_adv, g_rec)
+                acc.backward(x0_hat, gradient=(g_adv + g_rec) / accum)     # = (l_adv + lambda l_rec) / accum
             stash.append((b, x0_hat.detach(), sigma_d, eps_d))
             m["g_adv"] += l_adv.item() / accum
             m["g_rec"] += l_rec.item() / accum
             m["g_loss"] += loss.item() / accum
             m["sigma_d"] += float(sigma_d.mean()) / accum
+        m.update(probe.metrics())
         m["grad_norm_g"] = self.clip_grad(self.G.parameters(), self.cfg.max_grad_norm)
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
@@ -307,25 +331,26 @@ class Trainer(TrainLoop):
                 kernel = sdpa_kernel(SDPBackend.MATH)
                 real_in.requires_grad_(True)
             with kernel:
-                lr = self._disc(real_in, sigma_d, b)
-                lf = self._disc(fake_in, sigma_d, b)
+                lr, lf = self._disc_pair(real_in, fake_in, sigma_d, b)
                 loss = losses.hinge_d(lr, lf)
                 r1 = None
                 if exact:
                     r1 = losses.r1_exact(losses.score(lr), real_in)
                 elif r1_on:
                     n = torch.randn(real_in.shape, generator=gen).to(self.device)
-                    lp = self._disc(real_in + cfg.r1_eps * n, sigma_d, b)
+                    lp = self._disc_pair(real_in + cfg.r1_eps * n, fake_in, sigma_d, b)[0]
                     r1 = losses.r1_approx(losses.score(lr), losses.score(lp), cfg.r1_eps)
                 total = loss if r1 is None else loss + r1_w * r1
                 (total / accum).backward()
             m["d_loss"] += loss.item() / accum
             m["acc_real"] += losses.accuracy(lr, True) / accum
             m["acc_fake"] += losses.accuracy(lf, False) / accum
+            seen["real"].append(lr), seen["fake"].append(lf), seen["sigma"].append(sigma_d)
             if r1 is not None:
                 r1_total += r1.item() / accum
         if r1_on:
             m["r1"] = r1_total
+        m.update(d_stats(seen["real"], seen["fake"], self.D.head_kinds, seen["sigma"]))
         if self.world > 1:
             for p in self.D.head_parameters():
                 if p.grad is not None:

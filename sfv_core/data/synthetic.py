@@ -276,7 +276,7 @@ def fold_test_groups(groups: int, fold: int) -> range:
     return range((fold - 1) * b + 1, fold * b + 1)
 
 
-def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int) -> None:
+def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int, first_clip: int = 1) -> None:
     index = {n: i + 1 for i, n in enumerate(sorted(names))}
     atomic_write_text(list_dir / "classInd.txt", "".join(f"{i} {n}\r\n" for n, i in index.items()))
     for fold in (1, 2, 3):
@@ -284,7 +284,7 @@ def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int) -> N
         train_lines, test_lines = [], []
         for n in sorted(names):
             for g in range(1, groups + 1):
-                for c in range(1, clips + 1):
+                for c in range(first_clip, first_clip + clips):
                     rel = f"{n}/v_{n}_g{g:02d}_c{c:02d}.avi"
                     (test_lines.append(f"{rel}\r\n") if g in test else train_lines.append(f"{rel} {index[n]}\r\n"))
         atomic_write_text(list_dir / f"trainlist0{fold}.txt", "".join(train_lines))
@@ -294,8 +294,11 @@ def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int) -> N
 # --------------------------------------------------------------------------- the dataset
 
 def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips: int = 2,
-                   frames: int = 60, width: int = 320, height: int = 240, fps: int = 25) -> Path:
+                   frames: int = 60, width: int = 320, height: int = 240, fps: int = 25, first_clip: int = 1) -> Path:
     """Write the synthetic dataset under ``root`` and return ``root``.
+
+    ``first_clip`` > 1 numbers the clips from there (c06..c10 for 6 and 5 clips): other clips of the same
+    classes and groups, i.e. a validation set beside a dataset made with the default (1).
 
     Idempotent: when ``root/sfv_synthetic.json`` records the same parameters and a finished run,
     returns at once. An unfinished run with the same parameters is redone (writes are atomic).
@@ -311,7 +314,7 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
                         f"frames={frames}, {width}x{height})")
     params = dict(version=SYNTHETIC_VERSION, seed=int(seed), classes=int(classes), groups=int(groups),
                   clips=int(clips), frames=int(frames), width=int(width), height=int(height), fps=int(fps),
-                  codec="mpeg4", bit_rate=BIT_RATE)
+                  codec="mpeg4", bit_rate=BIT_RATE, **({"first_clip": int(first_clip)} if first_clip != 1 else {}))
     manifest = root / MANIFEST
     if manifest.is_file():
         old = json.loads(manifest.read_text())
@@ -327,7 +330,7 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
     atomic_write_json(manifest, dict(params=params, complete=False))
 
     jobs = [(slot, name, g, c) for slot, name in enumerate(names)
-            for g in range(1, groups + 1) for c in range(1, clips + 1)]
+            for g in range(1, groups + 1) for c in range(first_clip, first_clip + clips)]
 
     def one(job):
         slot, name, g, c = job
@@ -337,7 +340,7 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
     # numpy and the encoder release the GIL on their big loops: threads give a real speed-up.
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(one, jobs))
-    _write_lists(root / LIST_DIR, names, groups, clips)
+    _write_lists(root / LIST_DIR, names, groups, clips, first_clip)
     atomic_write_json(manifest, dict(params=params, complete=True, videos=len(jobs), classes=sorted(names)))
     return root
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.distill import BASE, MINI, cells, train_argv, write_tables
+from bench.distill import BASE, LAMBDAS, MINI, PRESET_LAMBDA, cells, train_argv, write_tables
 from sfv_core.paper import TABLE2, TABLE3
+from sfv_train.config import PRESETS
 
 
 def test_train_argv_is_the_preset_plus_what_the_size_forces(tmp_path):
@@ -14,13 +15,24 @@ def test_train_argv_is_the_preset_plus_what_the_size_forces(tmp_path):
     assert flags["--stack"] == "mini" and flags["--method"] == "sfv" and flags["--max-steps"] == "300"
     assert flags["--heads"] == "spatial" and flags["--p-mean"] == "0.0"
     assert {k: flags[f"--{k}"] for k in MINI} == {k: str(v) for k, v in MINI.items()}
+    assert flags["--r1"] == "lazy"                                                # MINI_WHY: lazy R1
 
 
-def test_cells_cover_tables_2_and_3_once():
+def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
     c = cells()
     assert c[BASE] == {} and c["heads-spatial"] == {"heads": "spatial"} and c["heads-temporal"] == {"heads": "temporal"}
     table3 = [v for v in c.values() if "p_mean" in v]
-    assert len(c) == 3 + len(TABLE3) - 1 and len(table3) == len(TABLE3) - 1      # (-1, -1) is the base cell
+    assert len(table3) == len(TABLE3) - 1                                        # (-1, -1) is the base cell
+    # lambda: the preset's 0.01 (per-element pseudo-Huber) is the base cell; the others change that one flag
+    # (train_argv: --lambda)
+    assert PRESET_LAMBDA == PRESETS["sfv"]["recon_weight"] == 0.01 and LAMBDAS == (0.0, 0.01, 0.1, 1.0)
+    assert {k: v for k, v in c.items() if "lambda" in v} == {"lambda-0": {"lambda": 0.0},
+                                                               "lambda-0.1": {"lambda": 0.1},
+                                                               "lambda-1": {"lambda": 1.0}}
+    assert len(c) == 3 + len(TABLE3) - 1 + 3
+    assert all(len(v) <= 2 for v in c.values())                                  # one setting changed per cell
+    argv = train_argv("sfv", Path("r"), 5, **c["lambda-0.1"])
+    assert argv[argv.index("--lambda") + 1] == "0.1" and "--recon-reduction" not in argv   # the preset's element
 
 
 def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
@@ -31,6 +43,13 @@ def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
     assert "NOT the paper's numbers" in t2 and "300 sfv-train steps" in t2 and "onestep:1): 18.00" in t2
     assert f"| SP+TE | {TABLE2[0][1]:.1f} | 12.50 [10.00, 15.00] |" in t2 and "| SP | 514.7 | not run |" in t2
     assert "| -1 | -1 | 180.9 | 12.50 [10.00, 15.00] |" in t3 and t3.count("not run") == len(TABLE3) - 1
+    tl = (Path(tmp_path) / "table_lambda.md").read_text()
+    assert "NOT the paper's numbers" in tl and "onestep:1): 18.00" in tl
+    rows = [ln for ln in tl.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert rows == ["| lambda | mini FVD |", "| 0 | not run |", "| 0.01 (preset) | 12.50 [10.00, 15.00] |",
+                    "| 0.1 | not run |", "| 1 | not run |"]
+    write_tables(Path(tmp_path), {BASE: rec, "lambda-1": {**rec, "fvd": 9.0, "fvd_interval": None}}, 300)
+    assert "| 1 | 9.00 |" in (Path(tmp_path) / "table_lambda.md").read_text()
 
 
 def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, monkeypatch, capsys):
@@ -56,3 +75,112 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
     assert len(calls) == 3 and (tmp_path / "table2.md").is_file()
     with pytest.raises(UserError, match="-n must be >= 4"):
         d.cli_ablations(argparse.Namespace(out=str(tmp_path), steps=40, cells=None, num_videos=2))
+
+
+def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monkeypatch):
+    """No fvd_data given: --fvd-data is the validation set, --fvd-split train; given: kept; a started run
+    resumes with its own options."""
+    import bench.cli
+    import bench.distill as d
+
+    argvs = []
+    monkeypatch.setattr(bench.cli, "train_main", lambda argv: argvs.append(argv) or 0)
+    monkeypatch.setattr(d, "validation_root", lambda: tmp_path / "val")
+    d.distil("sfv", tmp_path / "a", 20, log=lambda _: None, heads="spatial")
+    d.distil("sfv", tmp_path / "b", 20, log=lambda _: None, fvd_data="elsewhere", fvd_split="test")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "config.json").write_text("{}")
+    d.distil("sfv", tmp_path / "c", 20, log=lambda _: None)
+    a, b = (dict(zip(v[::2], v[1::2])) for v in argvs[:2])
+    assert (a["--fvd-data"], a["--fvd-split"], a["--heads"]) == (str(tmp_path / "val"), "train", "spatial")
+    assert (b["--fvd-data"], b["--fvd-split"]) == ("elsewhere", "test")
+    assert argvs[2] == ["--resume", str(tmp_path / "c"), "--max-steps", "20"]
+
+
+def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
+    """study's flags (world mini, the validation data, split train, N) are `sfv-bench run` options."""
+    import bench.distill as d
+    import bench.results
+    import bench.run
+
+    seen = []
+    monkeypatch.setattr(bench.run, "cli_run", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(bench.results, "read_results", lambda out: [{"spec": "x:1"}, {"spec": "sfv:1", "fvd": 3.0}])
+    rec = d.score("sfv:1", tmp_path / "unet", tmp_path / "s", world="mini", data=str(tmp_path / "val"),
+                  split="train", num_videos=8)
+    (args,) = seen
+    assert rec == {"spec": "sfv:1", "fvd": 3.0}
+    assert (args.world, args.data, args.split, args.num_videos, args.out) == ("mini", str(tmp_path / "val"), "train", 8,
+                                                                               str(tmp_path / "s"))
+    assert args.methods == ["sfv:1"] and args.method_option == [f"sfv.unet={tmp_path / 'unet'}"]
+
+
+def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_path, monkeypatch):
+    """`build-mini OUT --redistil sfv`: OUT/world is a copy of the shipped world (less its build records) with
+    unets/sfv from a new distill stage; OUT/build.json is the shipped record with distill-sfv replaced; the
+    quality figures change only for sfv; a second call skips the finished stage; Build.stage records a
+    stage finished elsewhere (done.json) that its record lacks. sfv-train and the shipped world are fakes."""
+    import hashlib
+    import json
+
+    import pytest
+
+    import bench.mini as mini
+    import methods.models.mini
+    from sfv_core.errors import UserError
+
+    shipped = tmp_path / "shipped"
+    for rel, text in {"stack/unet/w.bin": "teacher", "unets/sfv/w.bin": "old sfv", "unets/ladd/w.bin": "ladd",
+                      "done.json": "{}", "manifest.json": "{}"}.items():
+        (shipped / rel).parent.mkdir(parents=True, exist_ok=True)
+        (shipped / rel).write_text(text)
+    stages = {"teacher": {"seconds": 100.0}, "distill-sfv": {"seconds": 50.0, "fvd": 99.0},
+              "distill-ladd": {"seconds": 40.0, "fvd": 77.0}}
+    (shipped / "build.json").write_text(json.dumps({"command": "sfv-bench build-mini", "stages": stages}))
+    checked, ran = [], []
+
+    def distill_stage(b, folder, method, world, log):
+        ran.append(method)
+        (world / "unets" / method / "w.bin").write_text(f"new {method}")
+        (folder / "run").mkdir(parents=True)
+        (folder / "run" / "fvd_best.json").write_text(json.dumps({"fvd": 5.0, "step": 8}))
+        (folder / "run" / "fvd_vs_step.png").write_bytes(b"\x89PNG fake")
+        return {"fvd": 5.0}
+
+    monkeypatch.setattr(mini, "SHIPPED", shipped)
+    monkeypatch.setattr(mini, "distill_stage", distill_stage)
+    monkeypatch.setattr(mini, "git_commit", lambda: "abc")
+    monkeypatch.setattr(methods.models.mini, "verified", lambda part: checked.append(part))
+    monkeypatch.setenv("SFV_MINI_WORLD", "unset-at-teardown")        # redistil sets it; monkeypatch restores it
+    out = tmp_path / "out"
+    log = []
+    world = mini.redistil(out, ["sfv"], log=log.append)
+    assert world == out / "world" and checked == ["stack", "detector"] and ran == ["sfv"]
+    assert (world / "unets" / "sfv" / "w.bin").read_text() == "new sfv"
+    assert (world / "unets" / "ladd" / "w.bin").read_text() == "ladd"
+    assert (world / "stack" / "unet" / "w.bin").read_text() == "teacher"
+    assert not (world / "build.json").exists() and not (world / "done.json").exists()
+    files = json.loads((world / "manifest.json").read_text())["files"]
+    assert files["unets/sfv/w.bin"] == hashlib.sha256(b"new sfv").hexdigest() and "unets/ladd/w.bin" in files
+    rec = json.loads((out / "build.json").read_text())
+    assert {k: rec["stages"][k] for k in ("teacher", "distill-ladd")} == {k: stages[k] for k in ("teacher",
+                                                                                             "distill-ladd")}
+    assert rec["stages"]["distill-sfv"]["fvd"] == 5.0 and rec["stages"]["distill-sfv"]["seconds"] < 50.0
+    assert rec["redistilled"]["methods"] == ["sfv"]
+    repo = json.loads((Path(mini.__file__).resolve().parents[1] / "results" / "mini" / "quality.json").read_text())
+    q = json.loads((out / "quality.json").read_text())
+    assert q["distilled"]["sfv"] == {"fvd": 5.0, "step": 8}
+    assert {m: v for m, v in q["distilled"].items() if m != "sfv"} == {m: v for m, v in repo["distilled"].items()
+                                                                       if m != "sfv"}
+    assert (out / "fvd_vs_step_sfv.png").read_bytes() == b"\x89PNG fake"
+    assert json.loads((shipped / "build.json").read_text())["stages"] == stages      # no --install: untouched
+    mini.redistil(out, ["sfv"], log=log.append)                                      # finished: skipped
+    assert ran == ["sfv"] and any("[distill-sfv] done" in ln and "skipped" in ln for ln in log)
+    with pytest.raises(UserError, match="--redistil takes a comma list"):
+        mini.redistil(out, ["sfv", "dmd"], log=log.append)
+    # Build.stage: a stage finished by another call, absent from this record, is filled from its done.json
+    b = mini.Build(out, "cpu", 1, 1.0, False, log.append)
+    del b.record["stages"]["distill-sfv"]
+    b.stage("distill-sfv", lambda f: pytest.fail("a finished stage ran again"))
+    done = json.loads((out / "distill-sfv" / "done.json").read_text())
+    assert b.record["stages"]["distill-sfv"] == {**done, "seconds": round(done["seconds"], 1)}

@@ -169,7 +169,9 @@ def test_export_generates_through_sfv_bench_run(tiny_runs, tmp_path):
 def test_training_signal_on_a_fixed_batch(data_root, tmp_path):
     """One video (a plain folder): reconstruction falls, D's accuracy leaves 0.5 and its loss falls.
 
-    Low D noise (P_mean -3) lets D tell real from fake quickly (the paper's Table 3 observation)."""
+    Low D noise (P_mean -3) lets D tell real from fake quickly (the paper's Table 3 observation). The
+    reconstruction is the paper-literal one (whole-video pseudo-Huber, lambda 0.1): the preset's weak
+    per-element term (lambda 0.01) is not meant to pull one memorised video back within 30 steps."""
     from sfv_train import losses
     from sfv_train.config import TrainConfig
     from methods.models.edm import Denoiser
@@ -181,7 +183,8 @@ def test_training_signal_on_a_fixed_batch(data_root, tmp_path):
     shutil.copy(next((Path(data_root) / "UCF-101").rglob("*_g02_c01.avi")), folder / "clip.avi")
     cfg = TrainConfig(data=str(folder), out=str(tmp_path / "out"), stack="tiny", width=64, height=64, num_frames=6,
                       grad_accum=1, max_steps=30, r1="none", report_to="none", progress=False, optimizer="adamw",
-                      lr_g=1e-4, lr_d=2e-3, p_mean=-3.0, p_std=0.5, gradient_checkpointing=False)
+                      lr_g=1e-4, lr_d=2e-3, p_mean=-3.0, p_std=0.5, gradient_checkpointing=False,
+                      recon_reduction="video", recon_weight=0.1)
     t = Trainer(cfg)
     t.setup()
     assert len(t.data) == 1
@@ -207,7 +210,9 @@ def test_training_signal_on_a_fixed_batch(data_root, tmp_path):
     assert after < 0.85 * before
     bal = np.mean([(h["acc_real"] + h["acc_fake"]) / 2 for h in hist[-10:]])
     assert bal > 0.6
-    assert np.mean([h["d_loss"] for h in hist[-10:]]) < 1.8 < np.mean([h["d_loss"] for h in hist[:5]])
+    # D starts at chance (hinge 2) and falls (with --d-norm videos it falls within a few steps: 1.99 -> 1.57
+    # by step 5 here)
+    assert np.mean([h["d_loss"] for h in hist[-10:]]) < 1.8 < hist[0]["d_loss"]
 
 
 @pytest.mark.slow
@@ -310,7 +315,8 @@ def test_config_presets_and_validation():
     d = TrainConfig(data="d", out="o").resolved()
     assert (d.width, d.height, d.num_frames, d.fps, d.recon_weight, d.ema, d.lr_g, d.lr_d, d.optimizer,
             d.momentum, d.beta, d.grad_accum, d.batch_size, d.max_steps, d.heads) == \
-        (768, 448, 14, 7, 0.1, 0.95, 1e-5, 1e-4, "sm3", 0.5, 0.999, 4, 1, 50000, "both")
+        (768, 448, 14, 7, 0.01, 0.95, 1e-5, 1e-4, "sm3", 0.5, 0.999, 4, 1, 50000, "both")
+    assert (d.recon_reduction, d.d_norm) == ("element", "frames")                 # the SF-V study's choices
     with pytest.raises(UserError, match="--p-std must not be 0"):
         TrainConfig(data="d", out="o", p_std=0.0).resolved()
     with pytest.raises(UserError, match="unknown --method"):

@@ -1,6 +1,7 @@
 """bench.synthetic: UCF-101's layout and split rule, determinism, class-specific motion, the CLI."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -141,3 +142,37 @@ def test_cli_make_synthetic(tmp_path, capsys):
     assert len(UCF101(out).refs("all", 1)) == 6 and video_info(next(out.rglob("*.avi")))[0] == 8
     assert main(["make-synthetic", str(out), "--groups", "2"]) == 2
     assert "groups >= 3" in capsys.readouterr().err
+
+
+def test_first_clip_numbers_a_validation_set_beside_the_default(tmp_path):
+    """first_clip=6: clips c06.. of the same classes and groups (the bytes a dataset with more clips holds
+    there), lists numbered alike; the default's manifest is unchanged (no first_clip key)."""
+    kw = dict(seed=0, classes=2, groups=3, clips=2, frames=6, width=32, height=24)
+    base = make_synthetic(tmp_path / "base", **kw)
+    val = make_synthetic(tmp_path / "val", **kw, first_clip=6)
+    more = make_synthetic(tmp_path / "more", **dict(kw, clips=7))                 # c01..c07
+
+    def videos(root):
+        return sorted(p.relative_to(root).as_posix() for p in (root / "UCF-101").rglob("*.avi"))
+
+    shift = {"_c01.avi": "_c06.avi", "_c02.avi": "_c07.avi"}
+    renamed = [re.sub(r"_c0[12]\.avi", lambda m: shift[m.group(0)], f) for f in videos(base)]
+    assert videos(val) == renamed and len(renamed) == 2 * 3 * 2
+    assert {NAME.match(f.split("/")[-1]).group(3) for f in videos(val)} == {"06", "07"}
+    for f in videos(val):
+        assert sha256_file(val / f) == sha256_file(more / f)                      # the same clip c06, c07
+    one = "UCF-101/BouncingBall/v_BouncingBall_g02_c0{}.avi"
+    assert not np.array_equal(read_video(val / one.format(6)), read_video(base / one.format(1)))
+    lists = base / "ucfTrainTestlist"
+    for name in ("classInd.txt", *[f"{k}list0{f}.txt" for k in ("train", "test") for f in (1, 2, 3)]):
+        text = (lists / name).read_bytes().decode()                                 # CRLF kept
+        want = re.sub(r"_c0([12])\.avi", lambda m: f"_c0{int(m.group(1)) + 5}.avi", text)
+        assert (val / "ucfTrainTestlist" / name).read_bytes() == want.encode(), name
+    assert {r.rel.split("_")[-1] for r in UCF101(val).refs("train", 1)} == {"c06.avi", "c07.avi"}
+    params = {r: json.loads((r / "sfv_synthetic.json").read_text())["params"] for r in (base, val)}
+    assert set(params[base]) == {"version", "seed", "classes", "groups", "clips", "frames", "width", "height", "fps",
+                                 "codec", "bit_rate"}
+    assert params[val] == {**params[base], "first_clip": 6}
+    assert make_synthetic(val, **kw, first_clip=6) == val                          # made: returns at once
+    with pytest.raises(UserError, match="other parameters"):
+        make_synthetic(val, **kw)

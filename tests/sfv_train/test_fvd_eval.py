@@ -220,3 +220,34 @@ def test_a_trainer_that_cannot_sample_is_not_evaluated(tmp_path):
                                    evaluator=lambda *a: pytest.fail("made an evaluator"))
     loop.run()
     assert any("cannot sample videos" in s for s in said) and not (tmp_path / "o" / "fvd_best.json").exists()
+
+
+def test_fvd_data_and_split_choose_the_evaluation_set_and_are_run_only(train_data, tmp_path, monkeypatch):
+    """--fvd-data / --fvd-split (a held-out validation set's train split, `sfv-bench study`): the set the FVD
+    while training selects from; a resume may change them (RUN_ONLY); default: --data's test split."""
+    import bench.train_eval as te
+    from sfv_core.errors import UserError
+
+    def resolved(**kw):
+        return TrainConfig(**{"out": str(tmp_path / "o"), "data": str(tmp_path), "stack": "tiny", "fvd_videos": 4,
+                              **kw}).resolved()
+
+    a = resolved()
+    assert (a.fvd_data, a.fvd_split) == ("", "test") and {"fvd_data", "fvd_split"} <= RUN_ONLY
+    assert a.compared() == dataclasses.replace(a, fvd_data=str(train_data), fvd_split="train").compared()
+    p = te.eval_protocol(resolved(fvd_split="train", fold=2))
+    assert (p.split, p.fold, p.num_videos, p.balanced) == ("train", 2, 4, True)
+    assert te.eval_protocol(a).split == "test"
+    seen = []
+
+    def select(ds, proto):
+        seen.append((ds.root, proto.split))
+        raise UserError("stop here")
+    monkeypatch.setattr(te, "select_videos", select)
+    for cfg, want in ((resolved(fvd_every=2, fvd_data=str(train_data), fvd_split="train"), (train_data, "train")),
+                      (resolved(fvd_every=2, data=str(train_data)), (train_data, "test"))):
+        with pytest.raises(UserError, match="stop here"):
+            te.TrainFVD(cfg, "cpu", log=lambda _: None)
+        assert seen.pop() == (Path(want[0]), want[1])
+    args = build_train_parser().parse_args(["--fvd-data", "VAL", "--fvd-split", "train"])
+    assert (args.fvd_data, args.fvd_split) == ("VAL", "train")

@@ -35,7 +35,7 @@ CASES = {
                       "--data is required with --stack svd"),
     "fresh-run-over-checkpoints": (lambda run, tmp: [*TINY, "--out", str(run)], "already holds checkpoints"),
     "resume-changes-option": (lambda run, tmp: ["--resume", str(run), "--lambda", "0.5"],
-                              "recon_weight (0.1 -> 0.5)"),
+                              "recon_weight (0.01 -> 0.5)"),
     "resume-changes-config": (lambda run, tmp: ["--resume", str(run), "--config",
                                                 str(write(tmp / "c.toml", "heads = 'spatial'\n"))], "heads"),
     "resume-other-out": (lambda run, tmp: ["--resume", str(run), "--out", str(tmp / "o")], "drop --out"),

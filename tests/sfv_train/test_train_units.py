@@ -176,8 +176,8 @@ def test_ema_update_rule():
 
 def test_reconstruction_reductions_and_presets():
     """The reduction is explicit: whole-video (sum / norm) vs per element (mean); UFOGen's term is the
-    v-space denoising loss (weight (s^2+1)/s^2, element mean, lambda 1), SF-V's the whole-video
-    pseudo-Huber with lambda 0.1."""
+    v-space denoising loss (weight (s^2+1)/s^2, element mean, lambda 1), SF-V's the pseudo-Huber averaged
+    over elements with lambda 0.01 (the paper-literal whole-video form with lambda 0.1 stays one flag away)."""
     from sfv_train.config import TrainConfig
 
     x0 = torch.zeros(2, 1, 1, 2, 2)
@@ -189,8 +189,11 @@ def test_reconstruction_reductions_and_presets():
     assert w.tolist() == pytest.approx([2.0, 1.25])
     assert float(losses.mse(x0_hat, x0, "element", w)) == pytest.approx((2 * 1 + 1.25 * 4) / 2)
     assert float(losses.pseudo_huber(x0_hat, x0, 0.0, "element")) == pytest.approx((1 + 2) / 2)
+    assert float(losses.pseudo_huber(x0_hat, x0, 0.0, "video")) == pytest.approx((2 + 4) / 2)   # ||d|| = 2, 4
     sfv = TrainConfig(data="d", out="o", method="sfv").resolved()
     ufo = TrainConfig(data="d", out="o", method="ufogen").resolved()
-    assert (sfv.recon, sfv.recon_reduction, sfv.recon_weight) == ("pseudo-huber", "video", 0.1)
+    assert (sfv.recon, sfv.recon_reduction, sfv.recon_weight) == ("pseudo-huber", "element", 0.01)
+    paper = TrainConfig(data="d", out="o", method="sfv", recon_reduction="video", recon_weight=0.1).resolved()
+    assert (paper.recon, paper.recon_reduction, paper.recon_weight) == ("pseudo-huber", "video", 0.1)
     assert (ufo.recon, ufo.recon_reduction, ufo.recon_weight) == ("diffusion", "element", 1.0)
     assert TrainConfig(data="d", out="o", method="ufogen", recon_weight=0.3).resolved().recon_weight == 0.3

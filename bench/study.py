@@ -1,0 +1,178 @@
+"""`sfv-bench study OUT`: controlled distillation runs in the mini world, scored on a held-out validation set.
+
+Each run is ``sfv-train --stack mini`` from the shipped teacher with the mini settings of
+``bench.distill`` (same seed, same steps), changed only by what its row of ``RUNS`` names. Settings are
+chosen here, never on the test split: every run is scored with the suite's own FVD and 95% interval
+(``sfv-bench run``) on the validation set -- other clips (c06..c10) of the training groups of the mini
+world's synthetic dataset, which no stage of the build trains on (the distillations train on the
+dataset's c01..c05, the teacher, VAE and detector on pool clips numbered from 1000) -- and its FVD while
+training is scored there too. The runs' probes (``sfv_train.probes``: the generator terms' gradient norms
+on x0_hat, the discriminator's accuracy per head kind and noise level) are summarised from metrics.jsonl.
+
+Writes OUT/study.md (the table of runs), OUT/study.json and OUT/study_curves.png (FVD while training,
+gradient ratio and D accuracy against the step); ``--install`` copies them into results/mini/.
+Resumable: a finished run is skipped, an unfinished one resumes.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_json, atomic_write_text
+
+from .distill import MINI_WHY, distil, score, validation_root
+
+# name -> (method, sfv-train overrides, what it tests). OLD: the discriminator and SF-V reconstruction as
+# they were shipped before the study (--d-norm frames; whole-video pseudo-Huber, lambda 0.1, the paper's
+# literal reading); the issue's controlled changes are made to it. VID: the heads normalised over whole
+# videos, real and fake in one call (--d-norm videos), the reconstruction still the old one.
+OLD = {"d_norm": "frames", "recon_reduction": "video", "lambda": 0.1}
+VID = {"d_norm": "videos", "recon_reduction": "video", "lambda": 0.1}
+RUNS = {
+    "sfv-paper": ("sfv", OLD, "SF-V as shipped before: lambda 0.1, whole-video pseudo-Huber, D norm frames"),
+    "sfv-recon-off": ("sfv", {**OLD, "lambda": 0.0}, "no reconstruction term"),
+    "sfv-lambda0.01": ("sfv", {**OLD, "lambda": 0.01}, "lambda 0.01"),
+    "sfv-lambda1": ("sfv", {**OLD, "lambda": 1.0}, "lambda 1"),
+    "sfv-element": ("sfv", {**OLD, "recon_reduction": "element"}, "per-element pseudo-Huber, lambda 0.1"),
+    "sfv-ladd-noise": ("sfv", {**OLD, "d_noise": "lognormal", "p_mean": 1.0, "p_std": 1.0},
+                       "LADD's D noise (lognormal, P_mean 1, P_std 1)"),
+    "sfv-element-lambda0.01": ("sfv", {**OLD, "recon_reduction": "element", "lambda": 0.01},
+                               "per-element pseudo-Huber, lambda 0.01, D norm frames: the new SF-V preset"),
+    "ladd-old": ("ladd", {"d_norm": "frames"}, "LADD as shipped before (D norm frames)"),
+    "ladd-sfv-recon": ("ladd", {"d_norm": "frames", "recon": "pseudo-huber", "recon_reduction": "video",
+                                "lambda": 0.1}, "LADD with SF-V's reconstruction"),
+    "sfv-videos": ("sfv", VID, "D norm videos"),
+    "sfv-videos-lambda0.01": ("sfv", {**VID, "lambda": 0.01}, "D norm videos, lambda 0.01"),
+    "sfv-videos-recon-off": ("sfv", {**VID, "lambda": 0.0}, "D norm videos, no reconstruction"),
+    "sfv-videos-element": ("sfv", {**VID, "recon_reduction": "element"}, "D norm videos, per-element pseudo-Huber"),
+    "sfv-videos-element-lrd3e-4": ("sfv", {**VID, "recon_reduction": "element", "lr_d": 3e-4},
+                                   "D norm videos, per-element pseudo-Huber, D lr 3e-4"),
+    "sfv-videos-element-lr3e-5": ("sfv", {**VID, "recon_reduction": "element", "lr_g": 3e-5, "lr_d": 3e-4},
+                                  "D norm videos, per-element pseudo-Huber, lr G 3e-5 / D 3e-4"),
+    "sfv-videos-element-lambda0.01": ("sfv", {**VID, "recon_reduction": "element", "lambda": 0.01},
+                                      "D norm videos, per-element pseudo-Huber, lambda 0.01"),
+    "sfv-videos-element-lambda1": ("sfv", {**VID, "recon_reduction": "element", "lambda": 1.0},
+                                   "D norm videos, per-element pseudo-Huber, lambda 1"),
+    "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos (the new default)"),
+    "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos (the new default)"),
+}
+DEFAULT_RUNS = tuple(RUNS)
+
+
+def _overrides(over: dict, val: Path, steps: int) -> dict:
+    return {**over, "fvd_data": str(val), "fvd_split": "train", "fvd_every": max(1, steps // 8)}
+
+
+def probe_summary(run: Path, last: int) -> dict:
+    """Means over the last ``last`` logged steps of metrics.jsonl: gradient ratio, D accuracy, |logit|."""
+    lines = [json.loads(ln) for ln in (run / "logs" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    train = [ln for ln in lines if "g_loss" in ln]
+    if not train:
+        return {}
+    top = train[-1]["step"]
+    tail = [ln for ln in train if ln["step"] > top - last]
+    keys = ("gn_ratio", "gn_cos", "gn_adv", "gn_rec", "d_loss", "acc_real", "acc_fake", "acc_real_spatial",
+            "acc_fake_spatial", "acc_real_temporal", "acc_fake_temporal", "logit_abs_real", "logit_abs_fake")
+    return {k: sum(ln[k] for ln in tail if k in ln) / max(1, sum(k in ln for ln in tail)) for k in keys
+            if any(k in ln for ln in tail)}
+
+
+def curves(run: Path) -> dict:
+    lines = [json.loads(ln) for ln in (run / "logs" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    fvd = [(ln["step"], ln["fvd"]) for ln in lines if "fvd" in ln]
+    tr = [ln for ln in lines if "g_loss" in ln]
+    return {"fvd": fvd, "ratio": [(ln["step"], ln.get("gn_ratio", 0.0)) for ln in tr],
+            "acc": [(ln["step"], 0.5 * (ln["acc_real"] + ln["acc_fake"])) for ln in tr]}
+
+
+def plot(all_curves: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    for name, c in all_curves.items():
+        for a, key in zip(ax, ("fvd", "ratio", "acc")):
+            if c[key]:
+                a.plot(*zip(*c[key]), label=name, marker="o" if key == "fvd" else None, ms=3)
+    ax[0].set(title="FVD while training (validation clips, N=32)", xlabel="step", ylabel="FVD")
+    ax[1].set(title="|grad adv| / |grad lambda*recon| on x0_hat", xlabel="step", yscale="log")
+    ax[2].set(title="D accuracy (mean of real and fake)", xlabel="step")
+    ax[0].legend(fontsize=7)
+    fig.suptitle("mini world (trained on synthetic data): not comparable with the paper", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(rec: dict) -> str:
+    lo, hi = rec["fvd_interval"]
+    return f"{rec['fvd']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Path:
+    ref = recs.get("onestep")
+    lines = [f"# Controlled distillation runs (mini world, NOT the paper's numbers)", "",
+             f"Each run: `sfv-train --stack mini` from the shipped teacher, {steps} steps, seed 0 ({MINI_WHY}); "
+             f"scored with `sfv-bench run` on {n} held-out validation videos (clips c06..c10 of the training groups; "
+             f"never the test split), FVD with its 95% interval. Probes: means over the last 100 steps "
+             f"(`sfv_train.probes`). CPU float32; the last column: minutes this tool spent on the run (summed over its "
+             f"calls; a run trained before the per-run clock existed shows its scoring only).", ""]
+    if ref:
+        lines += [f"Teacher's naive one step (onestep:1) on the same videos: {_fmt(ref)}", ""]
+    lines += ["| run | what changes | FVD (val) | grad ratio adv/rec | cos | D acc real / fake | |logit| real / fake | min |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, rec in recs.items():
+        if name == "onestep":
+            continue
+        p = rec.get("probes", {})
+        lines.append(f"| {name} | {RUNS[name][2]} | {_fmt(rec)} | {p.get('gn_ratio', 0):.3g} | {p.get('gn_cos', 0):.2f} "
+                     f"| {p.get('acc_real', 0):.2f} / {p.get('acc_fake', 0):.2f} | {p.get('logit_abs_real', 0):.2f} / "
+                     f"{p.get('logit_abs_fake', 0):.2f} | {seconds.get(name, 0) / 60:.1f} |")
+    path = out / "study.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def cli_study(args) -> int:
+    out = Path(args.out)
+    names = args.runs.split(",") if args.runs else list(DEFAULT_RUNS)
+    bad = [r for r in names if r not in RUNS]
+    if bad:
+        raise UserError(f"unknown study run(s) {', '.join(bad)}; valid: {', '.join(RUNS)}")
+    if args.steps < 8 or args.num_videos < 4:
+        raise UserError("--steps must be >= 8 and -n >= 4")
+    val = validation_root()
+    flags = {"world": "mini", "data": str(val), "split": "train", "num_videos": args.num_videos}
+    state = out / "study.json"
+    seconds = {k: json.loads((out / "runs" / k / "study_seconds.json").read_text())["seconds"]
+               for k in RUNS if (out / "runs" / k / "study_seconds.json").is_file()}
+    old = json.loads(state.read_text()).get("runs", {}) if state.is_file() else {}
+    recs = {"onestep": score("onestep:1", None, out / "score" / "onestep", **flags)}
+    recs.update({k: v for k, v in old.items() if k in RUNS and k not in names})     # earlier calls' runs stay
+    for name in names:
+        method, over, _ = RUNS[name]
+        t0, run = time.time(), out / "runs" / name
+        unet = distil(method, run, args.steps, **_overrides(over, val, args.steps))
+        rec = score(f"{method}:1", unet, out / "score" / name, **flags)
+        clock = run / "study_seconds.json"            # this run's own time, summed over resumed calls
+        seconds[name] = (json.loads(clock.read_text())["seconds"] if clock.is_file() else 0) + time.time() - t0
+        atomic_write_json(clock, {"seconds": seconds[name]})
+        rec["probes"] = probe_summary(out / "runs" / name, 100)
+        recs[name] = rec
+        report = write_report(out, recs, args.steps, args.num_videos, seconds)
+        atomic_write_json(state, {"steps": args.steps, "n": args.num_videos, "seconds": seconds,
+                                  "runs": {k: {"fvd": v["fvd"], "fvd_interval": v["fvd_interval"],
+                                               "probes": v.get("probes")} for k, v in recs.items()}})
+    plot({k: curves(out / "runs" / k) for k in recs if (out / "runs" / k / "logs" / "metrics.jsonl").is_file()},
+         out / "study_curves.png")
+    print(report.read_text())
+    if args.install:
+        dst = Path(__file__).resolve().parents[1] / "results" / "mini"
+        for f in ("study.md", "study.json", "study_curves.png"):
+            shutil.copy2(out / f, dst / f)
+        print(f"copied study.md, study.json and study_curves.png into {dst}")
+    return 0
