@@ -56,8 +56,8 @@ RUNS = {
                                       "D norm videos, per-element pseudo-Huber, lambda 0.01"),
     "sfv-videos-element-lambda1": ("sfv", {**VID, "recon_reduction": "element", "lambda": 1.0},
                                    "D norm videos, per-element pseudo-Huber, lambda 1"),
-    "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos (the new default)"),
-    "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos (the new default)"),
+    "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos"),
+    "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos"),
 }
 DEFAULT_RUNS = tuple(RUNS)
 
@@ -66,10 +66,14 @@ def _overrides(over: dict, val: Path, steps: int) -> dict:
     return {**over, "fvd_data": str(val), "fvd_split": "train", "fvd_every": max(1, steps // 8)}
 
 
+def _metrics(run: Path) -> list[dict]:
+    """The lines of a run's logs/metrics.jsonl."""
+    return [json.loads(ln) for ln in (run / "logs" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
 def probe_summary(run: Path, last: int) -> dict:
     """Means over the last ``last`` logged steps of metrics.jsonl: gradient ratio, D accuracy, |logit|."""
-    lines = [json.loads(ln) for ln in (run / "logs" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    train = [ln for ln in lines if "g_loss" in ln]
+    train = [ln for ln in _metrics(run) if "g_loss" in ln]
     if not train:
         return {}
     top = train[-1]["step"]
@@ -81,7 +85,7 @@ def probe_summary(run: Path, last: int) -> dict:
 
 
 def curves(run: Path) -> dict:
-    lines = [json.loads(ln) for ln in (run / "logs" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    lines = _metrics(run)
     fvd = [(ln["step"], ln["fvd"]) for ln in lines if "fvd" in ln]
     tr = [ln for ln in lines if "g_loss" in ln]
     return {"fvd": fvd, "ratio": [(ln["step"], ln.get("gn_ratio", 0.0)) for ln in tr],

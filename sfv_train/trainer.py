@@ -243,11 +243,13 @@ class Trainer(TrainLoop):
         with self.autocast():
             return self.D(x_in, c_noise, b["cond_latent"], b["image_embeds"], b["added_time_ids"])
 
-    def _disc_pair(self, real_in, fake_in, sigma_d, b):
+    def _disc_pair(self, real_in, fake_in, sigma_d, b, want: str = "both"):
         """(real logits, fake logits). ``--d-norm videos``: ONE call on the interleaved batch r0 f0 r1 f1 ...,
-        so every normalisation group of up to 8 videos holds real and fake alike; otherwise two calls."""
+        so every normalisation group of up to 8 videos holds real and fake alike; otherwise one call per side
+        that ``want`` asks for ("both", "real" or "fake"; the other side is None)."""
         if self.D.norm != "videos":
-            return self._disc(real_in, sigma_d, b), self._disc(fake_in, sigma_d, b)
+            return (self._disc(real_in, sigma_d, b) if want != "fake" else None,
+                    self._disc(fake_in, sigma_d, b) if want != "real" else None)
         two = lambda a, c: torch.stack([a, c], 1).flatten(0, 1)                       # noqa: E731
         bb = {k: two(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
         out = self._disc(two(real_in, fake_in), two(sigma_d, sigma_d), bb)
@@ -292,8 +294,7 @@ class Trainer(TrainLoop):
                 # their sum sent back through G: the gradient of l_adv + lambda l_rec, one G backward
                 x_adv, x_rec = (x0_hat.detach().requires_grad_(True) for _ in range(2))
                 fake_in = self._d_input(x_adv, sigma_d, eps_d)
-                logits = (self._disc_pair(self._d_input(x0, sigma_d, eps_d), fake_in, sigma_d, b)[1]
-                          if self.D.norm == "videos" else self._disc(fake_in, sigma_d, b))
+                logits = self._disc_pair(self._d_input(x0, sigma_d, eps_d), fake_in, sigma_d, b, "fake")[1]
                 l_adv = losses.hinge_g(logits)
                 l_rec = self._recon(x_rec, x0, sigma)
                 loss = l_adv + cfg.recon_weight * l_rec
@@ -338,7 +339,7 @@ class Trainer(TrainLoop):
                     r1 = losses.r1_exact(losses.score(lr), real_in)
                 elif r1_on:
                     n = torch.randn(real_in.shape, generator=gen).to(self.device)
-                    lp = self._disc_pair(real_in + cfg.r1_eps * n, fake_in, sigma_d, b)[0]
+                    lp = self._disc_pair(real_in + cfg.r1_eps * n, fake_in, sigma_d, b, "real")[0]
                     r1 = losses.r1_approx(losses.score(lr), losses.score(lp), cfg.r1_eps)
                 total = loss if r1 is None else loss + r1_w * r1
                 (total / accum).backward()
