@@ -16,6 +16,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from sfv_core.env import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()      # as `sfv-bench run` does: freed activations stay in the heap (no page-fault churn)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import typing
 
@@ -79,6 +80,10 @@ def _add_run(sub):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
                         "machine give wild numbers; 0 = torch's default); generation uses all threads")
+    p.add_argument("--procs", type=int, default=None,
+                   help="processes on a CPU, each generating and scoring its share of the videos with cores/K "
+                        "threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
+                        "mini world; 1 otherwise). Several GPUs: torchrun or accelerate launch")
     p.add_argument("--max-fail-frac", type=float, default=None,
                    help="stop when more than this share of the selected videos is undecodable or too short "
                         "(default 0.05; tiny world 0.25)")
@@ -236,10 +241,12 @@ def _dispatch(prog: str, target: str, args) -> int:
     try:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":          # several processes: the first one says it
+            print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{prog}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130
     except OSError as e:             # disk full, permission denied, ...: one line, finished work kept
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
@@ -258,6 +265,7 @@ def main(argv=None) -> int:
             print(f"sfv-bench run: error: {e}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
+    args.argv = argv                                     # `run --procs K` starts K copies of this command
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -351,9 +359,11 @@ def train_main(argv=None) -> int:
             apply_config(parser, argv)
             args = parser.parse_args(argv)
         cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+        from sfv_core.env import keep_freed_memory
         from sfv_train.train import train
 
         from .train_eval import TrainFVD      # the FVD while training (--fvd-every)
+        keep_freed_memory()
         train(cfg, evaluator=TrainFVD)
     except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)

@@ -9,8 +9,9 @@ regenerated (and said so). Samples made by other weights or options are discarde
 
 Latency is the paper's quantity, measured apart from generation (which may batch videos and use
 every thread): the UNet time of one video at batch 1 (batch 2 with CFG), over a few videos after a
-warm-up, with ``threads`` torch threads on a CPU (one by default: several threads on a shared small
-machine give numbers off by 20-45x). The machine, threads and load average are recorded with it.
+warm-up video, in the first process alone when several generate, with ``threads`` torch threads on a
+CPU (one by default: several threads on a shared small machine give numbers off by 20-45x). The
+machine, threads and load average are recorded with it.
 """
 from __future__ import annotations
 
@@ -96,11 +97,10 @@ def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_
                     save_size: str = "score", label: str = "", progress: bool = False) -> None:
     """Generate ``todo`` with a loaded ``method`` in batches; each sample is written atomically.
 
-    ``conditions_of(ref)`` gives the conditioning image. One untimed warm-up first."""
+    ``conditions_of(ref)`` gives the conditioning image. No warm-up: nothing here is timed."""
     if not todo:
         return
     conditions = protocol.conditions()
-    method.warmup(protocol.gen_height, protocol.gen_width, conditions)
     bar = tqdm(total=len(todo), desc=f"{label:>14}", disable=not progress, unit="video")
     for i in range(0, len(todo), batch_size):
         chunk = todo[i:i + batch_size]
@@ -126,16 +126,17 @@ def read_samples(refs, sdir: Path, protocol):
 
 
 def time_method(method, images: list, seeds: list, conditions, device: str, threads: int) -> dict:
-    """The timing pass: one video at a time (after one untimed video), UNet seconds per video."""
+    """The timing pass: one video at a time (after one untimed video), UNet seconds per video. It runs
+    ``method.timed_part`` (the SVD family: up to the latents; the VAE decode is not timed, so not run)."""
     old = torch.get_num_threads()
     cpu = not str(device).startswith("cuda")
     if cpu and threads:
         torch.set_num_threads(threads)
     try:
-        method.generate(images[:1], seeds[:1], conditions)       # warm-up at this thread count
+        method.timed_part(images[:1], seeds[:1], conditions)       # warm-up at this thread count
         times = []
         for image, seed in zip(images, seeds):
-            method.generate([image], [seed], conditions)
+            method.timed_part([image], [seed], conditions)
             times.append(method.last_unet_times()[0])
         env = {"device_name": device_name(device), "threads": torch.get_num_threads(), "cpu": cpu_name(),
                "load_average": load_average()}

@@ -82,6 +82,9 @@ def _header_lines(records: list[dict]) -> list[str]:
     det = r.get("detector", {})
     proto = r.get("protocol", {})
     lat = next((x["latency"] for x in records if x.get("latency")), {})
+    procs = r.get("processes") or 1
+    gen_where = r.get("device_name", "") + (f" in each of {procs} processes" if procs > 1 else "")
+    lat_where = lat.get("device_name", r.get("device_name", "")) + (" in the first alone" if procs > 1 else "")
     lines = [
         f"Metric: {r.get('metric', '')} (covariance {r.get('covariance', '')}); "
         f"N real = {r.get('n_real', '')}; split {proto.get('split')} fold {proto.get('fold')}; "
@@ -89,8 +92,8 @@ def _header_lines(records: list[dict]) -> list[str]:
         f"{proto.get('gen_width')}x{proto.get('gen_height')}, scored at {proto.get('score_width')}x{proto.get('score_height')}.",
         f"Detector: {det.get('label', det.get('name', ''))} (sha256 {str(det.get('sha256', ''))[:16]}...). "
         f"FVD interval: 95%, grouped jackknife over the generated videos (real statistics fixed).",
-        f"Device: generation and FVD on {r.get('device_name', '')}, the timing pass on "
-        f"{lat.get('device_name', r.get('device_name', ''))}; dtype {r.get('dtype', '')}; latency = UNet time "
+        f"Device: generation and FVD on {gen_where}, the timing pass on {lat_where}; dtype {r.get('dtype', '')}; "
+        f"latency = UNet time "
         f"per video at batch 1 ({lat.get('clock', '')}, {lat.get('threads', '?')} thread(s), load average "
         f"{lat.get('load_average')}), warm-up excluded. Paper latencies: one A100.",
     ]

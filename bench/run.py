@@ -29,12 +29,12 @@ from methods.registry import get_method
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples, load_condition, raise_if_too_many_failures,
                                   select_videos)
-from sfv_core.env import device_name, git_commit, versions
+from sfv_core.env import device_name, git_commit, keep_freed_memory, versions
 from sfv_core.fsutil import atomic_write_json
 from sfv_core.seeds import sample_seed
 
 from . import report, results
-from .dist import Dist
+from .dist import Dist, launch_local, usable_cores
 from .fvd.detectors import load_detector
 from .fvd.features import cached_stats, compute_stats
 from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval
@@ -42,12 +42,15 @@ from .generate import (generate_method, missing, prepare_dir, read_samples, spec
 from .settings import Settings, check_run_json
 
 
-def _dataset_root(settings, dist) -> Path:
+def _dataset_root(settings, dist, full: bool = False) -> Path:
+    """The dataset folder; a synthetic one is made on first use: only the scored fold's test videos for
+    the test split (unless ``full``: the ``real`` row may need training videos too)."""
     if settings.data:
         return Path(settings.data)
     root = default_dataset_root(**settings.world.dataset)
+    p = settings.protocol
     if dist.main:
-        make_synthetic(root, **settings.world.dataset)
+        make_synthetic(root, **settings.world.dataset, test_fold=p.fold if p.split == "test" and not full else None)
     dist.barrier()
     return root
 
@@ -115,7 +118,10 @@ def _fake_stats(settings, refs, detector, sdir: Path, dist):
 
 
 def cli_run(args) -> int:
+    keep_freed_memory()                                  # no page-fault churn on every activation
     settings = Settings(args)
+    if settings.procs > 1 and settings.argv and "WORLD_SIZE" not in os.environ:
+        return launch_local(settings.procs, settings.argv, threads=max(1, usable_cores() // settings.procs))
     dist = Dist(settings.device)
     settings.device = dist.device
     progress = dist.main and not os.environ.get("TQDM_DISABLE")
@@ -195,12 +201,14 @@ def _run(settings, dist, progress) -> int:
         records.append(results.stamp({**rec, **common}))
         if dist.main:  # results so far, so an interrupted run still leaves readable records
             results.write_results(out, results.merge(old, records))
+    if settings.previews:          # each process writes its share of the methods' previews
+        report.write_previews(out, records[dist.rank::dist.world], refs[:4], condition, p, title)
     if dist.main:
         merged = results.merge(old, records)
         paths = report.write_tables(out, merged)
         report.write_plot(out, merged)
-        if settings.previews:
-            report.write_previews(out, records, refs[:4], condition, p, title)
+    dist.barrier()
+    if dist.main:
         print()
         print(paths["md"].read_text())
         print(f"wrote {out}/results.jsonl, table.csv, table.md, fvd_vs_latency.png"
@@ -229,7 +237,8 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
         if todo or need_timing:
             method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype)
             generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
-                            save_size=settings.save_size, label=spec.key, progress=progress)
+                            save_size=settings.save_size, progress=progress,
+                            label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
             if need_timing:
                 k = refs[:settings.timing_videos]
                 atomic_write_json(timing, time_method(method, [condition(r) for r in k],
@@ -265,6 +274,8 @@ def _score(rec, real, fake, feats, p, timing, detector, log):
 def _real_row(settings, dataset, refs, real, detector, dist, progress):
     p = settings.protocol
     held, where = held_out_refs(dataset, p, refs)
+    if "train" in where and not settings.data:       # a synthetic test-only dataset: make the rest first
+        _dataset_root(settings, dist, full=True)
     rec = {"method": "real", "spec": "real", "label": "real (held-out clips)", "steps": 0, "unet_calls": 0,
            "unet_batch": 0, "cfg": False, "stack": "none", "adapter": {"held_out": where, "videos": len(held)}}
     fake, _, feats = _clip_stats(held, p, detector, dist, settings.fvd_batch_size,

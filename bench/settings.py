@@ -22,6 +22,8 @@ from sfv_core.fsutil import atomic_write_json, sha256_json
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import WORLDS, Protocol
 
+from .dist import usable_cores
+
 UNET_FLAGS = ("animatelcm", "lcm", "sfv", "ufogen", "ladd", "onestep")
 
 
@@ -40,7 +42,7 @@ class Settings:
         self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
         for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
-                          ("threads", 0), ("num_videos", 1)):
+                          ("threads", 0), ("num_videos", 1), ("procs", 1)):
             value = getattr(args, name, None)
             if value is not None and value < low:
                 raise UserError(f"--{name.replace('_', '-')} must be >= {low} (got {value})")
@@ -79,7 +81,20 @@ class Settings:
         self.redo_latency = bool(getattr(args, "redo_latency", False))
         self.timing_videos = getattr(args, "timing_videos", 3) or 3
         self.threads = getattr(args, "threads", 1)
+        self.procs = self._procs(getattr(args, "procs", None))
+        self.argv = getattr(args, "argv", None)          # the command line `--procs K` starts K times
         self.out_arg = args.out
+
+    def _procs(self, asked) -> int:
+        """Local processes: on a CPU the mini world runs one per core (up to 4): small models give each
+        thread little work per op, so K one-thread processes outrun one K-thread process."""
+        cpu = not self.device.startswith("cuda")
+        if asked and asked > 1 and not cpu:
+            raise UserError("--procs is for a CPU; on several GPUs run `torchrun --nproc_per_node K -m bench run ...` "
+                            "or `accelerate launch $(which sfv-bench) run ...`")
+        if asked:
+            return asked
+        return min(usable_cores(), 4) if cpu and self.world.name == "mini" else 1
 
     @property
     def synthetic(self) -> bool:

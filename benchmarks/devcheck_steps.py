@@ -106,7 +106,7 @@ class Worker(WorkerBase):
         def one(label, dtype, device, argv_extra):
             out = self.work / f"run-{label}"
             argv = ["run", "--world", world, "--device", device, "--dtype", dtype, "-n", n, "--out", out,
-                    "--no-previews", *argv_extra]
+                    "--no-previews", *(["--procs", "1"] if device == "cpu" else []), *argv_extra]   # one process
             rc, tail = self.sfv_bench(argv)
             recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()] \
                 if (out / "results.jsonl").is_file() else []

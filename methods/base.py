@@ -83,6 +83,11 @@ class Method:
         """
         return list(self._unet_times)
 
+    def timed_part(self, images, seeds, conditions: GenerationConditions | None = None):
+        """What the timing pass runs per video (then reads ``last_unet_times``): ``generate`` here; the SVD
+        family stops at the latents (the UNet's last call), so the untimed VAE decode is not run."""
+        return self.generate(images, seeds, conditions)
+
     def check(self, stack=None) -> None:
         """Resolve every file ``load`` will need without loading it; UserError naming what is missing.
 

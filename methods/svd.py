@@ -141,6 +141,9 @@ class SVDFamilyMethod(Method):
         self._unet_times = [total / b] * b
         return latents
 
+    def timed_part(self, images, seeds, conditions: GenerationConditions | None = None) -> torch.Tensor:
+        return self.generate_latents(images, seeds, conditions)
+
     def generate(self, images, seeds, conditions: GenerationConditions | None = None,
                  **overrides) -> np.ndarray:
         c = GenerationConditions.of(conditions, **overrides)

@@ -146,7 +146,7 @@ class World:
 
 WORLDS = {
     "mini": World("mini", dict(num_videos=64, gen_width=32, gen_height=32, score_width=32, score_height=32,
-                               balanced=True, decode_videos=16),
+                               balanced=True, decode_videos=2),
                   "mini", "mini", "mini", "svd:25,svd:8,svd:4,onestep:1,static,real",
                   "lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", None, True,
                   dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16,

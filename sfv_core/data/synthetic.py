@@ -294,20 +294,27 @@ def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int, firs
 # --------------------------------------------------------------------------- the dataset
 
 def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips: int = 2,
-                   frames: int = 60, width: int = 320, height: int = 240, fps: int = 25, first_clip: int = 1) -> Path:
+                   frames: int = 60, width: int = 320, height: int = 240, fps: int = 25, first_clip: int = 1,
+                   test_fold: int | None = None) -> Path:
     """Write the synthetic dataset under ``root`` and return ``root``.
 
     ``first_clip`` > 1 numbers the clips from there (c06..c10 for 6 and 5 clips): other clips of the same
     classes and groups, i.e. a validation set beside a dataset made with the default (1).
+    ``test_fold``: write only that fold's test videos (every list file is written; the other videos
+    come with a later call without it). `sfv-bench run` on the test split needs no more, and the
+    default run's cold start so skips rendering 70% of the mini world's dataset.
 
-    Idempotent: when ``root/sfv_synthetic.json`` records the same parameters and a finished run,
-    returns at once. An unfinished run with the same parameters is redone (writes are atomic).
-    Refuses (UserError) a folder made with other parameters, or one holding a UCF-101/ or
-    ucfTrainTestlist/ that this function did not write.
+    Idempotent: when ``root/sfv_synthetic.json`` records the same parameters and a finished run
+    (or, with ``test_fold``, that fold's test videos), returns at once. An unfinished run with the
+    same parameters goes on from the videos already written (writes are atomic). Refuses
+    (UserError) a folder made with other parameters, or one holding a UCF-101/ or ucfTrainTestlist/
+    that this function did not write.
     """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise UserError(f"{root} is a file: pass a folder for the synthetic dataset")
+    if test_fold not in (None, 1, 2, 3):
+        raise UserError(f"test_fold is 1, 2 or 3 (got {test_fold})")
     if classes < 1 or groups < 3 or clips < 1 or frames < 1 or width < 16 or height < 16 or fps < 1:
         raise UserError(f"make-synthetic needs classes >= 1, groups >= 3 (three folds), clips >= 1, frames >= 1 "
                         f"and a frame of at least 16x16 (got classes={classes}, groups={groups}, clips={clips}, "
@@ -316,21 +323,25 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
                   clips=int(clips), frames=int(frames), width=int(width), height=int(height), fps=int(fps),
                   codec="mpeg4", bit_rate=BIT_RATE, **({"first_clip": int(first_clip)} if first_clip != 1 else {}))
     manifest = root / MANIFEST
+    folds: list = []
     if manifest.is_file():
         old = json.loads(manifest.read_text())
         if old.get("params") != params:
             raise UserError(f"{root} already holds a synthetic dataset made with other parameters "
                             f"({old.get('params')}); choose another folder or delete it")
-        if old.get("complete"):
+        folds = old.get("test_folds_written", [])
+        if old.get("complete") or (test_fold is not None and test_fold in folds):
             return root
     elif (root / VIDEO_DIR).exists() or (root / LIST_DIR).exists():
         raise UserError(f"{root} already has {VIDEO_DIR}/ or {LIST_DIR}/ that make-synthetic did not write; "
                         "choose an empty folder")
     names = class_names(classes)
-    atomic_write_json(manifest, dict(params=params, complete=False))
+    atomic_write_json(manifest, dict(params=params, complete=False, test_folds_written=folds))
 
-    jobs = [(slot, name, g, c) for slot, name in enumerate(names)
-            for g in range(1, groups + 1) for c in range(first_clip, first_clip + clips)]
+    wanted = range(1, groups + 1) if test_fold is None else fold_test_groups(groups, test_fold)
+    jobs = [(slot, name, g, c) for slot, name in enumerate(names) for g in wanted
+            for c in range(first_clip, first_clip + clips)
+            if not (root / VIDEO_DIR / name / f"v_{name}_g{g:02d}_c{c:02d}.avi").is_file()]
 
     def one(job):
         slot, name, g, c = job
@@ -341,7 +352,11 @@ def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         list(pool.map(one, jobs))
     _write_lists(root / LIST_DIR, names, groups, clips, first_clip)
-    atomic_write_json(manifest, dict(params=params, complete=True, videos=len(jobs), classes=sorted(names)))
+    if test_fold is not None:
+        atomic_write_json(manifest, dict(params=params, complete=False, test_folds_written=sorted({*folds, test_fold})))
+    else:
+        atomic_write_json(manifest, dict(params=params, complete=True, videos=classes * groups * clips,
+                                         classes=sorted(names)))
     return root
 
 

@@ -54,6 +54,7 @@ def unet_folders(tmp_path_factory):
     ("twice", ["--methods", "dummy:2", "--methods", "dummy:2"], "method dummy:2 is listed twice"),
     ("config-missing", ["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
     ("fail-frac", ["--max-fail-frac", "2"], "max_fail_frac must be in [0, 1)"),
+    ("procs", ["--procs", "0"], "--procs must be >= 1"),
 ])
 def test_run_bad_arguments(case, argv, message, tmp_path, capsys):
     rc = main(["run", "--world", "tiny", "--out", str(tmp_path / "r"), "-n", "2", *argv])
@@ -178,3 +179,14 @@ def test_fvd_damaged_stats_file(damage, message, tmp_path, capsys):
 def test_make_synthetic_onto_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert "is a file: pass a folder" in _one_line(capsys, main(["make-synthetic", str(tmp_path / "f")]))
+
+
+def test_procs_default_one_per_core_up_to_4_in_the_mini_world_on_a_cpu_only():
+    from bench.cli import build_parser
+    from bench.dist import usable_cores
+    from bench.settings import Settings
+
+    def procs(*argv):
+        return Settings(build_parser().parse_args(["run", "--device", "cpu", *argv])).procs
+
+    assert procs() == min(usable_cores(), 4) and procs("--world", "tiny") == 1 and procs("--procs", "3") == 3

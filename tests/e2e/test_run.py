@@ -4,9 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -253,17 +250,20 @@ def test_one_step_family_needs_a_checkpoint_off_the_tiny_stack(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_single_process_table(full_run, tmp_path):
+def test_two_processes_give_the_single_process_table(full_run, tmp_path, capfd):
+    """`--procs 2` starts two processes with torchrun's variables (RANK, WORLD_SIZE, MASTER_*; gloo), one
+    thread each: the same table; the timing pass in the first. A refusal met in both is said once."""
     out = tmp_path / "two"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bench", "run", "--world", "tiny", "--methods", "dummy:3,onestep:1", "-n", str(N), "--out", str(out),
-           "--no-previews"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _run(out, "--procs", "2") == 0
     assert _stable_table(out) == _stable_table(full_run)
     rec = _records(out)
-    assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == 3
+    assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == 3 and rec[1]["latency"]["threads"] == 1
+    assert "in each of 2 processes" in (out / "table.md").read_text()
+    capfd.readouterr()
+    assert main(["run", "--world", "tiny", "--methods", "dummy:3", "-n", str(N + 1), "--out", str(out),
+                 "--procs", "2"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("holds a run with other settings") == 1 and "Traceback" not in err, err
 
 
 def test_fvd_command_on_cached_stats_reproduces_the_run(full_run, capsys):

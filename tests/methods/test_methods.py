@@ -156,7 +156,7 @@ def test_batch_does_not_change_a_video_beyond_rounding(img):
 
 
 def test_decoding_several_videos_per_vae_call_equals_one_at_a_time():
-    """decode_videos > 1 (the mini world's 16) decodes each video as its own: equal up to float rounding,
+    """decode_videos > 1 (the mini world's 2) decodes each video as its own: equal up to float rounding,
     chunks included (14 frames in chunks of 8 and 6), and the kept frames alone when keep < T."""
     from methods.models.conditioning import decode_latents, frames_to_uint8
     from methods.models.stacks import load_pipeline
@@ -181,6 +181,21 @@ def test_unet_time_per_video_and_warmup(img):
     times = m.last_unet_times()
     assert len(times) == 2 and times[0] == times[1] > 0
     assert sum(times) < wall  # UNet time only: conditioning and decoding are outside
+
+
+def test_the_timing_pass_runs_the_unet_at_batch_1_and_decodes_nothing(img, monkeypatch):
+    from bench.generate import time_method
+    from sfv_core.protocol import GenerationConditions
+
+    m = get_method("svd:2").load("tiny")
+    decodes, batches = [], []
+    monkeypatch.setattr(m.pipe.vae, "decode", lambda *a, **k: decodes.append(1))
+    generate_latents = m.generate_latents
+    monkeypatch.setattr(m, "generate_latents", lambda images, *a, **k: batches.append(len(images))
+                        or generate_latents(images, *a, **k))
+    out = time_method(m, [img[0], img[0]], [0, 1], GenerationConditions(num_frames=3), "cpu", 1)
+    assert decodes == [] and batches == [1, 1, 1]                    # a warm-up video, then the two timed
+    assert out["n"] == 2 and out["threads"] == 1 and out["median_s"] > 0 and torch.get_num_threads() >= 1
 
 
 def test_unet_timer_counts_time_inside_calls_only():

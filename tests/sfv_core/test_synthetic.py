@@ -176,3 +176,28 @@ def test_first_clip_numbers_a_validation_set_beside_the_default(tmp_path):
     assert make_synthetic(val, **kw, first_clip=6) == val                          # made: returns at once
     with pytest.raises(UserError, match="other parameters"):
         make_synthetic(val, **kw)
+
+
+def test_test_fold_writes_that_folds_test_videos_first_and_the_rest_later(tmp_path):
+    """test_fold=1 writes fold 1's test videos and every list (the run's cold start needs no more); a later
+    call without it adds the others, keeping those written; the bytes equal a dataset made in one go."""
+    kw = dict(seed=0, classes=2, groups=4, clips=1, frames=6, width=32, height=24)
+    part = make_synthetic(tmp_path / "part", **kw, test_fold=1)
+    test = {line.strip() for line in (part / "ucfTrainTestlist" / "testlist01.txt").read_text().splitlines()}
+    have = {p.relative_to(part / "UCF-101").as_posix() for p in part.rglob("*.avi")}
+    assert have == test and len(have) == 2 * len(fold_test_groups(4, 1))
+    assert len(UCF101(part).refs("train", 1)) == 2 * 3                            # listed, not yet written
+    manifest = json.loads((part / "sfv_synthetic.json").read_text())
+    assert not manifest["complete"] and manifest["test_folds_written"] == [1]
+    one = part / "UCF-101" / "BouncingBall" / "v_BouncingBall_g01_c01.avi"
+    stamp = one.stat().st_mtime_ns
+    assert make_synthetic(part, **kw, test_fold=1) == part and one.stat().st_mtime_ns == stamp
+    make_synthetic(part, **kw)
+    whole = make_synthetic(tmp_path / "whole", **kw)
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(part) for p in part.rglob("*") if p.is_file())
+    assert all(sha256_file(part / f) == sha256_file(whole / f) for f in files if f.suffix == ".avi")
+    assert one.stat().st_mtime_ns == stamp and json.loads((part / "sfv_synthetic.json").read_text())["complete"]
+    assert make_synthetic(part, **kw, test_fold=2) == part                        # complete: nothing to do
+    with pytest.raises(UserError, match="test_fold is 1, 2 or 3"):
+        make_synthetic(tmp_path / "x", **kw, test_fold=4)
