@@ -359,11 +359,9 @@ def train_main(argv=None) -> int:
             apply_config(parser, argv)
             args = parser.parse_args(argv)
         cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-        from sfv_core.env import keep_freed_memory
         from sfv_train.train import train
 
         from .train_eval import TrainFVD      # the FVD while training (--fvd-every)
-        keep_freed_memory()
         train(cfg, evaluator=TrainFVD)
     except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)

@@ -8,10 +8,13 @@ One process: accelerate is not initialised and every function is a no-op (gloo o
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,36 +23,82 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _exit_code(code: int) -> int:
+    return 128 - code if code < 0 else code          # killed by signal N: 128 + N, as a shell says
+
+
 def launch_local(k: int, argv: list, threads: int) -> int:
     """Run ``python -m bench ARGV`` as ``k`` processes here (torchrun's variables: RANK, WORLD_SIZE, MASTER_*;
-    gloo), each with ``threads`` torch threads, and wait. Rank 0 writes to our stdout; the others' stdout is
-    dropped (they print nothing but errors). The first process that fails stops the others; its code is ours."""
+    gloo), each with ``threads`` torch threads (``OMP_NUM_THREADS`` if set), and wait. Rank 0 writes to our
+    stdout and stderr; the others' output is dropped unless one of them fails first (then its last lines
+    are shown). The first failure stops the others (10 s, then SIGTERM); a SIGTERM here reaches every
+    process, and on Linux a child dies with the launcher (PR_SET_PDEATHSIG). Returns the exit code of the
+    process that failed first (0 when none did)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parents[1])   # the children import this very checkout
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(k),
-                LOCAL_WORLD_SIZE=str(k), OMP_NUM_THREADS=str(threads))
-    procs = [subprocess.Popen([sys.executable, "-m", "bench", *argv], stdout=None if i == 0 else subprocess.DEVNULL,
-                              env=dict(base, RANK=str(i), LOCAL_RANK=str(i))) for i in range(k)]
-    codes, failed = [None] * k, []
+                LOCAL_WORLD_SIZE=str(k), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)),
+                PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x))
+    logs = [None] + [tempfile.TemporaryFile() for _ in range(1, k)]
+    prctl = _prctl()
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", *argv], env=dict(base, RANK=str(i), LOCAL_RANK=str(i)),
+                              stdout=logs[i], stderr=logs[i],
+                              preexec_fn=(lambda: prctl(1, signal.SIGTERM)) if prctl else None)
+             for i in range(k)]
+
+    def stop(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        raise SystemExit(143)
+    old = signal.signal(signal.SIGTERM, stop) if hasattr(signal, "SIGTERM") else None
+    first, interrupted = None, False
     try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed or all(c == 0 for c in codes):
-                break
+        while first is None and any(p.poll() is None for p in procs):
+            first = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
             time.sleep(0.1)
-    except KeyboardInterrupt:            # the terminal sent SIGINT to the children too: let them say so
-        failed = [130]
-    for p in procs:                      # a failed rank leaves the others waiting in a collective
-        try:
-            p.wait(timeout=10 if failed else None)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    if not failed:
+    except KeyboardInterrupt:            # the terminal sent SIGINT to the children too: they say so
+        interrupted = True
+    finally:
+        deadline = time.time() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()) if first is not None or interrupted else None)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        signal.signal(signal.SIGTERM, old)
+    first = next((i for i, p in enumerate(procs) if p.returncode != 0), None) if first is None else first
+    if first and procs[0].returncode == 2:
+        first = 0                        # rank 0 refused the input (the others died in a collective it left)
+    if interrupted:
+        return 130
+    if first is None:
         return 0
-    return codes[0] if codes[0] not in (None, 0) else failed[0]
+    if first > 0:                        # rank 0 did not say it: show why the other one stopped
+        logs[first].seek(0)
+        tail = logs[first].read().decode(errors="replace").strip().splitlines()[-15:]
+        print(f"sfv-bench run: process {first} of {k} ended with code {_exit_code(procs[first].returncode)}:",
+              *tail, sep="\n", file=sys.stderr)
+    return _exit_code(procs[first].returncode)
+
+
+def _prctl():
+    """libc's prctl, looked up here (the child only calls it between fork and exec), or None off Linux."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 class Dist:

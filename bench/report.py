@@ -84,7 +84,8 @@ def _header_lines(records: list[dict]) -> list[str]:
     lat = next((x["latency"] for x in records if x.get("latency")), {})
     procs = r.get("processes") or 1
     gen_where = r.get("device_name", "") + (f" in each of {procs} processes" if procs > 1 else "")
-    lat_where = lat.get("device_name", r.get("device_name", "")) + (" in the first alone" if procs > 1 else "")
+    lat_where = lat.get("device_name", r.get("device_name", "")) + (
+        " in the first alone" if (lat.get("processes") or 1) > 1 else "")
     lines = [
         f"Metric: {r.get('metric', '')} (covariance {r.get('covariance', '')}); "
         f"N real = {r.get('n_real', '')}; split {proto.get('split')} fold {proto.get('fold')}; "

@@ -118,8 +118,9 @@ def _fake_stats(settings, refs, detector, sdir: Path, dist):
 
 
 def cli_run(args) -> int:
-    keep_freed_memory()                                  # no page-fault churn on every activation
     settings = Settings(args)
+    if not settings.device.startswith("cuda"):
+        keep_freed_memory()                              # no page-fault churn on every activation
     if settings.procs > 1 and settings.argv and "WORLD_SIZE" not in os.environ:
         return launch_local(settings.procs, settings.argv, threads=max(1, usable_cores() // settings.procs))
     dist = Dist(settings.device)
@@ -239,12 +240,16 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
             generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
                             save_size=settings.save_size, progress=progress,
                             label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
-            if need_timing:
-                k = refs[:settings.timing_videos]
-                atomic_write_json(timing, time_method(method, [condition(r) for r in k],
-                                                      [seeds[r.sample_id] for r in k], p.conditions(),
-                                                      settings.device, settings.threads))
     except NonFiniteOutput as e:  # fails this method only; the others go on
+        error = f"{type(e).__name__}: {e}"
+    dist.barrier()                # every process has finished generating: the timing pass runs alone
+    try:
+        if need_timing and error is None:
+            k = refs[:settings.timing_videos]
+            atomic_write_json(timing, {**time_method(method, [condition(r) for r in k], [seeds[r.sample_id] for r in k],
+                                                     p.conditions(), settings.device, settings.threads),
+                                       "processes": dist.world})
+    except NonFiniteOutput as e:
         error = f"{type(e).__name__}: {e}"
     finally:
         method.unload()
