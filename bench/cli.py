@@ -79,7 +79,7 @@ def _add_run(sub):
                    help="videos in the timing pass (batch 1, after one warm-up video)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
-                        "machine give wild numbers; 0 = torch's default); generation uses all threads")
+                        "machine give wild numbers; 0 = torch's default); generation uses cores/--procs threads per process")
     p.add_argument("--procs", type=int, default=None,
                    help="processes on a CPU, each generating and scoring its share of the videos with cores/K "
                         "threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "

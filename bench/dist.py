@@ -19,19 +19,15 @@ from pathlib import Path
 import torch
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code          # killed by signal N: 128 + N, as a shell says
 
 
-def launch_local(k: int, argv: list, threads: int) -> int:
-    """Run ``python -m bench ARGV`` as ``k`` processes here (torchrun's variables: RANK, WORLD_SIZE, MASTER_*;
+def launch_local(k: int, cmd: list, threads: int, grace: float = 10.0) -> int:
+    """Run ``cmd`` (``python -m bench ARGV``) as ``k`` processes here (torchrun's variables: RANK, WORLD_SIZE, MASTER_*;
     gloo), each with ``threads`` torch threads (``OMP_NUM_THREADS`` if set), and wait. Rank 0 writes to our
     stdout and stderr; the others' output is dropped unless one of them fails first (then its last lines
-    are shown). The first failure stops the others (10 s, then SIGTERM); a SIGTERM here reaches every
+    are shown). The first failure stops the others (``grace`` seconds, then SIGTERM); a SIGTERM here reaches every
     process, and on Linux a child dies with the launcher (PR_SET_PDEATHSIG). Returns the exit code of the
     process that failed first (0 when none did)."""
     with socket.socket() as s:
@@ -43,7 +39,7 @@ def launch_local(k: int, argv: list, threads: int) -> int:
                 PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x))
     logs = [None] + [tempfile.TemporaryFile() for _ in range(1, k)]
     prctl = _prctl()
-    procs = [subprocess.Popen([sys.executable, "-m", "bench", *argv], env=dict(base, RANK=str(i), LOCAL_RANK=str(i)),
+    procs = [subprocess.Popen(cmd, env=dict(base, RANK=str(i), LOCAL_RANK=str(i)),
                               stdout=logs[i], stderr=logs[i],
                               preexec_fn=(lambda: prctl(1, signal.SIGTERM)) if prctl else None)
              for i in range(k)]
@@ -53,7 +49,7 @@ def launch_local(k: int, argv: list, threads: int) -> int:
             if p.poll() is None:
                 p.terminate()
         raise SystemExit(143)
-    old = signal.signal(signal.SIGTERM, stop) if hasattr(signal, "SIGTERM") else None
+    old = signal.signal(signal.SIGTERM, stop)
     first, interrupted = None, False
     try:
         while first is None and any(p.poll() is None for p in procs):
@@ -62,7 +58,7 @@ def launch_local(k: int, argv: list, threads: int) -> int:
     except KeyboardInterrupt:            # the terminal sent SIGINT to the children too: they say so
         interrupted = True
     finally:
-        deadline = time.time() + 10
+        deadline = time.time() + grace
         for p in procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.time()) if first is not None or interrupted else None)

@@ -29,12 +29,12 @@ from methods.registry import get_method
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples, load_condition, raise_if_too_many_failures,
                                   select_videos)
-from sfv_core.env import device_name, git_commit, keep_freed_memory, versions
+from sfv_core.env import device_name, git_commit, keep_freed_memory, usable_cores, versions
 from sfv_core.fsutil import atomic_write_json
 from sfv_core.seeds import sample_seed
 
 from . import report, results
-from .dist import Dist, launch_local, usable_cores
+from .dist import Dist, launch_local
 from .fvd.detectors import load_detector
 from .fvd.features import cached_stats, compute_stats
 from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval
@@ -122,7 +122,8 @@ def cli_run(args) -> int:
     if not settings.device.startswith("cuda"):
         keep_freed_memory()                              # no page-fault churn on every activation
     if settings.procs > 1 and settings.argv and "WORLD_SIZE" not in os.environ:
-        return launch_local(settings.procs, settings.argv, threads=max(1, usable_cores() // settings.procs))
+        return launch_local(settings.procs, [sys.executable, "-m", "bench", *settings.argv],
+                            threads=max(1, usable_cores() // settings.procs))
     dist = Dist(settings.device)
     settings.device = dist.device
     progress = dist.main and not os.environ.get("TQDM_DISABLE")
@@ -279,8 +280,8 @@ def _score(rec, real, fake, feats, p, timing, detector, log):
 def _real_row(settings, dataset, refs, real, detector, dist, progress):
     p = settings.protocol
     held, where = held_out_refs(dataset, p, refs)
-    if "train" in where and not settings.data:       # a synthetic test-only dataset: make the rest first
-        _dataset_root(settings, dist, full=True)
+    if not settings.data and not all(r.path.is_file() for r in held):   # a synthetic test-only dataset
+        _dataset_root(settings, dist, full=True)                           # gets the rest first
     rec = {"method": "real", "spec": "real", "label": "real (held-out clips)", "steps": 0, "unet_calls": 0,
            "unet_batch": 0, "cfg": False, "stack": "none", "adapter": {"held_out": where, "videos": len(held)}}
     fake, _, feats = _clip_stats(held, p, detector, dist, settings.fvd_batch_size,

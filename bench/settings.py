@@ -16,13 +16,11 @@ from pathlib import Path
 import torch
 
 from methods.registry import parse_method_options, parse_specs
-from sfv_core.env import resolve_device
+from sfv_core.env import resolve_device, usable_cores
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, sha256_json
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import WORLDS, Protocol
-
-from .dist import usable_cores
 
 UNET_FLAGS = ("animatelcm", "lcm", "sfv", "ufogen", "ladd", "onestep")
 

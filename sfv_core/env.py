@@ -79,6 +79,11 @@ def versions() -> dict:
             "transformers": transformers.__version__, "sfv_bench": own, "cuda": torch.version.cuda}
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

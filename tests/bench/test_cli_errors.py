@@ -183,8 +183,8 @@ def test_make_synthetic_onto_a_file(tmp_path, capsys):
 
 def test_procs_default_one_per_core_up_to_4_in_the_mini_world_on_a_cpu_only():
     from bench.cli import build_parser
-    from bench.dist import usable_cores
     from bench.settings import Settings
+    from sfv_core.env import usable_cores
 
     def procs(*argv):
         return Settings(build_parser().parse_args(["run", "--device", "cpu", *argv])).procs

@@ -1,0 +1,35 @@
+"""bench.dist.launch_local: K local processes, the exit code and the message of the one that failed first."""
+from __future__ import annotations
+
+import sys
+
+from bench.dist import launch_local
+
+
+def _launch(code: str, capfd, k: int = 2):
+    rc = launch_local(k, [sys.executable, "-c", "import os, sys, signal, time\nrank = int(os.environ['RANK'])\n" + code],
+                      threads=1, grace=1.0)
+    return rc, capfd.readouterr()
+
+
+def test_every_process_gets_its_rank_and_torchruns_variables(capfd):
+    rc, out = _launch("print(rank, os.environ['WORLD_SIZE'], os.environ['OMP_NUM_THREADS'], "
+                      "os.environ['MASTER_ADDR'], flush=True)", capfd, k=3)
+    assert rc == 0 and out.out.split() == ["0", "3", "1", "127.0.0.1"]      # the others' output is dropped
+
+
+def test_a_process_that_fails_first_gives_its_code_and_last_lines(capfd):
+    rc, out = _launch("if rank == 1:\n    print('boom in rank 1', file=sys.stderr); sys.exit(3)\ntime.sleep(30)",
+                      capfd)
+    assert rc == 3 and "process 1 of 2 ended with code 3" in out.err and "boom in rank 1" in out.err
+
+
+def test_rank_0s_refusal_wins_over_the_others_collateral_failure(capfd):
+    rc, out = _launch("if rank == 0:\n    print('error: refused', file=sys.stderr); sys.exit(2)\n"
+                      "time.sleep(0.5); print('Traceback: peer closed', file=sys.stderr); sys.exit(1)", capfd)
+    assert rc == 2 and out.err.count("refused") == 1 and "Traceback" not in out.err
+
+
+def test_a_killed_process_reads_as_128_plus_the_signal(capfd):
+    rc, out = _launch("if rank == 1:\n    os.kill(os.getpid(), signal.SIGKILL)\ntime.sleep(30)", capfd)
+    assert rc == 137 and "ended with code 137" in out.err
