@@ -315,17 +315,21 @@ def test_run_config_file_values_and_flags(tmp_path, synthetic_root):
 
 def test_a_cold_run_renders_the_test_videos_and_the_rest_only_when_the_real_row_needs_them(tmp_path, monkeypatch):
     """A fresh cache: the run makes only fold 1's test videos; a `real` row that runs out of held-out test
-    videos has the training ones written first (then the dataset is complete)."""
+    videos has the training ones written first (then the dataset is complete). A smaller tiny world's dataset
+    (its own folder in the session cache, so it starts empty)."""
+    import dataclasses
+
     from sfv_core.data.synthetic import default_dataset_root
 
-    monkeypatch.setenv("SFV_BENCH_CACHE", str(tmp_path / "cache"))
-    root = default_dataset_root()
-    assert main(["run", "--world", "tiny", "--methods", "dummy:1", "-n", "4", "--out", str(tmp_path / "a"),
+    small = dict(seed=0, classes=2, groups=3, clips=2, frames=48, width=64, height=48)
+    monkeypatch.setitem(WORLDS, "tiny", dataclasses.replace(WORLDS["tiny"], dataset=small))
+    root = default_dataset_root(**small)
+    assert main(["run", "--world", "tiny", "--methods", "static", "-n", "2", "--out", str(tmp_path / "a"),
                  "--no-previews"]) == 0
     manifest = json.loads((root / "sfv_synthetic.json").read_text())
     assert not manifest["complete"] and manifest["test_folds_written"] == [1]
     assert len(list(root.rglob("*.avi"))) == len((root / "ucfTrainTestlist" / "testlist01.txt").read_text().split())
-    assert main(["run", "--world", "tiny", "--methods", "real", "-n", "16", "--out", str(tmp_path / "b"),
-                 "--no-previews"]) == 0                          # 20 test videos: 4 left after 16, train added
+    assert main(["run", "--world", "tiny", "--methods", "real", "-n", "3", "--out", str(tmp_path / "b"),
+                 "--no-previews"]) == 0                          # 4 test videos: 1 left after 3, train added
     assert json.loads((root / "sfv_synthetic.json").read_text())["complete"]
     assert _records(tmp_path / "b")[0]["adapter"]["held_out"].endswith("+ train videos")
