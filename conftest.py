@@ -15,6 +15,10 @@ os.environ["SFV_BENCH_CACHE"] = _SESSION_CACHE
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# numpy's OpenBLAS spins in sched_yield while it waits for its second thread; beside the background
+# jobs (below) that thread rarely gets a core: a 400x400 sqrtm took 8 s instead of 0.2 s, mostly
+# kernel time. One BLAS thread, as torch has (one_thread); read when numpy is first imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from sfv_core.env import keep_freed_memory  # noqa: E402
 

@@ -3,6 +3,8 @@
 
 Both create `.venv` (once), install torch and this package into it (again only when
 pyproject.toml, constraints.txt or this file changed), then run the main job or the test suite.
+`run` installs only what `sfv-bench run` imports; `test` (and `setup`) add the `test` and `train`
+extras (pytest, scipy, tensorboard, pytorch-optimizer), so `sfv-train` and the tests work.
 Only the standard library is used here, so a machine with Python 3.10+ is enough.
 
 Versions: the package is installed with `-c constraints.txt`, the exact versions of a venv the
@@ -33,6 +35,7 @@ VENV = Path(os.environ.get("SFV_VENV", ROOT / ".venv"))
 TORCH_VERSION = "2.13.0"
 STAMP = VENV / ".sfv-bench-installed"
 LOCK = ROOT / "constraints.txt"
+FULL = ("test", "train")       # the extras `dev.py test` and `dev.py setup` install; `dev.py run` needs none
 
 
 def _py() -> Path:
@@ -64,14 +67,24 @@ def _stamp_value() -> str:
     return h.hexdigest()
 
 
-def setup() -> None:
+def _installed_extras() -> set | None:
+    """The extras the stamp says are installed, or None when the stamp is absent or stale."""
+    if not STAMP.exists():
+        return None
+    digest, _, extras = STAMP.read_text().partition(" ")
+    return set(extras.split(",")) - {""} if digest == _stamp_value() else None
+
+
+def setup(extras=FULL) -> None:
     if sys.version_info < (3, 10):
         sys.exit("sfv-bench needs Python 3.10 or newer (found %d.%d)" % sys.version_info[:2])
     if not _py().exists():
         print(f"creating virtual environment {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    if STAMP.exists() and STAMP.read_text() == _stamp_value():
+    have = _installed_extras()
+    if have is not None and have >= set(extras):
         return
+    extras = sorted(set(extras) | (have or set()))
     pip = [_py(), "-m", "pip", "install", "--disable-pip-version-check"]
     if not _torch_ok():
         if _has_gpu():
@@ -85,14 +98,17 @@ def setup() -> None:
         except subprocess.CalledProcessError:
             sys.exit(f"error: could not install {spec}; set SFV_TORCH_INDEX to a PyTorch wheel index "
                      f"(CPU builds: the PyTorch 'whl/cpu' index) or install torch into {VENV} yourself")
-    _run(pip + (["-c", LOCK] if LOCK.is_file() else []) + ["-e", f"{ROOT}[test,train]"])
-    STAMP.write_text(_stamp_value())
+    target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)
+    _run(pip + (["-c", LOCK] if LOCK.is_file() else []) + ["-e", target])
+    STAMP.write_text(f"{_stamp_value()} {','.join(extras)}")
 
 
 def lock() -> None:
     """constraints.txt from .venv's `pip freeze`: every package but this one, torch and torch's own."""
     if not _py().exists():
         sys.exit(f"error: no virtual environment at {VENV}: run `python3 dev.py setup` first")
+    if not (_installed_extras() or set()) >= set(FULL):
+        sys.exit(f"error: {VENV} lacks the test/train extras or is out of date: run `python3 dev.py setup` first")
     frozen = subprocess.run([str(_py()), "-m", "pip", "freeze", "--exclude-editable", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
     where = subprocess.run([str(_py()), "-c", "import platform; print(platform.python_version(), platform.system(), "
@@ -120,7 +136,7 @@ def main(argv: list) -> int:
     if argv[0] == "lock":
         lock()
         return 0
-    setup()
+    setup(() if argv[0] == "run" else FULL)
     env = dict(os.environ)
     env.setdefault("SFV_BENCH_CACHE", str(ROOT / ".cache"))
     if argv[0] == "run":

@@ -26,7 +26,7 @@ Kinds:
 * ``i3d400`` -- the PyTorch InceptionI3d state dict of TATS / cd-fvd (``i3d_pretrained_400.pt``),
   loaded into our own port (bench/i3d.py, same keys and shapes).
 * ``toy`` -- a seeded random-init InceptionI3d at 1/16 width with a temporal-derivative first
-  layer and noise-calibrated BatchNorm (the embedded default; see ``_toy_model``). Its numbers
+  layer and noise-calibrated BatchNorm (the embedded default; bench/fvd/toy.py). Its numbers
   are labelled "toy detector" everywhere and are NOT comparable with any published FVD.
 
 Weights are never downloaded: a path, or a name ('stylegan-v', 'tats') looked up in
@@ -38,7 +38,6 @@ import copy
 import hashlib
 import warnings
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +48,8 @@ from sfv_core.env import tf32_disabled
 from sfv_core.errors import UserError
 from sfv_core.fsutil import cache_dir, sha256_file
 
-from .i3d import MIN_FRAMES, InceptionI3d
-
-DETECTOR_SIZE = 224
-FEATURE_DIM = 400
-TOY_WIDTH = 1 / 16
-TOY_LABEL = "toy detector (random-init I3D, seed {seed}): not comparable with published FVD"
+from .i3d import DETECTOR_SIZE, FEATURE_DIM, MIN_FRAMES, InceptionI3d
+from .toy import TOY_LABEL, toy_model
 
 # Published files. Where each comes from, and what may be pinned:
 #  * i3d_torchscript.pt: StyleGAN-V, https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt
@@ -155,76 +150,9 @@ class Detector:
 
 # ----------------------------------------------------------------------------------------- toy
 
-def _calibration_clips(seed: int, n: int = 4, frames: int = 14) -> torch.Tensor:
-    """Seeded smooth noise in [-1, 1] (three octaves, coarse ones strongest), (n, 3, T, 224, 224)."""
-    g = torch.Generator().manual_seed(seed)
-    size = (frames, DETECTOR_SIZE, DETECTOR_SIZE)
-    x = torch.zeros(n, 3, *size)
-    for amp, (t, s) in ((1.0, (4, 7)), (0.5, (7, 28)), (0.25, (14, 112))):
-        coarse = torch.rand(n, 3, t, s, s, generator=g) * 2 - 1
-        x += amp * F.interpolate(coarse, size=size, mode="trilinear", align_corners=False)
-    return (x / 1.75).clamp_(-1, 1)
-
-
-def _state_dict_sha256(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        h.update(key.encode())
-        h.update(str(tuple(value.shape)).encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-@lru_cache(maxsize=4)
-def _toy_model(seed: int) -> tuple[InceptionI3d, str]:
-    """Seeded random-init I3D at 1/16 width, with a temporal-derivative first layer and
-    BatchNorm statistics calibrated on seeded noise.
-
-    Two changes to a plain random init make its FVD behave like one (checked on the synthetic
-    dataset, seeds 0-3, 35 vs 35 clips; tests/test_fvd.py):
-
-    * Conv3d_1a_7x7: each filter is its seeded random 7x7 spatial pattern (per colour) times the
-      fixed odd temporal profile (-3..3)/||.||, i.e. a temporal-derivative (motion-energy) front
-      end, as trained video networks learn. A random 7-tap temporal profile has a flat expected
-      spectrum, so a plain random I3D hardly sees frame order: shuffling frames moved its features
-      by ~7% of the between-video spread (vs ~45% with this front end) and "real vs shuffled"
-      fell below "real vs real" for some seeds. Static content still enters through moving
-      edges and the clip's zero-padded ends.
-    * BatchNorm: with default running statistics (mean 0, var 1) activations drift in scale layer
-      by layer, so every BN's running mean/var is re-estimated (cumulative average,
-      ``momentum=None``) from one train-mode pass over seeded smooth-noise clips, computed in
-      float64 and rounded to float32, so the weights (and their sha256, which keys the statistics
-      cache) are the same with any thread count.
-
-    Deterministic for a given seed and torch version; the sha256 of the resulting state dict keys
-    every cache that depends on it.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = InceptionI3d(num_classes=FEATURE_DIM, width_mult=TOY_WIDTH)
-    with torch.no_grad():
-        w = model.Conv3d_1a_7x7.conv3d.weight                    # (out, 3, 7, 7, 7)
-        profile = torch.arange(-3.0, 4.0)
-        spatial = w.mean(dim=2, keepdim=True) * 7 ** 0.5
-        w.copy_(spatial * (profile / profile.norm()).view(1, 1, 7, 1, 1))
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.double().train()        # float64 sums: the statistics do not depend on the thread count
-    with torch.no_grad():
-        model(_calibration_clips(seed).double())
-    model.float()
-    for bn in bns:
-        bn.momentum = 0.001
-        bn.num_batches_tracked.zero_()
-    model.eval()
-    model.requires_grad_(False)
-    return model, _state_dict_sha256(model)
-
-
 def toy_detector(seed: int = 0, device="cpu") -> Detector:
-    model, digest = _toy_model(seed)
+    """The seeded toy I3D (bench/fvd/toy.py), a private copy per call."""
+    model, digest = toy_model(seed)
     return Detector(copy.deepcopy(model), "toy", f"toy-i3d-seed{seed}", digest, None, device,
                     label=TOY_LABEL.format(seed=seed), verified=False)
 

@@ -38,6 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MIN_FRAMES = 9
+DETECTOR_SIZE = 224        # input frames are resized to this (the published detectors' size)
+FEATURE_DIM = 400          # the Kinetics-400 logits: the feature FVD uses
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.001
 
@@ -131,7 +133,8 @@ class InceptionModule(nn.Module):
 class InceptionI3d(nn.Module):
     """I3D returning (B, num_classes) time-averaged pre-softmax logits for (B, 3, T, H, W) in [-1, 1]."""
 
-    def __init__(self, num_classes: int = 400, in_channels: int = 3, width_mult: float = 1.0, input_size: int = 224):
+    def __init__(self, num_classes: int = FEATURE_DIM, in_channels: int = 3, width_mult: float = 1.0,
+                 input_size: int = DETECTOR_SIZE):
         super().__init__()
         if input_size % 32 or input_size < 32:
             raise ValueError(f"input_size must be a multiple of 32, got {input_size}")

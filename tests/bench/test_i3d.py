@@ -196,14 +196,27 @@ def test_named_detectors_never_download():
 
 
 def test_toy_detector_is_seeded_and_labelled():
+    """Seeded, labelled, kept in the cache once built; a cached file whose tensors do not hash to the
+    sha256 written beside them is rebuilt (the same detector, the file mended)."""
+    from safetensors.torch import load_file, save_file
+
+    from bench.fvd import toy
+
     with pytest.raises(UserError, match="no FVD detector given: pass 'toy'"):
         D.load_detector(None)              # the toy is never chosen silently
     a = D.load_detector("toy")
-    D._toy_model.cache_clear()
+    path = toy.cache_path(0)
+    assert path.is_file() and str(path).startswith(str(cache_dir("toy-detector")))
+    state = load_file(str(path))
+    state["Conv3d_1a_7x7.conv3d.weight"][0, 0, 0, 0, 0] += 1.0
+    save_file(state, str(path), metadata={"sha256": a.sha256})          # damaged, with the old sha256
+    toy.toy_model.cache_clear()
     b = D.load_detector("toy", seed=0)
     c = D.load_detector("toy", seed=1)
     assert a.is_toy and a.kind == "toy" and "toy detector" in a.label and a.path is None
     assert a.sha256 == b.sha256 != c.sha256
+    toy.toy_model.cache_clear()
+    assert toy.toy_model(0)[1] == a.sha256 and toy._read(path, 0) is not None        # mended on disk
     video = _video(2, b=4, t=9)
     fa, fb = a.features(video), b.features(video)
     np.testing.assert_array_equal(fa, fb)
@@ -248,13 +261,18 @@ def test_tf32_off_during_extraction_and_restored(monkeypatch):
 
 
 @pytest.mark.slow
-def test_toy_detector_is_bit_stable_across_thread_counts():
-    """Its sha256 keys the real-statistics cache and labels every toy number: 1 and 2 threads agree."""
+def test_toy_detector_is_bit_stable_across_thread_counts(tmp_path):
+    """Its sha256 keys the real-statistics cache and labels every toy number: built with 1 and with 2
+    threads it is the same, and the same as the cached one."""
     import subprocess
     import sys
 
+    import os
+
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
             "from bench.fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
-    shas = {subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True,
-                           check=True).stdout.strip() for n in (1, 2)}
+    shas = {subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "SFV_BENCH_CACHE": str(tmp_path / str(n))}).stdout.strip()
+            for n in (1, 2)}                           # each its own empty cache: both build it
     assert len(shas) == 1 and len(next(iter(shas))) == 64
+    assert D.load_detector("toy").sha256 in shas       # = this session's, which its cache may have given

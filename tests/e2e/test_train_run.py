@@ -41,8 +41,9 @@ def _assert_same_tensors(a: dict, b: dict):
 
 # -------------------------------------------------------------------------------- tiny runs
 
+STEPS, EVERY = 12, 6       # each tiny run: steps, and the checkpoint / preview interval
 RUNS = {  # method -> extra options: each method also exercises one R1 form
-    "sfv": ["--r1", "exact", "--report-to", "tensorboard", "--preview-every", "12"],
+    "sfv": ["--r1", "exact", "--report-to", "tensorboard", "--preview-every", str(EVERY)],
     "ufogen": ["--r1", "lazy", "--r1-every", "4", "--optimizer", "adamw", "--gradient-checkpointing", "off"],
     "ladd": ["--r1", "approx", "--gradient-checkpointing", "off"],
 }
@@ -53,8 +54,8 @@ def tiny_runs(data_root, tmp_path_factory):
     outs = {}
     for method, extra in RUNS.items():
         out = tmp_path_factory.mktemp(f"run-{method}")
-        rc = main(["--data", str(data_root), "--out", str(out), "--method", method, "--max-steps", "24",
-                   "--log-every", "1", "--checkpoint-every", "12", *TINY, *extra])
+        rc = main(["--data", str(data_root), "--out", str(out), "--method", method, "--max-steps", str(STEPS),
+                   "--log-every", "1", "--checkpoint-every", str(EVERY), *TINY, *extra])
         assert rc == 0
         outs[method] = out
     return outs
@@ -65,22 +66,23 @@ def tiny_runs(data_root, tmp_path_factory):
 def test_tiny_run_finishes_with_finite_losses(tiny_runs, method):
     out = tiny_runs[method]
     rows = _metrics(out)
-    assert [r["step"] for r in rows] == list(range(1, 25))
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     for r in rows:
         assert all(np.isfinite(v) for v in r.values()), r
     rec = [r["g_rec"] for r in rows]
     assert (max(rec) == 0) == (method == "ladd")                 # LADD has no reconstruction loss
     r1_steps = [r["step"] for r in rows if "r1" in r]
-    assert r1_steps == ([s for s in range(1, 25) if (s - 1) % 4 == 0] if method == "ufogen" else list(range(1, 25)))
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000012", "step-000024"]
+    every = range(1, STEPS + 1)
+    assert r1_steps == ([s for s in every if (s - 1) % 4 == 0] if method == "ufogen" else list(every))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{EVERY:06d}", f"step-{STEPS:06d}"]
     info = json.loads((out / "export" / "sfv_train.json").read_text())
-    assert info["method"] == method and info["steps"] == 1 and info["sigma"] == 700.0 and info["train_steps"] == 24
+    assert info["method"] == method and info["steps"] == 1 and info["sigma"] == 700.0 and info["train_steps"] == STEPS
     cfg = json.loads((out / "config.json").read_text())
     preset = {"sfv": ("lognormal-discrete", "pseudo-huber"), "ufogen": ("next-level", "diffusion"),
               "ladd": ("lognormal", "none")}[method]
     assert (cfg["d_noise"], cfg["recon"]) == preset
     if method == "sfv":
-        assert sorted(p.name for p in (out / "previews").iterdir()) == ["step-000012.mp4", "step-000024.mp4"]
+        assert sorted(p.name for p in (out / "previews").iterdir()) == [f"step-{EVERY:06d}.mp4", f"step-{STEPS:06d}.mp4"]
         assert list((out / "logs" / "sfv-train").rglob("events.out.tfevents.*"))
         assert not [p for p in (out / "logs" / "sfv-train").iterdir() if p.is_dir()]   # one events folder
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -88,16 +90,16 @@ def test_tiny_run_finishes_with_finite_losses(tiny_runs, method):
         events.Reload()
         tags = set(events.Tags()["scalars"])
         assert {"loss/g", "loss/d", "loss/r1", "grad_norm/g", "grad_norm/d", "lr/g", "lr/d", "time/step_s"} <= tags
-        assert [e.step for e in events.Scalars("lr/g")] == list(range(1, 25))
+        assert [e.step for e in events.Scalars("lr/g")] == list(range(1, STEPS + 1))
         previews = events.Images("preview")          # animated GIFs, written without moviepy
-        assert [e.step for e in previews] == [12, 24]
+        assert [e.step for e in previews] == [EVERY, STEPS]
         import io
 
         from PIL import Image
 
         from sfv_core.data.videoio import read_video
         gif = Image.open(io.BytesIO(previews[-1].encoded_image_string))
-        mp4 = read_video(out / "previews" / "step-000024.mp4")
+        mp4 = read_video(out / "previews" / f"step-{STEPS:06d}.mp4")
         assert gif.format == "GIF" and (gif.n_frames, gif.height, gif.width) == mp4.shape[:3]
 
 
@@ -133,7 +135,7 @@ def test_export_loads_in_benchmark_adapter_and_matches_trainer(tiny_runs, data_r
     from methods.models.edm import Denoiser
 
     export = tiny_runs["sfv"] / "export" / "unet"
-    ema = _tensors(tiny_runs["sfv"] / "checkpoints" / "step-000024" / "ema.safetensors")
+    ema = _tensors(tiny_runs["sfv"] / "checkpoints" / f"step-{STEPS:06d}" / "ema.safetensors")
     unet = load_unet(export)
     _assert_same_tensors(unet.state_dict(), ema)
     m = get_method("sfv:1", unet=str(export)).load("tiny", "cpu", torch.float32)
@@ -298,7 +300,7 @@ def test_resume_refusals_leave_checkpoints_untouched(tiny_runs, capsys):
     before = _snapshot(out)
     base = ["--data", cfg["data"], "--out", str(out), "--method", "ufogen", *TINY, *RUNS["ufogen"]]
     assert main([*base, "--max-steps", "30"]) == 2                            # no --resume: refuse
-    _one_line_error(capsys, "already holds checkpoints", "step-000024", "--resume")
+    _one_line_error(capsys, "already holds checkpoints", f"step-{STEPS:06d}", "--resume")
     assert main([*base, "--max-steps", "30", "--resume", "--lambda", "0.5", "--heads", "spatial"]) == 2
     _one_line_error(capsys, "another configuration", "heads", "recon_weight")
     assert main([*base, "--resume", str(out / "checkpoints" / "nope")]) == 2

@@ -87,15 +87,18 @@ def test_svd_batch_equals_pipeline_with_generator_list(pipe):
 @pytest.mark.slow
 def test_default_geometry_320x240_stretched_to_1024x576_equals_pipeline(pipe):
     """The protocol's default path at the paper's sizes: a 320x240 frame, CLIP computed from it (the
-    anti-alias resize 320x240 -> 224 really filters), the frame stretched by PIL Lanczos to 1024x576."""
+    anti-alias resize 320x240 -> 224 really filters), the frame stretched by PIL Lanczos to 1024x576 and
+    encoded, the UNet at 128x72 latents. Compared bitwise as latents: the VAE decode after them does not
+    depend on the geometry and is compared with the pipeline's frames above (at 1024x576 it would be
+    two thirds of this test's time)."""
     from sfv_core.protocol import Protocol
 
     frame = make_image(240, 320, seed=4)
     c = Protocol(num_frames=2).conditions()
     assert (c.width, c.height, c.resize) == (1024, 576, "stretch")
     m = get_method("svd:1").load("tiny")
-    ours = m.generate([frame], [9], c)
-    ref = _pipeline_frames(pipe, [frame], [9], "pil", height=576, width=1024, num_frames=2,
+    ours = m.generate_latents([frame], [9], c)
+    ref = _pipeline_frames(pipe, [frame], [9], "latent", height=576, width=1024, num_frames=2,
                            num_inference_steps=1, decode_chunk_size=c.decode_chunk_size)
-    assert ours.shape == ref.shape == (1, 2, 576, 1024, 3)
-    assert np.array_equal(ours, ref)   # (the latents are compared bitwise at small sizes above)
+    assert ours.shape == ref.shape == (1, 2, 4, 72, 128)
+    assert ours.std() > 0.1 and torch.equal(ours, ref)
