@@ -3,6 +3,7 @@ that has them is not set up again for `run`."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def test_stamp_records_the_extras_and_goes_stale_with_the_files(tmp_path, monkey
 
 def test_setup_returns_early_when_the_extras_are_there_and_installs_the_union(tmp_path, monkeypatch):
     dev = _dev(tmp_path, monkeypatch)
-    monkeypatch.setattr(dev, "_py", lambda: Path(__import__("sys").executable))   # an existing python
+    monkeypatch.setattr(dev, "_py", lambda: Path(sys.executable))   # an existing python
     monkeypatch.setattr(dev, "_torch_ok", lambda: True)
     calls = []
     monkeypatch.setattr(dev, "_run", lambda cmd, **kw: calls.append([str(c) for c in cmd]))

@@ -264,10 +264,9 @@ def test_tf32_off_during_extraction_and_restored(monkeypatch):
 def test_toy_detector_is_bit_stable_across_thread_counts(tmp_path):
     """Its sha256 keys the real-statistics cache and labels every toy number: built with 1 and with 2
     threads it is the same, and the same as the cached one."""
+    import os
     import subprocess
     import sys
-
-    import os
 
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
             "from bench.fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
