@@ -1,8 +1,9 @@
 """Model configurations: the real SVD architectures (full size) and the tiny test stack.
 
 Every config is what diffusers' / transformers' classes take (``from_config``); the full-size ones
-are the hub configs of stabilityai/stable-video-diffusion-img2vid (unet/, vae/, image_encoder/ =
-laion CLIP ViT-H/14 vision tower), checked against the published parameter counts in the tests.
+are the hub configs of stabilityai/stable-video-diffusion-img2vid and -img2vid-xt (unet/, vae/,
+image_encoder/ = laion CLIP ViT-H/14 vision tower, feature_extractor/, scheduler/), checked against
+those files and the published parameter counts in the tests (tests/methods/test_full_configs.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ SVD_SCHEDULER_CONFIG = {
     "timestep_type": "continuous",
     "trained_betas": None,
     "use_karras_sigmas": True,
+}
+
+# SVD's CLIPImageProcessor settings (feature_extractor/preprocessor_config.json of both hub repos: 224 crop
+# of the 224 shortest edge, bicubic, OpenAI CLIP mean/std), in the form ``stacks.build_pipeline`` takes
+# (crop_size / size as one int each).
+SVD_FEATURE_EXTRACTOR_CONFIG = {
+    "crop_size": 224,
+    "size": 224,
+    "do_center_crop": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": list(CLIP_MEAN),
+    "image_std": list(CLIP_STD),
+    "resample": 3,
 }
 
 # Real SVD architectures at toy size (FACTS sec. 2); StableVideoDiffusionPipeline accepts them as-is.
@@ -65,23 +81,11 @@ TINY_CONFIGS = {
         "patch_size": 14,
         "num_channels": 3,
     },
-    "feature_extractor": {  # SVD's CLIPImageProcessor settings (OpenAI CLIP mean/std)
-        "crop_size": 224,
-        "size": 224,
-        "do_center_crop": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD),
-        "resample": 3,
-    },
+    "feature_extractor": SVD_FEATURE_EXTRACTOR_CONFIG,
     "scheduler": SVD_SCHEDULER_CONFIG,
 }
 
 
-# Full-size architectures (hub configs of stabilityai/stable-video-diffusion-img2vid: unet/, vae/,
-# image_encoder/ = laion CLIP ViT-H/14 vision tower). Parameter counts are checked in the tests.
 # The mini world: the real architectures, small enough to train on a CPU and to run the default
 # `sfv-bench run` in about a minute (14 frames at 32x32, latents 14x4x8x8). Measured on 2 cores
 # with one thread: the UNet ~0.4 GFLOP (5-7 ms) per video step, the VAE decode ~50 ms per video.
@@ -108,6 +112,11 @@ MINI_CONFIGS = {
     "scheduler": SVD_SCHEDULER_CONFIG,
 }
 
+# Full size: the hub configs of https://huggingface.co/stabilityai/stable-video-diffusion-img2vid (files
+# unet/config.json, vae/config.json, image_encoder/config.json = laion CLIP ViT-H/14 vision tower,
+# feature_extractor/preprocessor_config.json, scheduler/scheduler_config.json). -img2vid-xt (25 frames,
+# AnimateLCM-SVD-xt's base) differs only in unet num_frames. The tests compare every built component with
+# copies of those files (tests/reference/svd_hub_configs.json) and the published parameter counts.
 FULL_CONFIGS = {
     "unet": {
         "sample_size": 96, "in_channels": 8, "out_channels": 4,
@@ -115,7 +124,7 @@ FULL_CONFIGS = {
         "up_block_types": ["UpBlockSpatioTemporal"] + ["CrossAttnUpBlockSpatioTemporal"] * 3,
         "block_out_channels": [320, 640, 1280, 1280], "addition_time_embed_dim": 256,
         "projection_class_embeddings_input_dim": 768, "layers_per_block": 2, "cross_attention_dim": 1024,
-        "transformer_layers_per_block": 1, "num_attention_heads": [5, 10, 20, 20], "num_frames": 25,
+        "transformer_layers_per_block": 1, "num_attention_heads": [5, 10, 20, 20], "num_frames": 14,
     },
     "vae": {
         "in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock2D"] * 4,
@@ -125,9 +134,13 @@ FULL_CONFIGS = {
     "image_encoder": {
         "hidden_size": 1280, "intermediate_size": 5120, "projection_dim": 1024, "num_hidden_layers": 32,
         "num_attention_heads": 16, "num_channels": 3, "image_size": 224, "patch_size": 14,
-        "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-5, "attention_dropout": 0.0, "dropout": 0.0,
+        "initializer_factor": 1.0, "initializer_range": 0.02,
     },
+    "feature_extractor": SVD_FEATURE_EXTRACTOR_CONFIG,
+    "scheduler": SVD_SCHEDULER_CONFIG,
 }
+FULL_XT_CONFIGS = {**FULL_CONFIGS, "unet": {**FULL_CONFIGS["unet"], "num_frames": 25}}
 
 
 def build_models(configs: dict, device="cpu") -> dict:

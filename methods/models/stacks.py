@@ -50,9 +50,10 @@ def tiny_stack_key(seed: int = 0) -> str:
     return f"tiny-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=None):
+def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=None, device="cpu"):
     """An SVD pipeline from configs (``torch.manual_seed(seed + k)`` before the k-th random component);
-    ``vae``, ``unet``, ``image_encoder`` replace the random ones when given."""
+    ``vae``, ``unet``, ``image_encoder`` replace the random ones when given. The models are made on
+    ``device`` (``meta``: shapes only); the scheduler and the feature extractor hold no weights."""
     import torch
 
     quiet_hf_logging()
@@ -61,16 +62,17 @@ def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     c = configs
-    torch.manual_seed(seed)
-    unet = unet if unet is not None else UNetSpatioTemporalConditionModel(**c["unet"])
-    torch.manual_seed(seed + 1)
-    vae = vae if vae is not None else AutoencoderKLTemporalDecoder(**c["vae"])
-    torch.manual_seed(seed + 2)
-    image_encoder = image_encoder if image_encoder is not None else \
-        CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
+    with torch.device(device):
+        torch.manual_seed(seed)
+        unet = unet if unet is not None else UNetSpatioTemporalConditionModel(**c["unet"])
+        torch.manual_seed(seed + 1)
+        vae = vae if vae is not None else AutoencoderKLTemporalDecoder(**c["vae"])
+        torch.manual_seed(seed + 2)
+        image_encoder = image_encoder if image_encoder is not None else \
+            CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
     fe = dict(c["feature_extractor"])
-    feature_extractor = CLIPImageProcessor(
-        crop_size={"height": fe.pop("crop_size"), "width": 224}, size={"shortest_edge": fe.pop("size")}, **fe)
+    crop, size = fe.pop("crop_size"), fe.pop("size")
+    feature_extractor = CLIPImageProcessor(crop_size={"height": crop, "width": crop}, size={"shortest_edge": size}, **fe)
     scheduler = EulerDiscreteScheduler.from_config(c["scheduler"])
     return StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
                                         scheduler=scheduler, feature_extractor=feature_extractor)
