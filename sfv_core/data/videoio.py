@@ -6,7 +6,8 @@ Reading backend: decord where it imports, PyAV otherwise (decord has no macOS ar
 and the same (num_frames, fps, width, height): both decode with FFmpeg and convert to RGB with
 swscale's bilinear default; frames = the stream's packets, fps = its avg_frame_rate (the tests
 check equality on mpeg4 AVI/MP4 and the synthetic dataset). One difference: decord applies a
-rotation tag (phone videos), PyAV does not; UCF-101 has none.
+rotation tag (phone videos), PyAV does not; UCF-101 has none. PyAV is imported where a container is
+read with it or written, so arrays (and everything that never touches a container) need no PyAV.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import io
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 
 from ..errors import UserError
@@ -135,6 +135,8 @@ def _pyav_scan(path: Path, wanted, last: int) -> tuple[int, float, dict]:
     """One pass over the file as decord sees it: (frames = the stream's packets, fps = avg_frame_rate,
     {index: RGB frame} for the ``wanted`` indices, or all when None). Decoding stops after frame
     ``last``; the remaining packets are only counted."""
+    import av
+
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -197,6 +199,8 @@ def write_video(path, frames: np.ndarray, fps: float, codec: str | None = None,
     Default codec: ``mpeg4`` (Xvid-like, as UCF-101's AVIs) for .avi, ``mpeg4`` for
     .mp4, lossless ``ffv1`` for .mkv. ``bit_rate`` applies to mpeg4.
     """
+    import av
+
     path = Path(path)
     ext = path.suffix.lower()
     codec = codec or ("ffv1" if ext == ".mkv" else "mpeg4")

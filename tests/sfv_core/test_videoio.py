@@ -107,3 +107,28 @@ def test_gif_bytes_loops_every_frame_at_the_frame_rate_and_stays_close():
     for t in range(4):
         gif.seek(t)
         assert np.abs(np.asarray(gif.convert("RGB"), int) - frames[t]).mean() < 8
+
+
+def test_pyav_only_where_a_container_is_read_or_written(tmp_path):
+    """With PyAV absent (the GPU check's payload carries none), the commands import and arrays round-trip;
+    only a container read or write needs it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.modules["av"] = None                                   # import av -> ImportError
+import numpy as np
+import bench.cli, bench.run, bench.generate, bench.latency.benchmark, sfv_train.data
+from sfv_core.data.videoio import read_video, save_array, write_video
+v = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+save_array({str(tmp_path / 'v.npz')!r}, v)
+assert (read_video({str(tmp_path / 'v.npz')!r}) == v).all()
+try:
+    write_video({str(tmp_path / 'v.avi')!r}, v, 7)
+except ImportError:
+    print("container needs av")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "container needs av"
