@@ -131,6 +131,19 @@ def time_method_loops(s: Settings, runner, unet_config: dict, plan: list, unet_p
     return rows
 
 
+def choose_runner(unet_fp32, space: dict, inputs1: dict, s: Settings, log=print):
+    """(runner, Options, precision check): the search's own runner of the chosen options, so a compiled UNet is
+    compiled once for the search and the timings; a new runner only when the choice failed the check."""
+    kept: dict = {}
+    opts, precision = search_options(unet_fp32, space, inputs1, s.device, tolerance=s.tolerance, warmup=s.warmup,
+                                     repeats=max(3, min(s.repeats, 10)), log=log, keep=kept)
+    if not precision["passed"]:
+        log(f"WARNING: {opts.label()} is {precision['chosen_rel_l2']:.3g} off fp32 eager "
+            f"(tolerance {s.tolerance}); timings are reported with passed=false")
+    log(f"options: {opts.label()}")
+    return kept.get("runner") or UNetRunner(unet_fp32, opts, s.device), opts, precision
+
+
 def run_benchmark(s: Settings, log=print) -> dict:
     """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc)."""
     device, shape = s.device, s.shape
@@ -149,14 +162,7 @@ def run_benchmark(s: Settings, log=print) -> dict:
 
     log("precision check / option search")
     inputs1 = unet_inputs(configs["unet"], 1, shape.num_frames, shape.latent_hw(), device, torch.float32, s.seed)
-    opts, precision = search_options(models["unet"], space, inputs1, device, tolerance=s.tolerance,
-                                     warmup=s.warmup, repeats=max(3, min(s.repeats, 10)), log=log)
-    if not precision["passed"]:
-        log(f"WARNING: {opts.label()} is {precision['chosen_rel_l2']:.3g} off fp32 eager "
-            f"(tolerance {s.tolerance}); timings are reported with passed=false")
-    log(f"options: {opts.label()}")
-
-    runner = UNetRunner(models["unet"], opts, device)
+    runner, opts, precision = choose_runner(models["unet"], space, inputs1, s, log)
     dtype = runner.dtype
     if runner.model is not models["unet"]:
         models["unet"] = None  # the fp32 copy is no longer needed

@@ -105,7 +105,7 @@ class UNetRunner:
     (``methods.sampling.SVDDenoiser`` consumes it before the next call).
     """
 
-    def __init__(self, unet_fp32, opts: Options, device):
+    def __init__(self, unet_fp32, opts: Options, device, reset_dynamo: bool = True):
         self.opts, self.device = opts, device
         self.dtype = DTYPES[opts.dtype]
         model = unet_fp32
@@ -118,8 +118,10 @@ class UNetRunner:
         self.fn = model
         if opts.compile:
             # Fresh dynamo state per compiled runner: every candidate compiles its own module copy
-            # per input shape, which would otherwise pile up against the recompile limit.
-            torch._dynamo.reset()
+            # per input shape, which would otherwise pile up against the recompile limit. Not while
+            # another compiled runner is still to be used (reset_dynamo=False): it would compile again.
+            if reset_dynamo:
+                torch._dynamo.reset()
             mode = "reduce-overhead" if opts.cuda_graphs else "default"
             self.fn = torch.compile(model, mode=mode, dynamic=False)
         self._graphs: dict = {}
@@ -181,21 +183,28 @@ def cast_inputs(inputs: dict, dtype) -> dict:
 
 
 def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, tolerance: float, warmup: int,
-                   repeats: int, log=print) -> tuple[Options, dict]:
-    """Greedy search over ``space`` (see module doc). Returns (chosen Options, precision_check dict)."""
+                   repeats: int, log=print, keep: dict | None = None) -> tuple[Options, dict]:
+    """Greedy search over ``space`` (see module doc). Returns (chosen Options, precision_check dict).
+
+    ``keep``: a dict that receives ``keep["runner"]``, the chosen configuration's runner as the search built
+    and timed it, so a compiled UNet is compiled once (a new runner would reset dynamo and compile again).
+    Only the best passing runner so far stays alive beside the one being measured."""
     with tf32_disabled():  # TF32 off for the fp32 reference (cuDNN uses TF32 by default on Ampere+)
         ref = UNetRunner(unet_fp32, Options(), device).run(inputs_fp32).float().clone()
         sync(device)
     if not torch.isfinite(ref).all():
         raise UserError("the fp32 reference UNet output holds NaN/inf: broken weights?")
     results: dict = {}
+    best: dict = {}                       # {"opts", "ms", "runner"}: the fastest passing runner so far
 
     def evaluate(opts: Options) -> dict:
         if opts in results:
             return results[opts]
         rec = {"options": opts.to_dict(), "label": opts.label()}
+        runner = None
         try:
-            runner = UNetRunner(unet_fp32, opts, device)
+            kept = best.get("runner")
+            runner = UNetRunner(unet_fp32, opts, device, reset_dynamo=not (kept and kept.opts.compile))
             inputs = cast_inputs(inputs_fp32, runner.dtype)
             ms = time_ms(lambda: runner.run(inputs), device, warmup, repeats)
             out = runner.run(inputs).float().clone()
@@ -203,6 +212,8 @@ def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, toleran
             err = rel_l2(out, ref)
             rec.update(rel_l2=err, passed=bool(math.isfinite(err) and err <= tolerance),
                        median_ms=float(np.median(ms)), n=len(ms))
+            if keep is not None and rec["passed"] and rec["median_ms"] < best.get("ms", math.inf):
+                best.update(opts=opts, ms=rec["median_ms"], runner=runner)
         except Exception as e:  # a backend that does not apply here (no triton, no flash kernel ...)
             rec.update(rel_l2=None, passed=False, median_ms=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         finally:
@@ -225,6 +236,9 @@ def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, toleran
         if ok:
             current = Options(**min(ok, key=lambda r: r["median_ms"])["options"])
     chosen = evaluate(current)
+    if keep is not None:
+        keep["runner"] = best.get("runner") if best.get("opts") == current else None
+    best.clear()
     check = {
         "reference": "fp32 eager, default SDPA, TF32 off; same seeded batch-1 inputs",
         "metric": "relative L2 error ||y - y_ref|| / ||y_ref|| of the UNet output",
