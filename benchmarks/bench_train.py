@@ -6,7 +6,7 @@
 Full size (the paper's training shape): the real SVD UNet architecture (1.525 B parameters, random
 weights -- no download), 14 frames at 768x448 (latent 14x4x56x96), batch 1, no accumulation, bf16
 autocast, gradient checkpointing on (G and the frozen D backbone), SM3, spatial + temporal heads.
-Tiny: the tiny stack's UNet (FACTS sec. 2) at 64x64, 14 frames, fp32, checkpointing on.
+Tiny: the tiny stack's UNet at 64x64, 14 frames, fp32, checkpointing on.
 
 R1 variants: ``exact`` (double backward under the math SDPA backend, every step), ``none`` (the
 step a lazy R1 takes on the k-1 steps without the penalty), ``approx`` (one extra D forward).

@@ -8,8 +8,24 @@ import sys
 import time
 from pathlib import Path
 
-from devcheck_util import (FLOOR_NOTE, LOG_LIMIT, OPTIONAL, PEAK_SOURCE, SCHEMA, STEPS, gib, ms, read_json,
+from devcheck_util import (FLOOR_NOTE, LOG_LIMIT, OPTIONAL, PEAK_SOURCE, SCHEMA, STEPS, gib, ms, plan, read_json,
                            write_json)
+
+LATENCY_RUNS = ("bf16", "fp16", "bf16-compile", "fp16-compile")
+FIGURES = ("status", "reason", "label", "precision_passed", "precision_rel_l2", "unet_b1_ms", "unet_b1_p10_ms",
+           "unet_b1_p90_ms", "unet_b2_ms", "eager_b1_ms", "tflops_b1", "tflops_b2", "dense_bf16_peak_tflops",
+           "fraction_of_peak_b1", "vae_decode_ms", "peak_mem_bytes", "peak_mem_max_bytes", "onestep_spec",
+           "onestep_e2e_ms", "svd_spec", "svd_unet_loop_ms", "targets", "candidates", "shape")
+
+
+def faster_source(lat: dict, dtype: str) -> str:
+    """'compile' when the compiled run of ``dtype`` passed its precision check and beat the eager one, else
+    'latency': the step whose result becomes latency-<dtype>.json."""
+    comp, eager = lat.get(f"{dtype}-compile") or {}, lat.get(dtype) or {}
+    if comp.get("status") == "ok" and comp.get("precision_passed") and eager.get("unet_b1_ms") \
+            and comp["unet_b1_ms"] < eager["unet_b1_ms"]:
+        return "compile"
+    return "latency"
 from gpu_latency import TARGET_ONESTEP_E2E_MS, TARGET_UNET_MS  # torch-free
 
 
@@ -31,12 +47,7 @@ def build_summary(recs: dict, args, t_start: float, work: Path) -> dict:
                         "timeout_s": r.get("timeout_s")}
             if r.get("status") == "skipped":
                 steps[s]["reason"] = r.get("reason")
-    lat = recs.get("latency", {}).get("subruns", {})
-    comp = recs.get("compile", {}).get("subruns", {}).get("bf16-compile", {})
-    best_bf16 = "latency"
-    if comp.get("status") == "ok" and comp.get("precision_passed") and lat.get("bf16", {}).get("unet_b1_ms") \
-            and comp["unet_b1_ms"] < lat["bf16"]["unet_b1_ms"]:
-        best_bf16 = "compile"
+    lat = {**recs.get("latency", {}).get("subruns", {}), **recs.get("compile", {}).get("subruns", {})}
     run = recs.get("run", {})
     train = recs.get("train", {})
     gate = recs.get("gate", {})
@@ -45,6 +56,7 @@ def build_summary(recs: dict, args, t_start: float, work: Path) -> dict:
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv[1:], "device": args.device, "mode": "quick (tiny shapes)" if args.quick else "full (paper shapes)",
         "budget_s": args.budget_s, "wall_s": round(time.time() - t_start, 1), "all_ok": required_ok,
+        "plan": plan(),
         "gpu_measured": bool(env.get("gpu_name")) and not args.quick,
         "steps": steps,
         "env": {k: env.get(k) for k in ("gpu_name", "driver", "nvidia_smi", "capability", "sms", "total_bytes",
@@ -58,14 +70,9 @@ def build_summary(recs: dict, args, t_start: float, work: Path) -> dict:
                                 "clock": (m.get("latency") or {}).get("clock")}
                              for m in v.get("methods", [])]
                          for k, v in run.get("subruns", {}).items() if v.get("methods")}},
-        "latency": {k: {x: v.get(x) for x in ("status", "reason", "label", "precision_passed", "precision_rel_l2",
-                                              "unet_b1_ms", "unet_b1_p10_ms", "unet_b1_p90_ms", "unet_b2_ms",
-                                              "eager_b1_ms", "tflops_b1", "tflops_b2", "dense_bf16_peak_tflops",
-                                              "fraction_of_peak_b1", "peak_mem_bytes", "peak_mem_max_bytes",
-                                              "onestep_spec", "onestep_e2e_ms", "svd_spec", "svd_unet_loop_ms",
-                                              "targets", "candidates", "shape")}
-                    for k, v in {**lat, **({"bf16-compile": comp} if comp else {})}.items()}
-        | {"substituted": recs.get("latency", {}).get("substituted"), "latency_bf16_json_from": best_bf16},
+        "latency": {k: {x: lat[k].get(x) for x in FIGURES} for k in LATENCY_RUNS if k in lat}
+        | {"substituted": recs.get("latency", {}).get("substituted"),
+           "latency_bf16_json_from": faster_source(lat, "bf16"), "latency_fp16_json_from": faster_source(lat, "fp16")},
         "train": {k: train.get(k) for k in ("size", "shape", "tried", "fits_80gb", "lazy_r1_amortised_s", "r1_every")}
         | {"variants": {k: {x: v.get(x) for x in ("status", "reason", "step_s_median", "peak_allocated_bytes",
                                                    "peak_reserved_bytes", "peak_rss_bytes", "fits_80gb", "bf16")}
@@ -83,6 +90,7 @@ def summary_lines(s: dict) -> list[str]:
                                   f"{s['device']}: no device seen (env step {steps['env']['status']})")
     lines = [f"== device check summary: {dev}, {s['mode']}, {s['wall_s']:.0f} s of a {s['budget_s']:.0f} s budget; "
              f"{'all steps ok' if s['all_ok'] else 'NOT all ok'}"]
+    pl = s["plan"]
 
     def row(step, text):
         st = steps[step]
@@ -106,7 +114,7 @@ def summary_lines(s: dict) -> list[str]:
     row("run", f"{r.get('world')} world n={r.get('n')}: " + ("; ".join(parts) or "no rows"))
     lat = s["latency"]
     parts = []
-    for k in ("bf16", "fp16", "bf16-compile"):
+    for k in ("bf16", "fp16"):
         v = lat.get(k)
         if not v or v.get("unet_b1_ms") is None:
             continue
@@ -117,7 +125,8 @@ def summary_lines(s: dict) -> list[str]:
                      + (f" = {100 * frac:.0f}% of peak" if frac else "")
                      + (f", floor H200 {t['unet_b1_floor_h200_ms']:.0f} ms / this chip "
                         f"{ms(t.get('unet_b1_floor_this_chip_ms'))}" if t else "")
-                     + f", one-step e2e {ms(v.get('onestep_e2e_ms'))}, peak {gib(v.get('peak_mem_max_bytes'))}"
+                     + f", VAE decode {ms(v.get('vae_decode_ms'))}, one-step e2e {ms(v.get('onestep_e2e_ms'))}, "
+                       f"peak {gib(v.get('peak_mem_max_bytes'))}"
                      + (f", precision {'pass' if v.get('precision_passed') else 'FAIL'}"))
     row("latency", " | ".join(parts) or "no result")
     if any((lat.get(k) or {}).get("targets") for k in ("bf16", "bf16-compile")):
@@ -148,8 +157,12 @@ def summary_lines(s: dict) -> list[str]:
     if g.get("b1_ratio"):
         parts.append("UNet b1 again/base {:.2f}, slowed/base {:.2f}".format(*g["b1_ratio"].values()))
     row("gate", f"tolerance {g.get('tolerance_pct')}%: " + ("; ".join(parts) or "no comparison"))
-    c = lat.get("bf16-compile") or {}
-    row("compile", f"{c.get('label')} UNet b1 {ms(c.get('unet_b1_ms'))}" if c.get("unet_b1_ms") else "no result")
+    parts = [f"{k}: {c['label']} UNet b1 {ms(c['unet_b1_ms'])}, b2 {ms(c.get('unet_b2_ms'))}, one-step e2e "
+             f"{ms(c.get('onestep_e2e_ms'))}" for k, c in ((k, lat.get(k) or {}) for k in ("bf16-compile", "fp16-compile"))
+             if c.get("unet_b1_ms")]
+    row("compile", " | ".join(parts) or "no result")
+    lines.append(f"{'':17s} plan on a GPU: " + " + ".join(f"{k} {v} s" for k, v in pl["boxes_s"].items())
+                 + f" = {pl['total_s']} s of {pl['must_fit_s']} s ({'fits' if pl['fits'] else 'DOES NOT FIT'})")
     lines.append("No GPU figure in this summary: it ran on a CPU." if not env.get("gpu_name") else
                  ("Tiny shapes (--quick): a smoke run, not the paper's figures." if "quick" in s["mode"] else
                   "Commit: summary to results/gpu/, latency-<dtype>.json to results/latency/<gpu>-<dtype>/latency.json."))
@@ -164,15 +177,15 @@ def summary_md(s: dict, lines: list[str]) -> str:
         md.append(f"| {k} | {v['status']} | {v.get('seconds') or '—'} | {v.get('reason') or ''} |")
     md += ["", "```", *lines, "```", ""]
     lat = s["latency"]
-    md += ["| Latency run | Options | UNet b1 | eager b1 | b2 | TFLOP/s b1 | % dense peak | one-step e2e | peak mem |"
-           " precision |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for k in ("bf16", "fp16", "bf16-compile"):
+    md += ["| Latency run | Options | UNet b1 | eager b1 | b2 | TFLOP/s b1 | % dense peak | VAE decode | one-step e2e |"
+           " peak mem | precision |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for k in LATENCY_RUNS:
         v = lat.get(k)
         if v and v.get("unet_b1_ms") is not None:
             frac = v.get("fraction_of_peak_b1")
             md.append(f"| {k} | {v['label']} | {ms(v['unet_b1_ms'])} | {ms(v.get('eager_b1_ms'))} | "
                       f"{ms(v['unet_b2_ms'])} | {v['tflops_b1']:.3g} | {f'{100 * frac:.0f}%' if frac else '—'} | "
-                      f"{ms(v.get('onestep_e2e_ms'))} | {gib(v.get('peak_mem_max_bytes'))} | "
+                      f"{ms(v.get('vae_decode_ms'))} | {ms(v.get('onestep_e2e_ms'))} | {gib(v.get('peak_mem_max_bytes'))} | "
                       f"{'pass' if v.get('precision_passed') else 'FAIL'} |")
     md += ["", f"Peak: {PEAK_SOURCE}. {FLOOR_NOTE}.", ""]
     return "\n".join(md)
@@ -189,8 +202,8 @@ def write_outputs(out: Path, recs: dict, summary: dict, work: Path, logs: Path) 
     write_json(out / "train.json", recs.get("train") or placeholder("train"))
     write_json(out / "gate.json", recs.get("gate") or placeholder("gate"))
     for label in ("bf16", "fp16"):
-        src = work / ("latency-bf16-compile.json" if label == "bf16" and
-                      summary["latency"]["latency_bf16_json_from"] == "compile" else f"latency-{label}.json")
+        src = work / (f"latency-{label}-compile.json" if summary["latency"][f"latency_{label}_json_from"] == "compile"
+                      else f"latency-{label}.json")
         if src.is_file():
             shutil.copyfile(src, out / f"latency-{label}.json")
         else:

@@ -21,7 +21,13 @@ from gpu_latency import H200_BF16_TFLOPS  # noqa: E402 (torch-free)
 
 SCHEMA = "sfv-bench-device-check/1"
 STEPS = ("env", "run", "latency", "train", "gate", "compile")
+DEFAULT_STEPS = ("env", "latency", "train", "gate", "compile")   # run: only asked for (it needs PyAV, not carried)
 OPTIONAL = {"compile"}            # may time out without failing the check
+# Time boxes (s) of the full GPU run: the default steps sum to 525 s, inside 10 of the 15 device minutes with
+# the wheel install and the start-up; compile has its own box (bf16 first, then fp16). quick = tiny shapes.
+BOXES = {"full": {"env": 25, "run": 120, "latency": 120, "train": 90, "gate": 90, "compile": 200},
+         "quick": {"env": 25, "run": 60, "latency": 45, "train": 40, "gate": 50, "compile": 6}}
+DEVICE_SECONDS = 600              # the 10 device minutes the default plan must fit
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in TFLOP/s. NVIDIA's datasheets print the sparse figure
 # ("with sparsity"): H100 SXM5 1,979 -> 989.4 dense; H200 (SXM; the same GH100 chip class) 1,979 -> 989.4;
 # H100 NVL / H200 NVL 1,671 -> 835.5; H100 PCIe 1,513 -> 756.5 (NVIDIA H100 / H200 Tensor Core GPU
@@ -29,10 +35,10 @@ OPTIONAL = {"compile"}            # may time out without failing the check
 DENSE_BF16_PEAK_TFLOPS = (("nvl", 835.5), ("h100 pcie", 756.5), ("h200", 989.4), ("h100", 989.4),
                           ("a100", 312.0))
 PEAK_SOURCE = "NVIDIA H100/H200 Tensor Core GPU datasheets: dense = half the 'with sparsity' bf16 figure"
-H100_80GB_BYTES = 81559 * 2**20   # nvidia-smi's total on the lent H100 80GB HBM3 (KINDS.md)
+H100_80GB_BYTES = 81559 * 2**20   # nvidia-smi's total memory of an H100 80GB HBM3
 CONTEXT_BYTES = 2**30             # CUDA context + allocator slack kept free when judging "fits"
-FLOOR_NOTE = (f"H200 floor = UNet batch-1 FLOPs / {H200_BF16_TFLOPS:.0f} TFLOP/s (bf16 matmul measured on the "
-              f"lent H200); this chip's floor = the same FLOPs / its own measured 8192^3 bf16 matmul rate")
+FLOOR_NOTE = (f"H200 floor = UNet batch-1 FLOPs / {H200_BF16_TFLOPS:.0f} TFLOP/s (an 8192^3 bf16 matmul measured on "
+              f"an H200); this chip's floor = the same FLOPs / its own measured 8192^3 bf16 matmul rate")
 
 OUT_FILES = ("summary.json", "summary.md", "run.json", "latency-bf16.json", "latency-fp16.json", "train.json",
              "gate.json", "log.txt")
@@ -40,6 +46,22 @@ LOG_LIMIT = 12 * 2**20
 
 
 # ----------------------------------------------------------------------------------------------- shared
+
+def plan(steps=DEFAULT_STEPS) -> dict:
+    """The full GPU run's plan: each step's box and their sum against the device seconds it must fit."""
+    boxes = {s: BOXES["full"][s] for s in STEPS if s in steps}
+    return {"steps": list(boxes), "boxes_s": boxes, "total_s": sum(boxes.values()), "must_fit_s": DEVICE_SECONDS,
+            "fits": sum(boxes.values()) <= DEVICE_SECONDS, "compile_own_box_s": boxes.get("compile")}
+
+
+def have_pyav() -> bool:
+    """Whether PyAV imports: writing and reading video containers (the synthetic dataset's AVIs) needs it."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def one_line(text, limit: int = 300) -> str:
     s = " ".join(str(text).split())

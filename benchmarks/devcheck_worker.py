@@ -121,6 +121,7 @@ class WorkerBase:
                            for c in pc["candidates"]],
             "unet_b1_ms": b1["median_ms"], "unet_b1_p10_ms": b1["p10_ms"], "unet_b1_p90_ms": b1["p90_ms"],
             "unet_b2_ms": b2["median_ms"], "eager_b1_ms": min(c["median_ms"] for c in eager) if eager else None,
+            "vae_decode_ms": (r["components"].get(f"vae_decode_{r['shape']['num_frames']}f") or {}).get("median_ms"),
             "flops_unet_b1": f1, "tflops_b1": tf1, "tflops_b2": r["tflops_achieved"]["unet_batch2"],
             "dense_bf16_peak_tflops": peak, "fraction_of_peak_b1": tf1 / peak if peak else None,
             "peak_mem_bytes": r.get("peak_mem_bytes"),

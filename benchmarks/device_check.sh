@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check on a lent device machine (run from the repository root, with carry [".whl"]):
+# The GPU check on a GPU machine (run from the repository root, the wheels in .whl/ beside the tree):
 #   bash benchmarks/device_check.sh "$OUT" [device_check.py options]
-# Installs the carried wheels (.whl/*.whl: diffusers, av, pytorch_optimizer; see device_check.py's
+# Installs the carried wheels (.whl/*.whl: diffusers, pytorch_optimizer; see device_check.py's
 # docstring for how they are made) into /tmp/site, then runs benchmarks/device_check.py.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TARGET_UNET_MS = 80.0
 TARGET_ONESTEP_E2E_MS = 250.0
-H200_BF16_TFLOPS = 790.0  # measured dense bf16 matmul rate (FACTS sec. 7)
+H200_BF16_TFLOPS = 790.0  # dense bf16 matmul rate measured on an H200 (8192^3, random data)
 
 
 def main(argv=None) -> int:

@@ -23,16 +23,18 @@ pytestmark = pytest.mark.slow
 JOB = BackgroundJob()
 # Time limits belong to the benchmark, not to the suite: on a loaded machine a step may take several times
 # its usual time, so every required step's time box is HANG_BOX s (only a hang is cut); compile keeps its
-# own short box (6 s x --box-scale 3) to show the timeout path. The budget follows (device_check.main).
+# own short box (6 s x --box-scale 3) to show the timeout path. The budget is the boxes' sum (device_check.main).
+# Every step runs, run included (PyAV is installed here); the GPU plan's fit is in the summary it writes.
 HANG_BOX, BOX_SCALE = 600, 3
 REQUIRED = [s for s in dc.STEPS if s not in dc.OPTIONAL]
-BUDGET_S = 150 * BOX_SCALE + HANG_BOX * len(REQUIRED)
+BUDGET_S = dc.BOXES["quick"]["compile"] * BOX_SCALE + HANG_BOX * len(REQUIRED)
 
 
 def start_background() -> None:
     """The CPU dry run, started at collection by conftest (~100 s in one thread, beside the suite)."""
     JOB.start([sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "{root}/out", "--device", "cpu",
-               "--quick", "--work", "{root}/work", "--box-scale", str(BOX_SCALE), "--hang-box", str(HANG_BOX)],
+               "--quick", "--work", "{root}/work", "--box-scale", str(BOX_SCALE), "--hang-box", str(HANG_BOX),
+               "--steps", ",".join(dc.STEPS)],
               "sfv-devcheck-")
 
 
@@ -66,6 +68,12 @@ def test_dry_run_files_steps_and_summary_last(dry_run):
     assert all(s["steps"][n]["timeout_s"] == HANG_BOX for n in REQUIRED), s["steps"]
     assert s["steps"]["compile"]["status"] in ("timeout", "ok", "partial")
     assert s["steps"]["compile"]["timeout_s"] == 6 * BOX_SCALE and s["budget_s"] == BUDGET_S
+    # the plan of the GPU run (default steps, full boxes) fits 10 device minutes, compile in its own box
+    plan = s["plan"]
+    assert plan["fits"] and plan["total_s"] <= plan["must_fit_s"] == 600 and plan["steps"] == list(dc.DEFAULT_STEPS)
+    assert plan["compile_own_box_s"] == dc.BOXES["full"]["compile"]
+    assert any(ln.strip().startswith("plan on a GPU:") and ln.rstrip().endswith("(fits)") for ln in
+               p.stdout.splitlines())
     assert sum(st["seconds"] for st in s["steps"].values()) <= s["wall_s"] + 1 and s["wall_s"] <= s["budget_s"]
     # the summary is printed last: its header, then only its lines
     lines = p.stdout.rstrip().splitlines()
@@ -82,9 +90,10 @@ def test_dry_run_files_steps_and_summary_last(dry_run):
     lat = json.loads((out / "latency-bf16.json").read_text())
     assert lat["schema"] == "sfv-bench-latency/1" and lat["options"]["dtype"] == "bf16"
     assert lat["shape"]["name"] == "tiny"
+    assert s["latency"]["bf16"]["vae_decode_ms"] > 0 and s["latency"]["bf16"]["onestep_e2e_ms"] > 0
     train = json.loads((out / "train.json").read_text())
     assert train["subruns"]["r1-exact"]["step_s_median"] > 0 and train["lazy_r1_amortised_s"] > 0
-    assert train["subruns"]["sfv-train-cli"]["exported"] is True
+    assert train["subruns"]["sfv-train-cli"]["exported"] is True            # on .npz clips: no PyAV
     gate = json.loads((out / "gate.json").read_text())
     assert gate["subruns"]["regress-slowed"]["rc"] == 1                    # the slowed UNet is caught
     assert gate["subruns"]["regress-unlike"]["rc"] == 2                    # unlike runs are refused
