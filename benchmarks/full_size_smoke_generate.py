@@ -168,7 +168,8 @@ def markdown(recs: list, args, env: dict) -> str:
     for r in recs:
         calls = f"{r['unet_calls']} x {','.join(map(str, r['unet_batches']))}" if r["unet_calls"] else "—"
         unet = f"{r['unet_s']:.1f}" if r["unet_s"] is not None else "—"
-        lines.append(f"| {r['spec']} | {r['weights_dtype']} | {calls} | {','.join(map(str, r['frames_generated'])) or '—'} | {unet} | "
+        made = ",".join(map(str, r["frames_generated"])) or "—"
+        lines.append(f"| {r['spec']} | {r['weights_dtype']} | {calls} | {made} | {unet} | "
                      f"{r['wall_s']:.1f} | "
                      f"{r['peak_rss_bytes'] / 2**30:.2f} | {'x'.join(map(str, r['frames'] or [])) or '—'} | "
                      f"{'ok' if r['ok'] else 'FAILED: ' + (r['error'] or '')} |")

@@ -72,7 +72,8 @@ def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=
             CLIPVisionModelWithProjection(CLIPVisionConfig(**c["image_encoder"]))
     fe = dict(c["feature_extractor"])
     crop, size = fe.pop("crop_size"), fe.pop("size")
-    feature_extractor = CLIPImageProcessor(crop_size={"height": crop, "width": crop}, size={"shortest_edge": size}, **fe)
+    feature_extractor = CLIPImageProcessor(crop_size={"height": crop, "width": crop}, size={"shortest_edge": size},
+                                           **fe)
     scheduler = EulerDiscreteScheduler.from_config(c["scheduler"])
     return StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet,
                                         scheduler=scheduler, feature_extractor=feature_extractor)
