@@ -57,6 +57,20 @@ def peak_rss_bytes() -> int:
     return lifetime() or 0
 
 
+def release_freed_memory() -> None:
+    """Give the heap's freed pages back to the OS (glibc ``malloc_trim``), so a later peak RSS does not count the
+    float32 weights the in-place bfloat16 conversion freed (``keep_freed_memory`` keeps up to 1 GiB otherwise)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):   # no glibc
+        pass
+
+
 def build_stack(size: str, seed: int = 0, device="cpu"):
     """The img2vid pipeline with seeded random weights (float32) on ``device``, CLIP layers tied at full size."""
     import torch
@@ -162,7 +176,8 @@ def markdown(recs: list, args, env: dict) -> str:
              f"`bench.generate.generate_method`.",
              f"- Stack built in {env['build_s']:.1f} s, peak RSS {env['build_rss'] / 2**30:.2f} GiB while building.",
              "- wall = load + CLIP + VAE encode + UNet loop + VAE decode + write; peak RSS reset before each "
-             "method (the resident stack included).", "",
+             "method (the resident stack included; bfloat16 rows after the freed float32 heap went back to the OS).",
+             "- A smoke on a shared machine (load average above), not a benchmark: compare rows of one run only.", "",
              "| method | dtype | UNet calls x batch | frames made | UNet s | wall s | peak RSS GiB | video | status |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
@@ -216,6 +231,7 @@ def main(argv=None) -> int:
         for name in dtypes:
             dtype = getattr(torch, name)
             pipe.to(dtype=dtype)                        # in place, parameter by parameter
+            release_freed_memory()
             xt = xt_view(pipe, args.stack) if any(parse_spec(s).name in XT_METHODS for s in specs) else None
             for spec in specs:
                 use = xt if parse_spec(spec).name in XT_METHODS else pipe
