@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devcheck_util import (FLOOR_NOTE, LOG_LIMIT, OPTIONAL, PEAK_SOURCE, SCHEMA, STEPS, gib, ms, plan, read_json,
                            write_json)
+from gpu_latency import TARGET_ONESTEP_E2E_MS, TARGET_UNET_MS  # torch-free
 
 LATENCY_RUNS = ("bf16", "fp16", "bf16-compile", "fp16-compile")
 FIGURES = ("status", "reason", "label", "precision_passed", "precision_rel_l2", "unet_b1_ms", "unet_b1_p10_ms",
@@ -26,7 +27,6 @@ def faster_source(lat: dict, dtype: str) -> str:
             and comp["unet_b1_ms"] < eager["unet_b1_ms"]:
         return "compile"
     return "latency"
-from gpu_latency import TARGET_ONESTEP_E2E_MS, TARGET_UNET_MS  # torch-free
 
 
 def _clean_log(text: str) -> str:
