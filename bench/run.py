@@ -25,6 +25,7 @@ import numpy as np
 
 from methods.base import NonFiniteOutput
 from methods.models.stacks import quiet_hf_logging
+from methods.models.timing import cuda_device
 from methods.registry import get_method
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples, load_condition, raise_if_too_many_failures,
@@ -128,7 +129,8 @@ def cli_run(args) -> int:
     settings.device = dist.device
     progress = dist.main and not os.environ.get("TQDM_DISABLE")
     try:
-        return _run(settings, dist, progress)
+        with cuda_device(settings.device):      # cuda:N: every CUDA call of the run goes to GPU N
+            return _run(settings, dist, progress)
     finally:
         dist.close()
 

@@ -14,7 +14,7 @@ from .models.conditioning import decode_latents, encode_condition, frame_guidanc
 from .models.edm import Denoiser, karras_sigmas
 from .models.stacks import (check_unet, is_tiny_stack, load_pipeline, load_unet, locate_unet, resolve_stack,
                             weights_sha256)
-from .models.timing import UNetTimer
+from .models.timing import UNetTimer, cuda_device
 from .sampling import sample_euler
 
 
@@ -90,7 +90,8 @@ class SVDFamilyMethod(Method):
         self.pipe = None
         self.timer = None
         if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+            with cuda_device(getattr(self, "device", "cpu")):
+                torch.cuda.empty_cache()
 
     def describe(self) -> dict:
         d = super().describe()

@@ -11,7 +11,7 @@ import torch
 
 from methods.models.conditioning import clip_preprocess, decode_latents
 from methods.models.configs import CLIP_MEAN, CLIP_STD, FULL_CONFIGS, param_count
-from methods.models.timing import is_cuda, peak_memory, peak_rss_bytes, summarize, time_ms
+from methods.models.timing import cuda_device, is_cuda, peak_memory, peak_rss_bytes, summarize, time_ms
 from sfv_core.env import environment, git_commit
 from sfv_core.paper import DEFAULT_SPECS, GPU, paper_row
 
@@ -132,7 +132,13 @@ def time_method_loops(s: Settings, runner, unet_config: dict, plan: list, unet_p
 
 
 def run_benchmark(s: Settings, log=print) -> dict:
-    """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc)."""
+    """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc). On CUDA
+    everything runs with ``s.device`` as the current device (``cuda:1`` is timed on GPU 1)."""
+    with cuda_device(s.device):
+        return _run_benchmark(s, log)
+
+
+def _run_benchmark(s: Settings, log) -> dict:
     device, shape = s.device, s.shape
     stack = s.stack if s.stack is not None or shape.name != "tiny" else "tiny"
     configs = stack_configs(stack) if stack is not None else FULL_CONFIGS
