@@ -161,7 +161,7 @@ def _run(settings, dist, progress) -> int:
             methods[spec.key] = (spec, None)
             continue
         m = get_method(spec, **settings.options.get(spec.name, {}))
-        m.check(stack=settings.stack_for(spec))  # resolves stack and UNet files, checks them, loads nothing
+        m.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves and checks files, loads nothing
         methods[spec.key] = (spec, m)
     detector = load_detector(settings.detector, device=settings.device, trust=settings.trust_detector)
     check_run_json(out, settings.key(refs), dist)
@@ -239,7 +239,8 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
         todo = missing(dist.shard(refs), sdir, shape, log)
         need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
         if todo or need_timing:
-            method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype)
+            method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype,
+                        variant=settings.variant)
             generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
                             save_size=settings.save_size, progress=progress,
                             label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))

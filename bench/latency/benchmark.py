@@ -26,6 +26,7 @@ class Settings:
     shape: Shape
     device: str = "cpu"
     stack: str | None = None
+    variant: str | None = None
     methods: str = DEFAULT_SPECS
     option_values: dict = field(default_factory=dict)
     tolerance: float = DEFAULT_TOLERANCE
@@ -150,7 +151,7 @@ def _run_benchmark(s: Settings, log) -> dict:
     flops = count_all_flops(configs, shape, frame_counts, s.decode_chunk_size)
 
     log(f"loading models ({stack or 'full-size configs, random weights'}) on {device}")
-    models, source = load_models(stack, configs, device, s.seed)
+    models, source = load_models(stack, configs, device, s.seed, s.variant)
     model_info = {"source": source, **{f"{k}_params": param_count(m) for k, m in models.items()}}
 
     log("precision check / option search")
@@ -187,7 +188,7 @@ def _run_benchmark(s: Settings, log) -> dict:
         log("method check: real adapters (load + generate)")
         for row in rows:
             row["method_run"] = method_run_check(row, stack, device, opts.dtype, shape, s.decode_chunk_size,
-                                                 row["unet_ms_median"])
+                                                 row["unet_ms_median"], s.variant)
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
