@@ -89,6 +89,12 @@ class Method:
         family stops at the latents (the UNet's last call), so the untimed VAE decode is not run."""
         return self.generate(images, seeds, conditions)
 
+    def unet_pass(self):
+        """``(key, what, replay)`` of the last UNet call of the last ``generate`` / ``timed_part``: a key that
+        is equal for passes of one architecture at one input shape, dtype and device, a dict saying what the
+        pass is, and ``replay()`` making that call again; None for a method without a UNet."""
+        return None
+
     def check(self, stack=None, variant=None) -> None:
         """Resolve every file ``load(stack, variant=variant)`` will read without loading it; UserError naming
         what is missing.

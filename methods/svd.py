@@ -6,6 +6,7 @@ import torch
 
 from sfv_core.env import resolve_dtype
 from sfv_core.errors import UserError
+from sfv_core.fsutil import sha256_json
 from sfv_core.protocol import GenerationConditions
 
 from .base import Method, check_finite
@@ -147,6 +148,23 @@ class SVDFamilyMethod(Method):
         self.unet_call_log = list(self.timer.calls)
         self._unet_times = [total / b] * b
         return latents
+
+    def unet_pass(self):
+        if self.timer is None or self.timer.last_call is None:
+            return None
+        sample, args, kwargs = self.timer.last_call
+        inputs = {"sample": sample, **{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+        config = {k: v for k, v in dict(self.pipe.unet.config).items() if not k.startswith("_")}
+        what = {"unet_config_sha256": sha256_json(config), "dtype": str(sample.dtype).replace("torch.", ""),
+                "device": str(sample.device),
+                "inputs": {k: list(v.shape) for k, v in inputs.items() if isinstance(v, torch.Tensor)}}
+        unet = self.pipe.unet
+
+        @torch.no_grad()
+        def replay():
+            return unet(sample, *args, **kwargs)
+
+        return sha256_json(what)[:16], what, replay
 
     def timed_part(self, images, seeds, conditions: GenerationConditions | None = None) -> torch.Tensor:
         return self.generate_latents(images, seeds, conditions)

@@ -40,7 +40,8 @@ class UNetTimer:
     """Wraps a UNet: records the batch size of every call and the time spent inside it.
 
     ``calls`` lists the batch of every call since the last ``reset()``; ``total_seconds()`` the
-    time. Attribute reads (config, dtype, ...) go to the wrapped model.
+    time; ``last_call`` the arguments of the last call (to make that pass again). Attribute reads (config,
+    dtype, ...) go to the wrapped model.
     """
 
     def __init__(self, unet):
@@ -48,15 +49,17 @@ class UNetTimer:
         self.calls: list[int] = []
         self._events: list = []
         self._seconds = 0.0
+        self.last_call = None
 
     def __getattr__(self, name):
         return getattr(self.unet, name)
 
     def reset(self) -> None:
-        self.calls, self._events, self._seconds = [], [], 0.0
+        self.calls, self._events, self._seconds, self.last_call = [], [], 0.0, None
 
     def __call__(self, sample, *args, **kwargs):
         self.calls.append(int(sample.shape[0]))
+        self.last_call = (sample, args, kwargs)
         if sample.is_cuda:
             with cuda_device(sample.device):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -1,21 +1,22 @@
-"""bench.dist.launch_local: K local processes, the exit code and the message of the one that failed first."""
+"""bench.dist.torchrun: K local processes under torch.distributed.run; rank 0's output alone, unless another
+rank fails first (then its exit code and last lines)."""
 from __future__ import annotations
 
 import sys
 
-from bench.dist import launch_local
+from bench.dist import torchrun
 
 
 def _launch(code: str, capfd, k: int = 2):
-    rc = launch_local(k, [sys.executable, "-c", "import os, sys, signal, time\nrank = int(os.environ['RANK'])\n" + code],
-                      threads=1, grace=1.0)
+    rc = torchrun(k, [sys.executable, "-c", "import os, sys, signal, time\nrank = int(os.environ['RANK'])\n" + code],
+                  threads=1)
     return rc, capfd.readouterr()
 
 
 def test_every_process_gets_its_rank_and_torchruns_variables(capfd):
-    rc, out = _launch("print(rank, os.environ['WORLD_SIZE'], os.environ['OMP_NUM_THREADS'], "
+    rc, out = _launch("print(rank, os.environ['WORLD_SIZE'], os.environ['LOCAL_RANK'], os.environ['OMP_NUM_THREADS'], "
                       "os.environ['MASTER_ADDR'], flush=True)", capfd, k=3)
-    assert rc == 0 and out.out.split() == ["0", "3", "1", "127.0.0.1"]      # the others' output is dropped
+    assert rc == 0 and out.out.split() == ["0", "3", "0", "1", "localhost"]      # the others' output is not shown
 
 
 def test_a_process_that_fails_first_gives_its_code_and_last_lines(capfd):
