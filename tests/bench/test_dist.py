@@ -34,3 +34,30 @@ def test_rank_0s_refusal_wins_over_the_others_collateral_failure(capfd):
 def test_a_killed_process_reads_as_128_plus_the_signal(capfd):
     rc, out = _launch("if rank == 1:\n    os.kill(os.getpid(), signal.SIGKILL)\ntime.sleep(30)", capfd)
     assert rc == 137 and "ended with code 137" in out.err
+
+
+WAITS = """
+import time
+from bench.dist import Dist
+d = Dist("cpu")
+def work(tick):                          # 1.8 s of rank 0 work in 0.3 s pieces, under a 1 s timeout
+    for _ in range(6):
+        time.sleep(0.3)
+        tick()
+    return "timed"
+print("main_alone:", d.main_alone(work), flush=True)
+if d.main:
+    time.sleep(1.8)                      # the same work, waited for in one barrier: past the timeout
+d.barrier()
+print("barrier passed", flush=True)
+"""
+
+
+def test_the_timing_pass_wait_outlasts_the_timeout_a_single_barrier_does_not(capfd, monkeypatch):
+    """The process-group timeout is the one set (SFV_DIST_TIMEOUT_S): one barrier waiting longer fails;
+    ``main_alone`` waits for the same work in pieces, each well under it."""
+    monkeypatch.setenv("SFV_DIST_TIMEOUT_S", "1")
+    rc = torchrun(2, [sys.executable, "-c", WAITS], threads=1)
+    out = capfd.readouterr()
+    assert "main_alone: timed" in out.out and "barrier passed" not in out.out
+    assert rc != 0 and "process 1 of 2 ended with code" in out.err and "timed out" in out.err.lower(), out.err
