@@ -82,8 +82,8 @@ def _add_run(sub):
                    help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
                         "machine give wild numbers; 0 = torch's default); generation uses cores/--procs threads per process")
     p.add_argument("--procs", type=int, default=None,
-                   help="processes on a CPU, each generating and scoring its share of the videos with cores/K "
-                        "threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
+                   help="processes on a CPU (under torchrun, gloo), each generating and scoring its share of the "
+                        "videos with cores/K threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
                         "mini world; 1 otherwise). Several GPUs: torchrun or accelerate launch")
     p.add_argument("--max-fail-frac", type=float, default=None,
                    help="stop when more than this share of the selected videos is undecodable or too short "
