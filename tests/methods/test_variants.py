@@ -81,3 +81,10 @@ def test_run_takes_variant(tmp_path, synthetic_root, capsys):
                  "--out", str(tmp_path / "r"), "--no-previews"]) == 2
     err = capsys.readouterr().err
     assert "has no fp16 weights" in err and "drop --variant fp16" in err and len(err.strip().splitlines()) == 1
+
+
+def test_latency_loads_the_variant_asked_for(stacks):
+    from bench.latency.models import load_models
+
+    models, _ = load_models(str(stacks["both"]), None, "cpu", variant="fp16")
+    assert _same(models["unet"], stacks["fp16_unet"])
