@@ -44,6 +44,7 @@ def _add_run(sub):
                         f"static, real; methods accumulate in a run folder")
     p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
     p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; a synthetic world: its own)")
+    p.add_argument("--variant", default=None, help=VARIANT_HELP)
     p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
                                                            "(default wangfuyun/AnimateLCM-SVD-xt from the HF cache)")
     for fam in ("sfv", "ufogen", "ladd", "lcm"):
@@ -81,8 +82,8 @@ def _add_run(sub):
                    help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
                         "machine give wild numbers; 0 = torch's default); generation uses cores/--procs threads per process")
     p.add_argument("--procs", type=int, default=None,
-                   help="processes on a CPU, each generating and scoring its share of the videos with cores/K "
-                        "threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
+                   help="processes on a CPU (under torchrun, gloo), each generating and scoring its share of the "
+                        "videos with cores/K threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
                         "mini world; 1 otherwise). Several GPUs: torchrun or accelerate launch")
     p.add_argument("--max-fail-frac", type=float, default=None,
                    help="stop when more than this share of the selected videos is undecodable or too short "
@@ -129,6 +130,10 @@ def _add_fvd(sub):
     p.set_defaults(func="bench.fvd.command:cli_fvd")
 
 
+VARIANT_HELP = ("weight files of the stacks: fp16 = the *.fp16.safetensors that `from_pretrained(..., "
+                "variant='fp16')` downloads (default: the plain files, else the one variant every component has)")
+
+
 def _add_latency(sub):
     p = sub.add_parser("latency", help="UNet and end-to-end latency at the paper's shapes "
                                        "(full-size random weights, FLOPs, memory, options)")
@@ -137,6 +142,7 @@ def _add_latency(sub):
                         "at 14 frames 64x64 (default: paper on CUDA, tiny on CPU)")
     p.add_argument("--stack", default=None, help="real weights: tiny | svd | svd-xt | pipeline folder "
                                                  "(default: tiny for --shape tiny, random full-size weights for paper)")
+    p.add_argument("--variant", default=None, help=VARIANT_HELP)
     p.add_argument("--methods", default=DEFAULT_SPECS, help="method specs (default: Table 1's)")
     p.add_argument("--device", default=None, help="cpu | cuda[:N] (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="fp32 | fp16 | bf16, a comma list to search, or auto")

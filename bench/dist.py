@@ -1,100 +1,107 @@
-"""Data-parallel helpers for `accelerate launch` / `torchrun` (env RANK / WORLD_SIZE / LOCAL_RANK), on top of
-accelerate's ``PartialState``: ``split_between_processes`` shards the sample list (contiguous blocks, rank 0
-first, so gathering in rank order restores the list order), ``gather_object`` / ``reduce`` combine results.
+"""Data-parallel helpers for `torchrun` / `accelerate launch` (env RANK / WORLD_SIZE / LOCAL_RANK), on top of
+accelerate's ``PartialState``: ``gather_object`` / ``reduce`` combine results; ``deal`` shares a list out
+round robin (a finished sample is never dealt, so every process gets an equal part of what is left, whatever
+the number of processes that made the rest).
 
 One process: accelerate is not initialised and every function is a no-op (gloo on CPU, nccl on CUDA otherwise).
-``launch_local`` starts K such processes on this machine (what `sfv-bench run --procs K` does on a CPU).
+``torchrun`` starts K such processes on this machine (what `sfv-bench run --procs K` does on a CPU).
+
+Waiting: every collective of a run (barriers included) gives up after ``TIMEOUT`` (``SFV_DIST_TIMEOUT_S``
+seconds if set), passed explicitly to ``init_process_group`` through accelerate's ``InitProcessGroupKwargs``.
+No process waits for more than a bounded piece of work: the samples left are dealt evenly (a process waits for
+at most one batch of another's), and the timing pass (rank 0 alone; at most ``timing_videos`` + 1 videos of one
+method and a few UNet passes) is waited for in steps of ``TIMEOUT / 2`` (``wait_for_main``), each a
+collective of its own: a slow timing pass is never a timeout.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
+import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("SFV_DIST_TIMEOUT_S", 1800)))
 
 
 def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code          # killed by signal N: 128 + N, as a shell says
 
 
-def launch_local(k: int, cmd: list, threads: int, grace: float = 10.0) -> int:
-    """Run ``cmd`` (``python -m bench ARGV``) as ``k`` processes here (torchrun's variables: RANK, WORLD_SIZE, MASTER_*;
-    gloo), each with ``threads`` torch threads (``OMP_NUM_THREADS`` if set), and wait. Rank 0 writes to our
-    stdout and stderr; the others' output is dropped unless one of them fails first (then its last lines
-    are shown). The first failure stops the others (``grace`` seconds, then SIGTERM); a SIGTERM here reaches every
-    process, and on Linux a child dies with the launcher (PR_SET_PDEATHSIG). Returns the exit code of the
-    process that failed first (0 when none did)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = str(Path(__file__).resolve().parents[1])   # the children import this very checkout
-    base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(k),
-                LOCAL_WORLD_SIZE=str(k), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(threads)),
-                PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x))
-    logs = [None] + [tempfile.TemporaryFile() for _ in range(1, k)]
-    prctl = _prctl()
-    procs = [subprocess.Popen(cmd, env=dict(base, RANK=str(i), LOCAL_RANK=str(i)),
-                              stdout=logs[i], stderr=logs[i],
-                              preexec_fn=(lambda: prctl(1, signal.SIGTERM)) if prctl else None)
-             for i in range(k)]
+def torchrun(k: int, cmd: list, threads: int) -> int:
+    """Run ``cmd`` (``[python, -m, bench, ARGV]``) as ``k`` local processes under torchrun
+    (``torch.distributed.run --standalone --nproc-per-node k``; gloo on a CPU), each with ``threads`` torch
+    threads (``OMP_NUM_THREADS`` if set), and wait. Rank 0 writes to our stdout and stderr; the others write
+    to per-rank log files (``--redirects``), shown (their last lines) only when one of them fails while rank
+    0 did not say why. torchrun stops the others at the first failure and on SIGTERM / SIGINT. Returns
+    the exit code of the process that failed (rank 0's if it did; 0 when none did; 128 + N for signal N)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
 
-    def stop(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        raise SystemExit(143)
-    old = signal.signal(signal.SIGTERM, stop)
-    first, interrupted = None, False
+    root = str(Path(__file__).resolve().parents[1])   # the children import this checkout, not a folder named bench
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)), "PYTHONSAFEPATH": "1",
+           "PYTHONPATH": os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)}
+    with tempfile.TemporaryDirectory(prefix="sfv-torchrun-") as logs, _quiet("torch.distributed"), _environ(env):
+        others = ",".join(f"{r}:3" for r in range(1, k))
+        args = get_args_parser().parse_args(
+            ["--standalone", "--nproc-per-node", str(k), "--log-dir", logs, "--monitor-interval", "0.2",
+             *(["--redirects", others] if others else []), "--no-python", *map(str, cmd)])
+        try:
+            run(args)
+            return 0
+        except ChildFailedError as e:
+            return _report(e.failures, k, Path(logs))
+        except SignalException as e:
+            return 128 + int(e.sigval)
+        except KeyboardInterrupt:
+            return 130
+
+
+def _report(failures: dict, k: int, logs: Path) -> int:
+    """Exit code of a failed group; the last lines of the failed process when it is not rank 0 (whose own
+    output is on the console already)."""
+    if 0 in failures and failures[0].exitcode > 0:
+        return _exit_code(failures[0].exitcode)       # rank 0 said why (the others died in a collective it left)
+    rank = min((r for r in failures if r != 0), key=lambda r: failures[r].timestamp, default=0)
+    failure = failures[rank]
+    tail = []
+    for path in sorted(logs.glob(f"*/attempt_*/{failure.local_rank}/std*.log")):
+        tail += path.read_text(errors="replace").strip().splitlines()
+    print(f"sfv-bench run: process {rank} of {k} ended with code {_exit_code(failure.exitcode)}:", *tail[-15:],
+          sep="\n", file=sys.stderr)
+    return _exit_code(failure.exitcode)
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    """``os.environ`` with ``values`` (what torchrun's children inherit), restored afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        while first is None and any(p.poll() is None for p in procs):
-            first = next((i for i, p in enumerate(procs) if p.poll() not in (None, 0)), None)
-            time.sleep(0.1)
-    except KeyboardInterrupt:            # the terminal sent SIGINT to the children too: they say so
-        interrupted = True
+        yield
     finally:
-        deadline = time.time() + grace
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()) if first is not None or interrupted else None)
-            except subprocess.TimeoutExpired:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        signal.signal(signal.SIGTERM, old)
-    first = next((i for i, p in enumerate(procs) if p.returncode != 0), None) if first is None else first
-    if first and procs[0].returncode == 2:
-        first = 0                        # rank 0 refused the input (the others died in a collective it left)
-    if interrupted:
-        return 130
-    if first is None:
-        return 0
-    if first > 0:                        # rank 0 did not say it: show why the other one stopped
-        logs[first].seek(0)
-        tail = logs[first].read().decode(errors="replace").strip().splitlines()[-15:]
-        print(f"sfv-bench run: process {first} of {k} ended with code {_exit_code(procs[first].returncode)}:",
-              *tail, sep="\n", file=sys.stderr)
-    return _exit_code(procs[first].returncode)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-def _prctl():
-    """libc's prctl, looked up here (the child only calls it between fork and exec), or None off Linux."""
-    import ctypes
-
-    if not sys.platform.startswith("linux"):
-        return None
+@contextlib.contextmanager
+def _quiet(name: str):
+    """torchrun's own log lines (rendezvous, 'failed (exitcode ...)') stay off the console: we say it once."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        return ctypes.CDLL(None).prctl
-    except (OSError, AttributeError):
-        return None
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 class Dist:
@@ -106,7 +113,7 @@ class Dist:
         if self.world > 1:
             from accelerate import PartialState
 
-            self.state = PartialState(cpu=not device.startswith("cuda"))
+            self.state = PartialState(cpu=not device.startswith("cuda"), timeout=TIMEOUT)
             self.world, self.rank = self.state.num_processes, self.state.process_index
             self.local_rank = self.state.local_process_index
             if device.startswith("cuda") and ":" not in device:
@@ -124,6 +131,32 @@ class Dist:
             return list(items)
         with self.state.split_between_processes(list(items)) as mine:
             return list(mine)
+
+    def deal(self, items: list) -> list:
+        """This process's part of ``items`` dealt round robin (rank r: items r, r + K, ...): the parts differ by
+        at most one item whatever ``items`` holds (``shard`` keeps contiguous blocks for ordered gathers)."""
+        return list(items)[self.rank::self.world]
+
+    def main_alone(self, work):
+        """``work(tick)`` in rank 0 alone while the others wait; returns its result there (None elsewhere).
+        ``work`` calls ``tick()`` after each bounded piece of work (one video, one pass timing): each tick is
+        one broadcast, so no process waits longer than one piece (never the whole work) in one collective.
+        An exception in rank 0 is raised there after the others are released."""
+        if self.state is None:
+            return work(lambda: None)
+        if not self.main:
+            while self._from_main(None):
+                pass
+            return None
+        try:
+            return work(lambda: self._from_main(True))
+        finally:
+            self._from_main(False)
+
+    def _from_main(self, flag):
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([flag], from_process=0)[0]
 
     def barrier(self) -> None:
         if self.state is not None:

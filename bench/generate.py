@@ -12,6 +12,12 @@ every thread): the UNet time of one video at batch 1 (batch 2 with CFG), over a 
 warm-up video, in the first process alone when several generate, with ``threads`` torch threads on a
 CPU (one by default: several threads on a shared small machine give numbers off by 20-45x). The
 machine, threads and load average are recorded with it.
+
+Rows timed minutes apart on a shared machine disagree (one-step rows making the same pass came out 1.3-1.8x
+apart), so each distinct UNet pass (architecture, input shapes, dtype, device) is also timed once per run
+folder (``passes.json``: median of ``PASS_REPEATS`` calls after warm-up, in the first row that makes it) and a
+row's headline latency is its UNet calls x that pass time: rows making the same passes show the same time, and
+time scales with the calls. The per-row measurement stays beside it (``median_s``).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from methods.models.timing import clock_name, summarize
+from methods.models.timing import clock_name, summarize, time_ms
 from sfv_core.data.transforms import resize_frames
 from sfv_core.data.videoio import read_video, save_array
 from sfv_core.env import cpu_name, device_name, load_average
@@ -94,10 +100,11 @@ def missing(refs, sdir: Path, shape: tuple, log=None) -> list:
 
 
 def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_of, *, batch_size: int = 1,
-                    save_size: str = "score", label: str = "", progress: bool = False) -> None:
+                    save_size: str = "score", label: str = "", progress: bool = False, process=(0, 1)) -> None:
     """Generate ``todo`` with a loaded ``method`` in batches; each sample is written atomically.
 
-    ``conditions_of(ref)`` gives the conditioning image. No warm-up: nothing here is timed."""
+    ``conditions_of(ref)`` gives the conditioning image; ``process`` (rank, processes) is recorded in the
+    sidecar. No warm-up: nothing here is timed."""
     if not todo:
         return
     conditions = protocol.conditions()
@@ -113,7 +120,7 @@ def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_
             atomic_write_json(sdir / f"{ref.sample_id}.json", {
                 "seed": seeds[ref.sample_id], "unet_calls": calls["calls"], "unet_batch": calls["batch"],
                 "batch_videos": len(chunk), "frames_generated": int(videos.shape[1]), "shape": list(v.shape),
-                "sha256": frames_sha256(v)})
+                "sha256": frames_sha256(v), "process": f"{process[0] + 1} of {process[1]}"})
             save_array(sdir / f"{ref.sample_id}.npz", v)
         bar.update(len(chunk))
     bar.close()
@@ -125,23 +132,70 @@ def read_samples(refs, sdir: Path, protocol):
         yield resize_frames(read_video(sdir / f"{ref.sample_id}.npz"), protocol.score_width, protocol.score_height)
 
 
-def time_method(method, images: list, seeds: list, conditions, device: str, threads: int) -> dict:
-    """The timing pass: one video at a time (after one untimed video), UNet seconds per video. It runs
-    ``method.timed_part`` (the SVD family: up to the latents; the VAE decode is not timed, so not run)."""
+PASS_REPEATS = 7          # timed calls of one UNet pass (after warm-up); its median is the pass time
+
+
+class PassTimes:
+    """``passes.json`` of a run folder: {pass key: pass time summary (s) and what the pass is}. A pass is
+    timed when its key is absent, or under ``redo`` once per call (the first row making it)."""
+
+    def __init__(self, out: Path, redo: bool = False):
+        self.path, self.redo, self.fresh = Path(out) / "passes.json", redo, {}
+
+    def _stored(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, key: str) -> dict | None:
+        return self.fresh.get(key) or (None if self.redo else self._stored().get(key))
+
+    def put(self, key: str, record: dict) -> None:
+        self.fresh[key] = record
+        atomic_write_json(self.path, {**self._stored(), key: record})
+
+    def lookup(self, key) -> dict | None:
+        """What a row's pass key reads in the table (the newest time of that pass)."""
+        return self.fresh.get(key) or self._stored().get(key) if key else None
+
+
+def time_method(method, images: list, seeds: list, conditions, device: str, threads: int,
+                passes: PassTimes | None = None, tick=lambda: None) -> dict:
+    """The timing pass: one video at a time (after one untimed video), UNet seconds per video; then the UNet
+    pass the method makes (``method.unet_pass()``), timed into ``passes`` unless already there. It runs
+    ``method.timed_part`` (the SVD family: up to the latents; the VAE decode is not timed, so not run).
+    ``tick()`` follows each video and the pass timing (the other processes wait in such steps)."""
     old = torch.get_num_threads()
     cpu = not str(device).startswith("cuda")
     if cpu and threads:
         torch.set_num_threads(threads)
     try:
         method.timed_part(images[:1], seeds[:1], conditions)       # warm-up at this thread count
+        tick()
         times = []
         for image, seed in zip(images, seeds):
             method.timed_part([image], [seed], conditions)
             times.append(method.last_unet_times()[0])
+            tick()
+        pass_key = _time_pass(method, device, passes, tick)
         env = {"device_name": device_name(device), "threads": torch.get_num_threads(), "cpu": cpu_name(),
                "load_average": load_average()}
     finally:
         torch.set_num_threads(old)
-    out = {**summarize(times, "s"), "clock": clock_name(device), "batch": 1, **env}
+    out = {**summarize(times, "s"), "clock": clock_name(device), "batch": 1, **env, "pass_key": pass_key}
     out["spread"] = out["p90_s"] / out["p10_s"] if out["p10_s"] > 0 else None
     return out
+
+
+def _time_pass(method, device, passes, tick) -> str | None:
+    unet_pass = method.unet_pass() if passes is not None else None
+    if unet_pass is None:
+        return None
+    key, what, replay = unet_pass
+    if passes.get(key) is None:
+        ms = time_ms(replay, device, warmup=3, repeats=PASS_REPEATS)
+        passes.put(key, {**summarize([m / 1e3 for m in ms], "s"), **what, "timed_in": f"{method.name}:{method.steps}",
+                         "threads": torch.get_num_threads()})
+        tick()
+    return key

@@ -25,6 +25,7 @@ import numpy as np
 
 from methods.base import NonFiniteOutput
 from methods.models.stacks import quiet_hf_logging
+from methods.models.timing import cuda_device
 from methods.registry import get_method
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic
 from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples, load_condition, raise_if_too_many_failures,
@@ -34,11 +35,12 @@ from sfv_core.fsutil import atomic_write_json
 from sfv_core.seeds import sample_seed
 
 from . import report, results
-from .dist import Dist, launch_local
+from .dist import Dist, torchrun
 from .fvd.detectors import load_detector
 from .fvd.features import cached_stats, compute_stats
 from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval
-from .generate import (generate_method, missing, prepare_dir, read_samples, spec_dirname, time_method)
+from .generate import (PassTimes, generate_method, missing, prepare_dir, read_samples, spec_dirname,
+                       time_method)
 from .settings import Settings, check_run_json
 
 
@@ -122,13 +124,14 @@ def cli_run(args) -> int:
     if not settings.device.startswith("cuda"):
         keep_freed_memory()                              # no page-fault churn on every activation
     if settings.procs > 1 and settings.argv and "WORLD_SIZE" not in os.environ:
-        return launch_local(settings.procs, [sys.executable, "-m", "bench", *settings.argv],
-                            threads=max(1, usable_cores() // settings.procs))
+        return torchrun(settings.procs, [sys.executable, "-m", "bench", *settings.argv],
+                        threads=max(1, usable_cores() // settings.procs))
     dist = Dist(settings.device)
     settings.device = dist.device
     progress = dist.main and not os.environ.get("TQDM_DISABLE")
     try:
-        return _run(settings, dist, progress)
+        with cuda_device(settings.device):      # cuda:N: every CUDA call of the run goes to GPU N
+            return _run(settings, dist, progress)
     finally:
         dist.close()
 
@@ -159,7 +162,7 @@ def _run(settings, dist, progress) -> int:
             methods[spec.key] = (spec, None)
             continue
         m = get_method(spec, **settings.options.get(spec.name, {}))
-        m.check(stack=settings.stack_for(spec))  # resolves stack and UNet files, checks them, loads nothing
+        m.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves and checks files, loads nothing
         methods[spec.key] = (spec, m)
     detector = load_detector(settings.detector, device=settings.device, trust=settings.trust_detector)
     check_run_json(out, settings.key(refs), dist)
@@ -193,13 +196,14 @@ def _run(settings, dist, progress) -> int:
     shape = ((p.num_frames, p.score_height, p.score_width, 3) if settings.save_size == "score"
              else (p.num_frames, p.gen_height, p.gen_width, 3))
     old = results.read_results(out) if (out / "results.jsonl").is_file() else []
+    passes = PassTimes(out, redo=settings.redo_latency)
     records = []
     for key, (spec, method) in methods.items():
         if method is None:
             rec = _real_row(settings, dataset, refs, real, detector, dist, progress)
         else:
             rec = _method_row(settings, spec, method, refs, seeds, condition, shape, real, detector, out, dist,
-                              progress, log)
+                              progress, log, passes)
         records.append(results.stamp({**rec, **common}))
         if dist.main:  # results so far, so an interrupted run still leaves readable records
             results.write_results(out, results.merge(old, records))
@@ -218,7 +222,8 @@ def _run(settings, dist, progress) -> int:
     return 1 if any(r["status"] != "ok" for r in records) else 0
 
 
-def _method_row(settings, spec, method, refs, seeds, condition, shape, real, detector, out, dist, progress, log):
+def _method_row(settings, spec, method, refs, seeds, condition, shape, real, detector, out, dist, progress, log,
+                passes):
     p = settings.protocol
     sdir = out / "samples" / spec_dirname(spec.key)
     calls = method.unet_calls_per_video()
@@ -232,24 +237,27 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
            "unet_calls": calls["calls"], "unet_batch": calls["batch"], "cfg": bool(method.cfg),
            "stack": settings.stack_for(spec), "adapter": desc, "samples": str(sdir)}
     timing = sdir / "latency.json"
+    need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
+    todo = _left_to_make(refs, sdir, shape, dist, log)
     error = None
     try:
-        todo = missing(dist.shard(refs), sdir, shape, log)
-        need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
         if todo or need_timing:
-            method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype)
+            method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype,
+                        variant=settings.variant)
             generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
-                            save_size=settings.save_size, progress=progress,
+                            save_size=settings.save_size, progress=progress, process=(dist.rank, dist.world),
                             label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
     except NonFiniteOutput as e:  # fails this method only; the others go on
         error = f"{type(e).__name__}: {e}"
-    dist.barrier()                # every process has finished generating: the timing pass runs alone
-    try:
-        if need_timing and error is None:
-            k = refs[:settings.timing_videos]
-            atomic_write_json(timing, {**time_method(method, [condition(r) for r in k], [seeds[r.sample_id] for r in k],
-                                                     p.conditions(), settings.device, settings.threads),
-                                       "processes": dist.world})
+    dist.barrier()                # every process has finished its (equal) share: the timing pass runs alone
+
+    def timing_pass(tick):
+        k = refs[:settings.timing_videos]
+        atomic_write_json(timing, {**time_method(method, [condition(r) for r in k], [seeds[r.sample_id] for r in k],
+                                                 p.conditions(), settings.device, settings.threads, passes, tick),
+                                   "processes": dist.world})
+    try:                          # every process calls it; the work is rank 0's
+        dist.main_alone(timing_pass if need_timing and error is None else lambda tick: None)
     except NonFiniteOutput as e:
         error = f"{type(e).__name__}: {e}"
     finally:
@@ -260,18 +268,32 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
         return {**rec, "status": "failed", "error": errors[0], "fvd": None, "n_fake": 0, "latency": None}
     dist.barrier()
     fake, feats = _fake_stats(settings, refs, detector, sdir, dist)
-    return _score(rec, real, fake, feats, p, timing, detector, log)
+    return _score(rec, real, fake, feats, p, timing, detector, log, passes)
 
 
-def _score(rec, real, fake, feats, p, timing, detector, log):
+def _left_to_make(refs, sdir, shape, dist, log) -> list:
+    """The samples still to make, dealt round robin over the processes: each checks its block of the finished
+    ones (a damaged one is removed), then the rest is shared out evenly, so a resumed run with another
+    number of processes keeps every process busy (and none waits for another's whole share)."""
+    mine = missing(dist.shard(refs), sdir, shape, log)
+    left = {sid for part in dist.gather_objects([r.sample_id for r in mine]) for sid in part}
+    return dist.deal([r for r in refs if r.sample_id in left])
+
+
+def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
     import json
 
     res = fvd_from_stats(real, fake, covariance=p.covariance)
     lo, hi = fvd_interval(real, feats, p.covariance)
     latency = json.loads(timing.read_text()) if timing and timing.is_file() else None
+    unet_pass = passes.lookup(latency.get("pass_key")) if latency and passes else None
+    if unet_pass:       # the headline: UNet calls x the run's one time of that pass (see bench.generate)
+        latency.update(pass_s=unet_pass["median_s"], calls_x_pass_s=rec["unet_calls"] * unet_pass["median_s"],
+                       pass_timed_in=unet_pass.get("timed_in"))
     rec.update(status="ok", fvd=res["fvd"], fvd_interval=[lo, hi], n_fake=fake.n, latency=latency)
-    unet = f"UNet {latency['median_s']:.4f} s/video ({rec['unet_calls']} x batch {rec['unet_batch']}, " \
-           f"{latency['threads']} thread(s))" if latency else "no UNet"
+    unet = f"UNet {latency.get('calls_x_pass_s', latency['median_s']):.4f} s/video ({rec['unet_calls']} x batch " \
+           f"{rec['unet_batch']}; measured {latency['median_s']:.4f}; {latency['threads']} thread(s))" \
+        if latency else "no UNet"
     log(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
         f"[{lo:.2f}, {hi:.2f}] (N={fake.n}), {unet}")
     return rec

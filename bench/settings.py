@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from methods.models.variants import parse_variant
 from methods.registry import parse_method_options, parse_specs
 from sfv_core.env import resolve_device, usable_cores
 from sfv_core.errors import UserError
@@ -63,6 +64,7 @@ class Settings:
         self.specs = parse_specs(self.method_text)           # a spec given twice is refused there
         self.stack = args.stack or world.stack
         self.xt_stack = args.xt_stack or world.xt_stack
+        self.variant = parse_variant(getattr(args, "variant", None))
         for fam in UNET_FLAGS:
             if getattr(args, f"{fam}_unet"):
                 self.options.setdefault(fam, {})["unet"] = getattr(args, f"{fam}_unet")

@@ -51,8 +51,9 @@ class Method:
         self._unet_times: list[float] = []
 
     # -- to implement -------------------------------------------------------------------------
-    def load(self, stack=None, device="cpu", dtype=None) -> "Method":
-        """Load the models (stack: spec or folder, default ``default_stack``). Returns self."""
+    def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "Method":
+        """Load the models (stack: spec or folder, default ``default_stack``; ``variant``: its weight files,
+        e.g. ``fp16``, None: the ones there, see ``methods.models.variants``). Returns self."""
         raise NotImplementedError
 
     def generate(self, images: np.ndarray, seeds, conditions: GenerationConditions | None = None,
@@ -88,8 +89,15 @@ class Method:
         family stops at the latents (the UNet's last call), so the untimed VAE decode is not run."""
         return self.generate(images, seeds, conditions)
 
-    def check(self, stack=None) -> None:
-        """Resolve every file ``load`` will need without loading it; UserError naming what is missing.
+    def unet_pass(self):
+        """``(key, what, replay)`` of the last UNet call of the last ``generate`` / ``timed_part``: a key that
+        is equal for passes of one architecture at one input shape, dtype and device, a dict saying what the
+        pass is, and ``replay()`` making that call again; None for a method without a UNet."""
+        return None
+
+    def check(self, stack=None, variant=None) -> None:
+        """Resolve every file ``load(stack, variant=variant)`` will read without loading it; UserError naming
+        what is missing.
 
         The harness calls it for every method before generating anything."""
 

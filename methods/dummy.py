@@ -24,7 +24,7 @@ class DummyMethod(Method):
     def cfg(self) -> bool:
         return int(self.options["batch"]) == 2
 
-    def load(self, stack=None, device="cpu", dtype=None) -> "DummyMethod":
+    def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "DummyMethod":
         self.device, self.dtype = str(device), str(dtype)
         return self
 

@@ -15,7 +15,7 @@ from .base import Method
 class StaticMethod(Method):
     default_stack = "none"
 
-    def load(self, stack=None, device="cpu", dtype=None) -> "StaticMethod":
+    def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "StaticMethod":
         return self
 
     def unet_calls_per_video(self) -> dict:

@@ -6,7 +6,7 @@ import torch
 
 from sfv_core.env import resolve_dtype
 from sfv_core.errors import UserError
-from sfv_core.fsutil import folder_sha256
+from sfv_core.fsutil import sha256_json
 from sfv_core.protocol import GenerationConditions
 
 from .base import Method, check_finite
@@ -14,7 +14,8 @@ from .models.conditioning import decode_latents, encode_condition, frame_guidanc
 from .models.edm import Denoiser, karras_sigmas
 from .models.stacks import (check_unet, is_tiny_stack, load_pipeline, load_unet, locate_unet, resolve_stack,
                             weights_sha256)
-from .models.timing import UNetTimer
+from .models.timing import UNetTimer, cuda_device
+from .models.variants import STEMS, model_sha256, stack_variant
 from .sampling import sample_euler
 
 
@@ -48,18 +49,22 @@ class SVDFamilyMethod(Method):
             return None
         return src
 
-    def check(self, stack=None) -> None:
-        """Resolve the stack and the UNet, check the UNet's config and weight keys (no tensor is
-        loaded) and take the content identity of both (sha256, cached by size and mtime)."""
+    def check(self, stack=None, variant=None) -> None:
+        """Resolve the stack, its weight variant and the UNet, check the UNet's config and weight keys (no
+        tensor is loaded) and take the content identity of the files ``load`` reads (sha256, cached by size
+        and mtime)."""
         folder = resolve_stack(stack or self.default_stack)
         src = self._unet_source(folder, None)
         self.stack_spec, self.unet_source = str(stack or self.default_stack), "stack" if src is None else str(src)
+        self.variant = stack_variant(folder, variant, with_unet=src is None)
         unet_path = locate_unet(folder if src is None else src, self.options.get("weights_name"))
-        check_unet(unet_path, folder)
-        self.weights = {"stack_sha256": folder_sha256(folder / "vae") + ":" + folder_sha256(folder / "image_encoder"),
-                        "unet_file": str(unet_path), "unet_sha256": weights_sha256(unet_path)}
+        unet_variant = self.variant if src is None else None       # a UNet checkpoint: the files it has
+        check_unet(unet_path, folder, unet_variant)
+        self.weights = {"stack_sha256": ":".join(model_sha256(folder / sub, STEMS[sub], self.variant)
+                                                 for sub in ("vae", "image_encoder")),
+                        "unet_file": str(unet_path), "unet_sha256": weights_sha256(unet_path, unet_variant)}
 
-    def load(self, stack=None, device="cpu", dtype=None, unet=None, pipe=None) -> "SVDFamilyMethod":
+    def load(self, stack=None, device="cpu", dtype=None, variant=None, unet=None, pipe=None) -> "SVDFamilyMethod":
         """``unet``: an already loaded UNet module, or a UNet source that overrides the option.
         ``pipe``: an already loaded pipeline used as it is, its UNet included (a trainer's, holding the
         generator it trains): nothing is read from disk, no module's mode or requires_grad is changed."""
@@ -77,7 +82,7 @@ class SVDFamilyMethod(Method):
         if src is not None:
             unet_model = src if isinstance(src, torch.nn.Module) else load_unet(
                 src, stack=folder, weights_name=self.options.get("weights_name"), dtype=self.dtype)
-        self.pipe = load_pipeline(folder, self.device, self.dtype, unet=unet_model)
+        self.pipe = load_pipeline(folder, self.device, self.dtype, unet=unet_model, variant=variant)
         for m in (self.pipe.unet, self.pipe.vae, self.pipe.image_encoder):
             m.eval().requires_grad_(False)
         self.timer = UNetTimer(self.pipe.unet)
@@ -90,13 +95,16 @@ class SVDFamilyMethod(Method):
         self.pipe = None
         self.timer = None
         if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+            with cuda_device(getattr(self, "device", "cpu")):
+                torch.cuda.empty_cache()
 
     def describe(self) -> dict:
         d = super().describe()
         if getattr(self, "unet_source", None):  # known after check() or load()
             d.update(stack=getattr(self, "stack_spec", None) or str(self.stack_dir), unet=self.unet_source)
         d.update(getattr(self, "weights", {}))
+        if getattr(self, "variant", None):
+            d["variant"] = self.variant
         if self.pipe is not None:
             d.update(dtype=str(self.dtype).replace("torch.", ""), device=str(self.device))
         return d
@@ -140,6 +148,23 @@ class SVDFamilyMethod(Method):
         self.unet_call_log = list(self.timer.calls)
         self._unet_times = [total / b] * b
         return latents
+
+    def unet_pass(self):
+        if self.timer is None or self.timer.last_call is None:
+            return None
+        sample, args, kwargs = self.timer.last_call
+        inputs = {"sample": sample, **{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+        config = {k: v for k, v in dict(self.pipe.unet.config).items() if not k.startswith("_")}
+        what = {"unet_config_sha256": sha256_json(config), "dtype": str(sample.dtype).replace("torch.", ""),
+                "device": str(sample.device),
+                "inputs": {k: list(v.shape) for k, v in inputs.items() if isinstance(v, torch.Tensor)}}
+        unet = self.pipe.unet
+
+        @torch.no_grad()
+        def replay():
+            return unet(sample, *args, **kwargs)
+
+        return sha256_json(what)[:16], what, replay
 
     def timed_part(self, images, seeds, conditions: GenerationConditions | None = None) -> torch.Tensor:
         return self.generate_latents(images, seeds, conditions)

@@ -11,7 +11,7 @@ import torch
 
 from methods.models.conditioning import clip_preprocess, decode_latents
 from methods.models.configs import CLIP_MEAN, CLIP_STD, FULL_CONFIGS, param_count
-from methods.models.timing import is_cuda, peak_memory, peak_rss_bytes, summarize, time_ms
+from methods.models.timing import cuda_device, is_cuda, peak_memory, peak_rss_bytes, summarize, time_ms
 from sfv_core.env import environment, git_commit
 from sfv_core.paper import DEFAULT_SPECS, GPU, paper_row
 
@@ -26,6 +26,7 @@ class Settings:
     shape: Shape
     device: str = "cpu"
     stack: str | None = None
+    variant: str | None = None
     methods: str = DEFAULT_SPECS
     option_values: dict = field(default_factory=dict)
     tolerance: float = DEFAULT_TOLERANCE
@@ -145,7 +146,13 @@ def choose_runner(unet_fp32, space: dict, inputs1: dict, s: Settings, log=print)
 
 
 def run_benchmark(s: Settings, log=print) -> dict:
-    """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc)."""
+    """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc). On CUDA
+    everything runs with ``s.device`` as the current device (``cuda:1`` is timed on GPU 1)."""
+    with cuda_device(s.device):
+        return _run_benchmark(s, log)
+
+
+def _run_benchmark(s: Settings, log) -> dict:
     device, shape = s.device, s.shape
     stack = s.stack if s.stack is not None or shape.name != "tiny" else "tiny"
     configs = stack_configs(stack) if stack is not None else FULL_CONFIGS
@@ -157,7 +164,7 @@ def run_benchmark(s: Settings, log=print) -> dict:
     flops = count_all_flops(configs, shape, frame_counts, s.decode_chunk_size)
 
     log(f"loading models ({stack or 'full-size configs, random weights'}) on {device}")
-    models, source = load_models(stack, configs, device, s.seed)
+    models, source = load_models(stack, configs, device, s.seed, s.variant)
     model_info = {"source": source, **{f"{k}_params": param_count(m) for k, m in models.items()}}
 
     log("precision check / option search")
@@ -187,7 +194,7 @@ def run_benchmark(s: Settings, log=print) -> dict:
         log("method check: real adapters (load + generate)")
         for row in rows:
             row["method_run"] = method_run_check(row, stack, device, opts.dtype, shape, s.decode_chunk_size,
-                                                 row["unet_ms_median"])
+                                                 row["unet_ms_median"], s.variant)
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

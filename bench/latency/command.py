@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from methods.models.variants import parse_variant
 from sfv_core.env import resolve_device
 from sfv_core.errors import UserError
 
@@ -44,7 +45,8 @@ def cli_latency(args) -> int:
     if args.tolerance is not None and not args.tolerance > 0:
         raise UserError(f"--tolerance must be > 0 (got {args.tolerance})")
     s = Settings(
-        shape=shape, device=device, stack=args.stack, methods=args.methods,
+        shape=shape, device=device, stack=args.stack, variant=parse_variant(getattr(args, "variant", None)),
+        methods=args.methods,
         option_values={k: getattr(args, k, "auto") for k in OPTION_ORDER},
         tolerance=args.tolerance, warmup=args.warmup if args.warmup is not None else (3 if cuda else 1),
         repeats=args.repeats or (20 if cuda else 5), loop_repeats=args.loop_repeats or 3,

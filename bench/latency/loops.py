@@ -55,10 +55,11 @@ def method_loop(entry: dict, runner, unet_config: dict, hw, device, seed: int = 
     return run, counter
 
 
-def method_run_check(entry: dict, stack, device, dtype_name: str, shape: Shape, chunk: int, estimate_ms: float):
+def method_run_check(entry: dict, stack, device, dtype_name: str, shape: Shape, chunk: int, estimate_ms: float,
+                     variant=None):
     """Generate one video with the real adapter (``load`` + ``generate``, eager, its own timer)."""
     try:
-        m = get_method(entry["spec"]).load(stack, device, dtype_name)
+        m = get_method(entry["spec"]).load(stack, device, dtype_name, variant=variant)
         conditions = GenerationConditions(num_frames=shape.num_frames, decode_chunk_size=chunk)
         m.warmup(shape.height, shape.width, conditions)
         img = np.full((1, shape.height, shape.width, 3), 127, np.uint8)

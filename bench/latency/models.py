@@ -57,10 +57,11 @@ def stack_configs(stack) -> dict:
     return out
 
 
-def load_models(stack, configs: dict | None, device, seed: int = 0) -> tuple[dict, str]:
-    """fp32 models on ``device``: from a stack folder (real weights) or random from ``configs``."""
+def load_models(stack, configs: dict | None, device, seed: int = 0, variant=None) -> tuple[dict, str]:
+    """fp32 models on ``device``: from a stack folder (real weights, ``variant``'s files) or random from
+    ``configs``."""
     if stack is not None:
-        pipe = load_pipeline(stack, device, torch.float32)
+        pipe = load_pipeline(stack, device, torch.float32, variant=variant)
         models = {"unet": pipe.unet, "vae": pipe.vae, "image_encoder": pipe.image_encoder}
         for m in models.values():
             m.eval().requires_grad_(False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from methods.models.timing import is_cuda, sync, time_ms
+from methods.models.timing import cuda_device, is_cuda, sync, time_ms
 from sfv_core.env import tf32_disabled
 from sfv_core.errors import UserError
 from sfv_core.values import parse_bool
@@ -164,9 +164,10 @@ class UNetRunner:
 
     @torch.no_grad()
     def __call__(self, *args, **kwargs):
-        if self.opts.cuda_graphs and not self.opts.compile:
-            return self._graphed(args, kwargs)
-        return self._eager(*args, **kwargs)
+        with cuda_device(self.device):     # graph capture, its side stream and the replay on our GPU
+            if self.opts.cuda_graphs and not self.opts.compile:
+                return self._graphed(args, kwargs)
+            return self._eager(*args, **kwargs)
 
     def run(self, inputs: dict) -> torch.Tensor:
         return self(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
@@ -220,7 +221,8 @@ def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, toleran
             runner = None
             gc.collect()
             if is_cuda(device):
-                torch.cuda.empty_cache()
+                with cuda_device(device):
+                    torch.cuda.empty_cache()
         log(f"  candidate {rec['label']}: " + (f"{rec['median_ms']:.2f} ms, rel L2 {rec['rel_l2']:.2e} "
                                                f"({'pass' if rec['passed'] else 'FAIL'})" if rec.get("error") is None
                                                else rec["error"]))

@@ -12,6 +12,8 @@ subfolders ``unet``, ``vae``, ``image_encoder``, ``feature_extractor``, ``schedu
   and ``stabilityai/stable-video-diffusion-img2vid-xt``, taken from the local HF cache only.
 * a folder path, or any other ``owner/name`` repo id already in the HF cache.
 
+Its weights: the plain safetensors files or a variant's (``fp16``), by the one rule of ``variants.py``.
+
 Nothing here touches the network: a missing stack is a one-line ``UserError`` naming the folder
 or repo id and the command that fetches it.
 """
@@ -25,9 +27,10 @@ import tempfile
 from pathlib import Path
 
 from sfv_core.errors import UserError
-from sfv_core.fsutil import cache_dir, folder_sha256, sha256_cached
+from sfv_core.fsutil import cache_dir, sha256_cached
 
 from .configs import TINY_CONFIGS
+from .variants import STEMS, choose_variant, model_sha256, stack_variant, weight_files
 
 STACK_REPOS = {
     "svd": "stabilityai/stable-video-diffusion-img2vid",
@@ -79,13 +82,13 @@ def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=
                                         scheduler=scheduler, feature_extractor=feature_extractor)
 
 
-def save_stack(pipe, folder: Path, dtype=None) -> None:
-    """``save_pretrained`` (safetensors; weights cast to ``dtype`` if given) with the feature extractor
-    recorded under the hub's class name (transformers picks its backend at load time:
-    CLIPImageProcessorPil without torchvision), exactly like the real SVD folders."""
+def save_stack(pipe, folder: Path, dtype=None, variant: str | None = None) -> None:
+    """``save_pretrained`` (safetensors; weights cast to ``dtype`` if given, named as ``variant``'s files
+    if given) with the feature extractor recorded under the hub's class name (transformers picks its
+    backend at load time: CLIPImageProcessorPil without torchvision), exactly like the real SVD folders."""
     if dtype is not None:
         pipe = pipe.to(dtype=dtype)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    pipe.save_pretrained(folder, safe_serialization=True, variant=variant)
     index = json.loads((folder / "model_index.json").read_text())
     index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
@@ -190,10 +193,13 @@ def quiet_hf_logging() -> None:
         lib.set_verbosity_error()
 
 
-def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None):
-    """Load a ``StableVideoDiffusionPipeline`` from a stack (local files only, no remote code).
+def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None, variant: str | None = None):
+    """Load a ``StableVideoDiffusionPipeline`` from a stack (local files only, safetensors only, no remote
+    code).
 
-    ``unet``: an already loaded UNet that replaces the stack's (e.g. from ``load_unet``).
+    ``unet``: an already loaded UNet that replaces the stack's (e.g. from ``load_unet``). ``variant``: the
+    weight files (``fp16``); None picks them by the rule of ``variants.py`` (plain, else the one complete
+    variant).
     """
     import torch
 
@@ -202,7 +208,10 @@ def load_pipeline(stack="tiny", device="cpu", dtype=None, unet=None):
 
     dtype = torch.float32 if dtype is None else dtype
     folder = resolve_stack(stack)
-    kwargs = {"dtype": dtype, "local_files_only": True}
+    kwargs = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
+    variant = stack_variant(folder, variant, with_unet=unet is None)
+    if variant:
+        kwargs["variant"] = variant
     if unet is not None:
         kwargs["unet"] = unet
     try:
@@ -256,22 +265,31 @@ def locate_unet(source, weights_name: str | None = None) -> Path:
     return path
 
 
-def weights_sha256(path) -> str:
-    """Content identity of a located UNet (folder: its weight and config files; file: the file)."""
+def unet_variant(folder: Path, variant: str | None = None) -> str | None:
+    """The weight variant a located UNet folder loads with (``variants.py``'s rule)."""
+    return choose_variant({Path(folder): STEMS["unet"]}, variant, f"UNet folder {folder}")
+
+
+def weights_sha256(path, variant: str | None = None) -> str:
+    """Content identity of a located UNet (folder: its config and the variant's weight files; file: the file)."""
     path = Path(path)
-    return folder_sha256(path) if path.is_dir() else sha256_cached(path)
+    return model_sha256(path, STEMS["unet"], unet_variant(path, variant)) if path.is_dir() else sha256_cached(path)
 
 
-def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None):
-    """Load a ``UNetSpatioTemporalConditionModel`` from a source ``locate_unet`` accepts. A state-dict
-    file takes its architecture from ``stack``'s UNet config and is loaded strictly."""
+def load_unet(source, *, stack=None, weights_name: str | None = None, dtype=None, variant: str | None = None):
+    """Load a ``UNetSpatioTemporalConditionModel`` from a source ``locate_unet`` accepts (a folder: its
+    ``variant``'s files, by ``variants.py``'s rule). A state-dict file takes its architecture from
+    ``stack``'s UNet config and is loaded strictly."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
     dtype = torch.float32 if dtype is None else dtype
     path = locate_unet(source, weights_name)
     if path.is_dir():
-        return UNetSpatioTemporalConditionModel.from_pretrained(path, dtype=dtype, local_files_only=True)
+        variant = unet_variant(path, variant)
+        return UNetSpatioTemporalConditionModel.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                                use_safetensors=True,
+                                                                **({"variant": variant} if variant else {}))
     if stack is None:
         raise UserError(f"loading the UNet state dict {path} needs the stack whose UNet architecture it fits")
     from safetensors.torch import load_file
@@ -303,25 +321,27 @@ def _check_keys(path, shapes: dict, unet) -> None:
                         f"{(missing or unexpected or wrong)[0]}): wrong stack or wrong folder?")
 
 
-def check_unet(path: Path, stack) -> None:
-    """Pre-flight of a located UNet without loading its tensors: the config parses and the weight
-    file's keys and shapes fit (a UserError naming the file otherwise)."""
+def check_unet(path: Path, stack, variant: str | None = None) -> None:
+    """Pre-flight of a located UNet without loading its tensors: the config parses and the keys and
+    shapes of the weight files ``load_unet`` / ``load_pipeline`` would read (``variant``'s) fit (a
+    UserError naming the file otherwise)."""
     from diffusers import UNetSpatioTemporalConditionModel
     from safetensors import safe_open
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise UserError(f"{path} has a config.json but no .safetensors weights")
-        config, weights = _unet_config(path), files[0]
+        config = _unet_config(path)
+        files = [f for f in weight_files(path, STEMS["unet"], unet_variant(path, variant)) if f.suffix != ".json"]
     else:
-        config, weights = _unet_config(resolve_stack(stack) / "unet"), path
-    try:
-        with safe_open(str(weights), "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
-        raise UserError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        config, files = _unet_config(resolve_stack(stack) / "unet"), [path]
+    shapes = {}
+    for weights in files:
+        try:
+            with safe_open(str(weights), "pt") as f:
+                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file
+            raise UserError(f"{weights} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    weights = files[0] if len(files) == 1 else path
     import torch
 
     with torch.device("meta"):

@@ -2,7 +2,9 @@
 the one summary of a list of times (median, p10, p90, min, mean, n).
 
 Clocks: on CUDA a pair of ``torch.cuda.Event(enable_timing=True)`` around each call (read after
-synchronising); on a CPU ``torch.utils.benchmark.Timer`` for repeat timing (its ``timeit``: the thread count
+synchronising), recorded, synchronised and read inside ``torch.cuda.device(<the call's device>)``: an event
+records on the current stream of the *current* device, so without the context ``cuda:1`` would be timed on
+``cuda:0``'s idle stream (near-zero times, no error); on a CPU ``torch.utils.benchmark.Timer`` for repeat timing (its ``timeit``: the thread count
 pinned, two warm-up calls before each measured one) and ``time.perf_counter`` inside the UNet wrapper
 (CPU forward passes are synchronous).
 """
@@ -19,9 +21,15 @@ def is_cuda(device) -> bool:
     return str(device).startswith("cuda")
 
 
+def cuda_device(device):
+    """``torch.cuda.device(device)`` for a CUDA device (events, streams, graphs, synchronize and the caching
+    allocator then act on that GPU, not on the current one); a no-op context for any other device."""
+    return torch.cuda.device(torch.device(device)) if is_cuda(device) else contextlib.nullcontext()
+
+
 def sync(device) -> None:
     if is_cuda(device):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch.device(device))
 
 
 def clock_name(device) -> str:
@@ -32,7 +40,8 @@ class UNetTimer:
     """Wraps a UNet: records the batch size of every call and the time spent inside it.
 
     ``calls`` lists the batch of every call since the last ``reset()``; ``total_seconds()`` the
-    time. Attribute reads (config, dtype, ...) go to the wrapped model.
+    time; ``last_call`` the arguments of the last call (to make that pass again). Attribute reads (config,
+    dtype, ...) go to the wrapped model.
     """
 
     def __init__(self, unet):
@@ -40,21 +49,24 @@ class UNetTimer:
         self.calls: list[int] = []
         self._events: list = []
         self._seconds = 0.0
+        self.last_call = None
 
     def __getattr__(self, name):
         return getattr(self.unet, name)
 
     def reset(self) -> None:
-        self.calls, self._events, self._seconds = [], [], 0.0
+        self.calls, self._events, self._seconds, self.last_call = [], [], 0.0, None
 
     def __call__(self, sample, *args, **kwargs):
         self.calls.append(int(sample.shape[0]))
+        self.last_call = (sample, args, kwargs)
         if sample.is_cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = self.unet(sample, *args, **kwargs)
-            end.record()
-            self._events.append((start, end))
+            with cuda_device(sample.device):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = self.unet(sample, *args, **kwargs)
+                end.record()
+            self._events.append((sample.device, start, end))
         else:
             t0 = time.perf_counter()
             out = self.unet(sample, *args, **kwargs)
@@ -64,8 +76,9 @@ class UNetTimer:
     def total_seconds(self) -> float:
         """Seconds spent in the UNet since the last reset."""
         if self._events:
-            torch.cuda.synchronize()
-            self._seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1000.0
+            for device in {d for d, _, _ in self._events}:
+                sync(device)
+            self._seconds += sum(s.elapsed_time(e) for _, s, e in self._events) / 1000.0
             self._events = []
         return self._seconds
 
@@ -73,6 +86,11 @@ class UNetTimer:
 def time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
     """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (on CPU each measured call
     follows Timer.timeit's own two warm-up calls, so at most ``warmup - 2`` more are made first)."""
+    with cuda_device(device):
+        return _time_ms(fn, device, warmup, repeats)
+
+
+def _time_ms(fn, device, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup if is_cuda(device) else max(warmup - 2, 0)):
         fn()
     sync(device)
@@ -112,11 +130,11 @@ def peak_memory(device, out: dict, key: str):
     """Record the peak memory during the block in ``out[key]`` (CUDA: allocated bytes; CPU: None)."""
     if is_cuda(device):
         sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
     yield
     if is_cuda(device):
         sync(device)
-        out[key] = int(torch.cuda.max_memory_allocated(device))
+        out[key] = int(torch.cuda.max_memory_allocated(torch.device(device)))
     else:
         out[key] = None
 

@@ -250,20 +250,59 @@ def test_one_step_family_needs_a_checkpoint_off_the_tiny_stack(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_single_process_table(full_run, tmp_path, capfd):
-    """`--procs 2` starts two processes with torchrun's variables (RANK, WORLD_SIZE, MASTER_*; gloo), one
-    thread each: the same table; the timing pass in the first. A refusal met in both is said once."""
+def test_two_processes_and_resumes_with_another_count_give_the_single_process_table(full_run, tmp_path, capfd):
+    """`--procs 2` runs two processes under torchrun (gloo, one thread each) and gives the one-process table; so
+    does a resume with another number of processes (1 then 2, then 2 then 1): what is left is dealt evenly, the
+    timing pass runs in the first. A refusal met in both is said once."""
+    import shutil
+
     out = tmp_path / "two"
+    shutil.copytree(full_run, out)                            # made by one process; now take away
+    shutil.rmtree(out / "samples" / "dummy_3")                # a whole method,
+    onestep = out / "samples" / "onestep_1"
+    first = sorted(onestep.glob("*.npz"))[:3]                 # the first process's block of another
+    for npz in first:
+        npz.unlink()
+    (onestep / "latency.json").unlink()
     assert _run(out, "--procs", "2") == 0
     assert _stable_table(out) == _stable_table(full_run)
+    made = {p.stem: json.loads(p.with_suffix(".json").read_text())["process"] for p in first}
+    assert sorted(made.values()) == ["1 of 2", "1 of 2", "2 of 2"]          # dealt, not one process's block
     rec = _records(out)
     assert rec[0]["processes"] == 2 and rec[1]["latency"]["n"] == 3 and rec[1]["latency"]["threads"] == 1
     assert "in each of 2 processes" in (out / "table.md").read_text()
+    for p in onestep.glob("*.json"):                          # 2 then 1: the second process's samples gone
+        if p.name != "method.json" and json.loads(p.read_text()).get("process") == "2 of 2":
+            p.with_suffix(".npz").unlink()
+    assert _run(out) == 0
+    assert _stable_table(out) == _stable_table(full_run)
     capfd.readouterr()
     assert main(["run", "--world", "tiny", "--methods", "dummy:3", "-n", str(N + 1), "--out", str(out),
                  "--procs", "2"]) == 2
     err = capfd.readouterr().err
     assert err.count("holds a run with other settings") == 1 and "Traceback" not in err, err
+
+
+def test_rows_making_the_same_unet_passes_show_the_same_latency(full_run, tmp_path):
+    """One-step rows (one batch-1 pass of one architecture) agree, and time scales with the UNet calls: ratios
+    in one run folder, never absolute times. Rows added later reuse the folder's pass time."""
+    import shutil
+
+    out = tmp_path / "more"
+    shutil.copytree(full_run, out)
+    assert _run(out, methods="sfv:1,lcm:2,svd:1") == 0
+    lat = {r["spec"]: r["latency"] for r in _records(out)}
+    one = lat["onestep:1"]["calls_x_pass_s"]
+    assert len({lat[s]["pass_key"] for s in ("onestep:1", "sfv:1", "lcm:2")}) == 1
+    assert lat["sfv:1"]["calls_x_pass_s"] / one == pytest.approx(1.0, rel=1e-9)
+    assert lat["lcm:2"]["calls_x_pass_s"] / one == pytest.approx(2.0, rel=1e-9)
+    assert lat["svd:1"]["pass_key"] != lat["onestep:1"]["pass_key"]         # batch 2 (CFG): a pass of its own
+    passes = json.loads((out / "passes.json").read_text())
+    assert passes[lat["sfv:1"]["pass_key"]]["timed_in"] == "onestep:1" and len(passes) == 2
+    assert passes[lat["svd:1"]["pass_key"]]["inputs"]["sample"][0] == 2
+    rows = {r["Method spec"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
+    assert rows["sfv:1"]["Latency (s)"] == rows["onestep:1"]["Latency (s)"]
+    assert rows["sfv:1"]["Measured (s)"]                                    # the per-row measurement beside it
 
 
 def test_fvd_command_on_cached_stats_reproduces_the_run(full_run, capsys):

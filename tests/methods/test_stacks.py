@@ -51,7 +51,7 @@ def test_tiny_stack_saved_once_and_loaded_through_from_pretrained(monkeypatch):
 
     monkeypatch.setattr(StableVideoDiffusionPipeline, "from_pretrained", classmethod(spy))
     pipe = load_pipeline("tiny")
-    assert seen == [(str(folder), {"dtype": torch.float32, "local_files_only": True})]
+    assert seen == [(str(folder), {"dtype": torch.float32, "local_files_only": True, "use_safetensors": True})]
     assert list(pipe.unet.config.block_out_channels) == TINY_CONFIGS["unet"]["block_out_channels"]
     assert pipe.image_encoder.config.projection_dim == pipe.unet.config.cross_attention_dim == 32
     assert pipe.vae_scale_factor == 8
