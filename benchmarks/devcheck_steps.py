@@ -96,8 +96,7 @@ class Worker(WorkerBase):
 
     def step_run(self):
         if not have_pyav():
-            for name in ("fp32", "fp16", "cpu-fp32"):
-                self.rec["subruns"][name] = {"status": "skipped", "reason": NO_PYAV}
+            self.rec["subruns"]["all"] = {"status": "skipped", "reason": NO_PYAV}
             return
         from methods.models.mini import mini_dir
         world = "mini" if (mini_dir() / "manifest.json").is_file() else "tiny"

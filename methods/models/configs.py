@@ -43,7 +43,7 @@ SVD_FEATURE_EXTRACTOR_CONFIG = {
     "resample": 3,
 }
 
-# Real SVD architectures at toy size (FACTS sec. 2); StableVideoDiffusionPipeline accepts them as-is.
+# Real SVD architectures at toy size; StableVideoDiffusionPipeline accepts them as-is.
 TINY_CONFIGS = {
     "unet": {
         "sample_size": 8,

@@ -19,6 +19,7 @@ or repo id and the command that fetches it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,7 +66,7 @@ def build_pipeline(configs: dict, seed: int, vae=None, unet=None, image_encoder=
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     c = configs
-    with torch.device(device):
+    with torch.device(device) if str(device) != "cpu" else contextlib.nullcontext():
         torch.manual_seed(seed)
         unet = unet if unet is not None else UNetSpatioTemporalConditionModel(**c["unet"])
         torch.manual_seed(seed + 1)
