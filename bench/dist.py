@@ -7,7 +7,7 @@ process gets an equal part, whatever the number of processes that made the rest)
 One process: accelerate is not initialised and every function is a no-op (gloo on CPU, nccl on CUDA otherwise).
 ``torchrun`` starts K such processes on this machine (what `sfv-bench run --procs K` does on a CPU).
 
-Waiting: every collective of a run (barriers included) gives up after ``TIMEOUT`` (default 1800 s, or
+Waiting: every collective of a run (barriers included) gives up after ``timeout()`` (default 1800 s, or
 ``SFV_DIST_TIMEOUT_S`` seconds), passed explicitly to ``init_process_group`` (``PartialState(timeout=...)``,
 what accelerate's ``InitProcessGroupKwargs`` sets), for gloo and NCCL alike. No process waits for a whole
 share of another's work: the samples left are dealt evenly (a process waits for at most one generation batch
@@ -27,7 +27,21 @@ from pathlib import Path
 
 import torch
 
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("SFV_DIST_TIMEOUT_S", 1800)))
+from sfv_core.errors import UserError
+
+DEFAULT_TIMEOUT_S = 1800
+
+
+def timeout() -> datetime.timedelta:
+    """The process-group timeout: ``SFV_DIST_TIMEOUT_S`` seconds, default ``DEFAULT_TIMEOUT_S``."""
+    text = os.environ.get("SFV_DIST_TIMEOUT_S") or str(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"SFV_DIST_TIMEOUT_S must be a number of seconds > 0 (got {text!r})")
+    return datetime.timedelta(seconds=seconds)
 
 
 def _exit_code(code: int) -> int:
@@ -115,7 +129,7 @@ class Dist:
         if self.world > 1:
             from accelerate import PartialState
 
-            self.state = PartialState(cpu=not device.startswith("cuda"), timeout=TIMEOUT)
+            self.state = PartialState(cpu=not device.startswith("cuda"), timeout=timeout())
             self.world, self.rank = self.state.num_processes, self.state.process_index
             self.local_rank = self.state.local_process_index
             if device.startswith("cuda") and ":" not in device:
