@@ -1,17 +1,19 @@
 """Data-parallel helpers for `torchrun` / `accelerate launch` (env RANK / WORLD_SIZE / LOCAL_RANK), on top of
-accelerate's ``PartialState``: ``gather_object`` / ``reduce`` combine results; ``deal`` shares a list out
-round robin (a finished sample is never dealt, so every process gets an equal part of what is left, whatever
-the number of processes that made the rest).
+accelerate's ``PartialState``: ``shard`` splits a list in contiguous blocks (rank 0 first, so gathering in rank
+order restores the list order), ``deal`` shares a list out round robin (the samples left to make: every
+process gets an equal part, whatever the number of processes that made the rest), ``gather_object`` /
+``reduce`` combine results.
 
 One process: accelerate is not initialised and every function is a no-op (gloo on CPU, nccl on CUDA otherwise).
 ``torchrun`` starts K such processes on this machine (what `sfv-bench run --procs K` does on a CPU).
 
-Waiting: every collective of a run (barriers included) gives up after ``TIMEOUT`` (``SFV_DIST_TIMEOUT_S``
-seconds if set), passed explicitly to ``init_process_group`` through accelerate's ``InitProcessGroupKwargs``.
-No process waits for more than a bounded piece of work: the samples left are dealt evenly (a process waits for
-at most one batch of another's), and the timing pass (rank 0 alone; at most ``timing_videos`` + 1 videos of one
-method and a few UNet passes) is waited for in steps of ``TIMEOUT / 2`` (``wait_for_main``), each a
-collective of its own: a slow timing pass is never a timeout.
+Waiting: every collective of a run (barriers included) gives up after ``timeout()`` (default 1800 s, or
+``SFV_DIST_TIMEOUT_S`` seconds), passed explicitly to ``init_process_group`` (``PartialState(timeout=...)``,
+what accelerate's ``InitProcessGroupKwargs`` sets), for gloo and NCCL alike. No process waits for a whole
+share of another's work: the samples left are dealt evenly (a process waits for at most one generation batch
+of another's), and the timing pass (rank 0 alone) is waited for one piece at a time (``main_alone``: one video,
+or one pass timing, per collective). Making a synthetic dataset and the real statistics' cache file are rank
+0's alone too: minutes at most.
 """
 from __future__ import annotations
 
@@ -25,7 +27,21 @@ from pathlib import Path
 
 import torch
 
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("SFV_DIST_TIMEOUT_S", 1800)))
+from sfv_core.errors import UserError
+
+DEFAULT_TIMEOUT_S = 1800
+
+
+def timeout() -> datetime.timedelta:
+    """The process-group timeout: ``SFV_DIST_TIMEOUT_S`` seconds, default ``DEFAULT_TIMEOUT_S``."""
+    text = os.environ.get("SFV_DIST_TIMEOUT_S") or str(DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UserError(f"SFV_DIST_TIMEOUT_S must be a number of seconds > 0 (got {text!r})")
+    return datetime.timedelta(seconds=seconds)
 
 
 def _exit_code(code: int) -> int:
@@ -113,7 +129,7 @@ class Dist:
         if self.world > 1:
             from accelerate import PartialState
 
-            self.state = PartialState(cpu=not device.startswith("cuda"), timeout=TIMEOUT)
+            self.state = PartialState(cpu=not device.startswith("cuda"), timeout=timeout())
             self.world, self.rank = self.state.num_processes, self.state.process_index
             self.local_rank = self.state.local_process_index
             if device.startswith("cuda") and ":" not in device:

@@ -35,7 +35,7 @@ from sfv_core.fsutil import atomic_write_json
 from sfv_core.seeds import sample_seed
 
 from . import report, results
-from .dist import Dist, torchrun
+from .dist import Dist, timeout, torchrun
 from .fvd.detectors import load_detector
 from .fvd.features import cached_stats, compute_stats
 from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval
@@ -124,6 +124,7 @@ def cli_run(args) -> int:
     if not settings.device.startswith("cuda"):
         keep_freed_memory()                              # no page-fault churn on every activation
     if settings.procs > 1 and settings.argv and "WORLD_SIZE" not in os.environ:
+        timeout()                                        # a bad SFV_DIST_TIMEOUT_S is said here, once
         return torchrun(settings.procs, [sys.executable, "-m", "bench", *settings.argv],
                         threads=max(1, usable_cores() // settings.procs))
     dist = Dist(settings.device)

@@ -78,8 +78,9 @@ def choose_variant(parts: dict, variant: str | None, what: str) -> str | None:
     if variant:
         gone = missing(variant)
         if gone:
-            raise UserError(f"{what} has no {variant} weights ({gone[0]} is missing{f' among {len(gone)}' if len(gone) > 1 else ''}): "
-                            f"drop --variant {variant} to load the files that are there, or download them")
+            among = f" among {len(gone)}" if len(gone) > 1 else ""
+            raise UserError(f"{what} has no {variant} weights ({gone[0]} is missing{among}): drop --variant "
+                            f"{variant} to load the files that are there, or download them")
         return variant
     if not missing(None):
         return None
@@ -89,7 +90,7 @@ def choose_variant(parts: dict, variant: str | None, what: str) -> str | None:
             return v
     gone = missing(None)
     raise UserError(f"{what} lacks safetensors weights ({gone[0]} is missing, and no variant such as fp16 is complete "
-                    f"in every component): download the stack again")
+                    f"in every component): download it again")
 
 
 def stack_parts(folder: Path, with_unet: bool = True) -> dict:

@@ -55,11 +55,18 @@ def unet_folders(tmp_path_factory):
     ("config-missing", ["--config", "/nonexistent.toml"], "config file /nonexistent.toml does not exist"),
     ("fail-frac", ["--max-fail-frac", "2"], "max_fail_frac must be in [0, 1)"),
     ("procs", ["--procs", "0"], "--procs must be >= 1"),
+    ("variant", ["--variant", "../fp16"], "--variant takes a weight variant name such as fp16"),
 ])
 def test_run_bad_arguments(case, argv, message, tmp_path, capsys):
     rc = main(["run", "--world", "tiny", "--out", str(tmp_path / "r"), "-n", "2", *argv])
     assert message in _one_line(capsys, rc)
     assert not (tmp_path / "r" / "samples").exists()
+
+
+def test_a_bad_process_group_timeout_is_said_once_before_any_process_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SFV_DIST_TIMEOUT_S", "soon")
+    rc = main(["run", "--world", "tiny", "--out", str(tmp_path / "r"), "-n", "2", "--procs", "2"])
+    assert "SFV_DIST_TIMEOUT_S must be a number of seconds > 0 (got 'soon')" in _one_line(capsys, rc)
 
 
 def test_run_config_unknown_key_and_out_file(tmp_path, capsys):
