@@ -41,10 +41,11 @@ class Settings:
         self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
         for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
-                          ("threads", 0), ("num_videos", 1), ("procs", 1)):
+                          ("threads", 0), ("num_videos", 2), ("procs", 1)):
             value = getattr(args, name, None)
             if value is not None and value < low:
-                raise UserError(f"--{name.replace('_', '-')} must be >= {low} (got {value})")
+                why = " (an FVD compares the covariances of N videos)" if name == "num_videos" else ""
+                raise UserError(f"--{name.replace('_', '-')} must be >= {low}{why} (got {value})")
         proto_kw = {k: v for k, v in dict(split=args.split, fold=args.fold, num_videos=args.num_videos,
                                           balanced=args.balanced, seed=args.seed,
                                           max_fail_frac=args.max_fail_frac).items() if v is not None}

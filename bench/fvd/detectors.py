@@ -201,7 +201,7 @@ def _torch_load_reason(e: Exception) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     found = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
     line = found.group(1) if found else next((x.strip() for x in text.splitlines() if x.strip()), type(e).__name__)
-    return line[:120]
+    return line.split(". ")[0][:120]            # its first sentence (the rest is advice to load it unsafely)
 
 
 def _load_state_dict_file(path: Path) -> InceptionI3d:
@@ -240,6 +240,8 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
     if not path.is_file():
         raise UserError(f"detector weights not found: {path}")
     digest = sha256_file(path)
+    if not _is_torchscript(path):               # read without running code; a file that is none is said first
+        model = _load_state_dict_file(path)
     verified = check_pin(path, digest, strict=strict_pin)
     tag = "" if verified else ", unverified weights"
     if _is_torchscript(path) and not (verified or trust):
@@ -254,7 +256,6 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
             raise UserError(f"{path}: cannot load TorchScript module ({str(e).splitlines()[0]})") from e
         return Detector(model, "torchscript", path.name, digest, path, device,
                         label=f"I3D TorchScript ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
-    model = _load_state_dict_file(path)
     return Detector(model, "i3d400", path.name, digest, path, device,
                     label=f"I3D-400 state dict ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
 

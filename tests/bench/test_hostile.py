@@ -58,7 +58,8 @@ def _copy(clean, tmp_path, name="copy"):
 # ----------------------------------------------------------------------------------------- bad CLI input
 
 @pytest.mark.parametrize("argv, message", [
-    (["--methods", "svd:1000000", "-n", "1"], "1000000 steps is past the bound of 1000"),
+    (["--methods", "svd:1000000", "-n", "1"], "--num-videos must be >= 2 (an FVD compares the covariances"),
+    (["--methods", "svd:1000000", "-n", "2"], "1000000 steps is past the bound of 1000"),
     (["--methods", "dummy:1", "--force", "svd:4"], "--force svd:4: not among the methods of this run"),
 ])
 def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
@@ -242,11 +243,8 @@ def test_truncated_sample_regenerated_in_its_batch_gives_the_clean_table(clean, 
 
 
 def test_interval_not_computable_or_below_zero_is_not_printed_as_one(tmp_path, synthetic_root, capsys):
-    from bench.fvd.stats import interval_text
     from bench.report import render_csv
 
-    assert interval_text([-277.31, 340.2], 4) == "[0 (clipped), 340.20]"
-    assert interval_text([float("nan"), float("nan")], 2) == "none (N=2: needs >= 4 videos)"
     out = tmp_path / "n2"
     capsys.readouterr()
     assert main(["run", "--world", "tiny", "-n", "2", "--no-previews", "--methods", "dummy:1", "--out", str(out)]) == 0
@@ -255,8 +253,11 @@ def test_interval_not_computable_or_below_zero_is_not_printed_as_one(tmp_path, s
     assert _records(out)[0]["fvd_interval"] is None
     for text in ((out / "table.md").read_text(), (out / "table.csv").read_text()):
         assert "none (N=2: needs >= 4 videos)" in text and "nan" not in text.lower()
-    rec = {**_records(out)[0], "fvd_interval": [-277.31, 340.2], "n_fake": 4}
+    rec = {**_records(out)[0], "fvd_interval": [-277.31, 340.2], "n_fake": 4}      # N = 4 can reach below 0
     assert "[0 (clipped), 340.20]" in render_csv([rec])
+    from bench.fvd.stats import interval_text                                   # the console's text
+
+    assert interval_text([-277.31, 340.2], 4) == "[0 (clipped), 340.20]"
 
 
 def test_second_run_into_a_held_folder_is_refused_naming_the_lock(tmp_path, synthetic_root, monkeypatch):
