@@ -123,7 +123,8 @@ def cells() -> dict[str, dict]:
 
 
 def _fmt(rec: dict) -> str:
-    return f"{rec['fvd']:.2f} {interval_text(rec.get('fvd_interval'), rec.get('n_fake'))}"
+    interval = rec.get("fvd_interval")
+    return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
 def _header(recs: dict, steps: int) -> list[str]:

@@ -114,7 +114,8 @@ def plot(all_curves: dict, path: Path) -> None:
 
 
 def _fmt(rec: dict) -> str:
-    return f"{rec['fvd']:.2f} {interval_text(rec.get('fvd_interval'), rec.get('n_fake'))}"
+    interval = rec.get("fvd_interval")
+    return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
 def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Path:
