@@ -210,7 +210,7 @@ def _load_state_dict_file(path: Path) -> InceptionI3d:
             warnings.simplefilter("ignore")
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not a loadable state dict"
-        raise UserError(f"{path}: neither a TorchScript module nor a torch state dict of plain tensors "
+        raise UserError(f"{path}: cannot be read as a TorchScript module or a torch state dict of plain tensors "
                         f"(torch.load with weights_only=True: {_torch_load_reason(e)}); pass i3d_torchscript.pt, "
                         f"i3d_pretrained_400.pt or a file written by torch.save(model.state_dict())") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -214,8 +214,8 @@ class _Thing:
 
 @pytest.mark.parametrize("make, extra, message", [
     (_ThreeOutputs.save, ["--trust-detector"], "returned (2, 3) for 2 clips, not (2, 400)"),
-    (lambda p: p.write_bytes(os.urandom(4096)) and p, [], "neither a TorchScript module nor a torch state dict"),
-    (_bad_pickle, [], "neither a TorchScript module nor a torch state dict"),
+    (lambda p: p.write_bytes(os.urandom(4096)) and p, [], "cannot be read as a TorchScript module or a torch state dict"),
+    (_bad_pickle, [], "cannot be read as a TorchScript module or a torch state dict"),
 ])
 def test_bad_detector_files_one_line(make, extra, message, tmp_path, synthetic_root, capsys):
     det = tmp_path / "det.pt"
