@@ -19,6 +19,7 @@ from sfv_core.protocol import GEN, WORLDS
 from sfv_core.values import parse_bool
 
 from .assets import add_ablations, add_build_mini, add_make_synthetic, add_study
+from .config_file import apply_config
 from .latency import DEFAULT_TOLERANCE
 
 
@@ -200,41 +201,6 @@ def _version() -> str:
         return version("sfv-bench")
     except PackageNotFoundError:
         return "(not installed)"
-
-
-def apply_config(parser: argparse.ArgumentParser, argv: list) -> dict:
-    """``--config FILE`` (TOML, YAML or JSON; keys are option names, dashes or underscores): the file's
-    values become the parser's defaults, so flags given on the command line override them. Returns
-    the file's mapping ({} without --config); an unknown key is a UserError naming the valid ones."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if not known.config:
-        return {}
-    from sfv_core.values import read_config_file
-
-    data = read_config_file(known.config)
-    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "version")}
-    defaults = {}
-    for key, value in data.items():
-        dest = str(key).replace("-", "_")
-        if dest not in actions:
-            raise UserError(f"config file {known.config}: unknown option {key!r}; valid: "
-                            f"{', '.join(sorted(actions))}")
-        action = actions[dest]
-        if isinstance(value, str) and action.type is not None:
-            try:
-                value = action.type(value)
-            except (TypeError, ValueError, argparse.ArgumentTypeError):
-                raise UserError(f"config file {known.config}: {key} = {value!r} is not valid") from None
-        if action.choices is not None and value not in action.choices:
-            raise UserError(f"config file {known.config}: {key} = {value!r}; choose from "
-                            f"{', '.join(map(str, action.choices))}")
-        if isinstance(action, argparse._AppendAction) and not isinstance(value, list):
-            value = [value]
-        defaults[dest] = value
-    parser.set_defaults(**defaults)
-    return data
 
 
 def _subparser(parser, name: str) -> argparse.ArgumentParser:

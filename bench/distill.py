@@ -17,6 +17,8 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_train.config import PRESETS
 
+from .fvd.stats import interval_text
+
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
 
 # What the mini size forces, for every method (flags of sfv-train). The paper: batch 32, SM3 at lr
@@ -121,8 +123,8 @@ def cells() -> dict[str, dict]:
 
 
 def _fmt(rec: dict) -> str:
-    lo, hi = rec.get("fvd_interval") or (None, None)
-    return f"{rec['fvd']:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else f"{rec['fvd']:.2f}"
+    interval = rec.get("fvd_interval")
+    return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
 def _header(recs: dict, steps: int) -> list[str]:

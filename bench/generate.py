@@ -1,7 +1,7 @@
 """The samples store of a run and the timing pass.
 
 ``samples/<spec>/`` holds ``method.json`` (what made the samples: options and the content sha256 of
-the weights), ``<sample_id>.npz`` (uint8 (T, H, W, 3), lossless, atomic) with a ``.json`` sidecar
+the weights), ``<sample_id>.npz`` (``Class/v_Class_gXX_cYY.npz``: uint8 (T, H, W, 3), lossless, atomic) with a ``.json`` sidecar
 (seed, UNet calls, shape and the sha256 of the frames), and ``latency.json`` (the timing pass). The
 sidecar is written first: the ``.npz`` is the completion marker. On resume a sample is trusted only
 if it loads, has the expected shape and dtype, and matches its sidecar's checksum; anything else is
@@ -45,8 +45,9 @@ def frames_sha256(video: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(video).tobytes()).hexdigest()
 
 
-def prepare_dir(sdir: Path, identity: dict, force: bool, log) -> None:
-    """Make ``sdir`` hold samples of ``identity``: samples of another identity (or ``force``) are removed."""
+def prepare_dir(sdir: Path, identity: dict, force: bool, log, refs=()) -> None:
+    """Make ``sdir`` hold samples of ``identity``: samples of another identity (or ``force``) are removed;
+    samples of ``refs`` stored under an earlier version's flat names are moved to their ids."""
     path = sdir / "method.json"
     old = None
     if path.is_file():
@@ -57,9 +58,39 @@ def prepare_dir(sdir: Path, identity: dict, force: bool, log) -> None:
     if sdir.is_dir() and (force or (old is not None and old != identity)):
         what = "--force" if force else "other weights or options (" + ", ".join(
             k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)) + ")"
-        log(f"  {identity['spec']}: discarding {len(list(sdir.glob('*.npz')))} samples made with {what}")
+        log(f"  {identity['spec']}: discarding {len(list(sdir.rglob('*.npz')))} samples made with {what}")
         shutil.rmtree(sdir)
     atomic_write_json(path, identity)
+    adopt_flat_samples(refs, sdir, identity["spec"], log)
+
+
+def adopt_flat_samples(refs, sdir: Path, spec: str, log) -> None:
+    """Run folders of earlier versions named a sample by its file stem (``sdir/v_X_g01_c01.npz``), which two
+    classes can share. Such a sample whose stem is unique among ``refs`` is moved to its id
+    (``sdir/Class/v_X_g01_c01.npz``: same seed, same video, checked as usual); one whose stem is ambiguous
+    is removed (it cannot be told whose it is) and so regenerated."""
+    stems: dict = {}
+    for r in refs:
+        stems.setdefault(r.seed_name, []).append(r)
+    moved = dropped = 0
+    for stem, owners in stems.items():
+        flat = sdir / f"{stem}.npz"
+        if not flat.exists():
+            continue
+        if len(owners) > 1:
+            flat.unlink()
+            flat.with_suffix(".json").unlink(missing_ok=True)
+            dropped += 1
+            continue
+        new = sdir / f"{owners[0].sample_id}.npz"
+        new.parent.mkdir(parents=True, exist_ok=True)
+        if flat.with_suffix(".json").exists():          # the sidecar first: the .npz marks a finished sample
+            flat.with_suffix(".json").replace(new.with_suffix(".json"))
+        flat.replace(new)
+        moved += 1
+    if moved or dropped:
+        log(f"  {spec}: {moved} samples of an earlier version moved to their Class/name ids"
+            f"{f', {dropped} with a name two classes share removed (regenerated)' if dropped else ''}")
 
 
 def sample_problem(npz: Path, shape: tuple) -> str | None:
@@ -74,7 +105,7 @@ def sample_problem(npz: Path, shape: tuple) -> str | None:
     try:
         video = read_video(npz)
     except Exception as e:  # noqa: BLE001 - any decoding failure
-        return f"unreadable ({str(e).splitlines()[0][:80]})"
+        return f"unreadable ({(str(e).splitlines() or [type(e).__name__])[0].replace(str(npz), '').strip(': ')[:80]})"
     if tuple(video.shape) != tuple(shape):
         return f"shape {tuple(video.shape)}, expected {tuple(shape)}"
     if meta.get("sha256") != frames_sha256(video):
@@ -99,21 +130,37 @@ def missing(refs, sdir: Path, shape: tuple, log=None) -> list:
     return out
 
 
+def cut_batches(refs: list, batch_size: int) -> list:
+    """``refs`` in consecutive batches of ``batch_size`` (the last may be shorter)."""
+    return [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
+
+
 def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_of, *, batch_size: int = 1,
-                    save_size: str = "score", label: str = "", progress: bool = False, process=(0, 1)) -> None:
+                    save_size: str = "score", label: str = "", progress: bool = False, batches=None,
+                    process=(0, 1)) -> None:
     """Generate ``todo`` with a loaded ``method`` in batches; each sample is written atomically.
 
-    ``conditions_of(ref)`` gives the conditioning image; ``process`` (rank, processes) is recorded in the
-    sidecar. No warm-up: nothing here is timed."""
+    ``batches``: the batches to compute (lists of refs; default ``todo`` cut by ``batch_size``). A video's bits
+    depend on its batch (kernels round by batch size, the VAE decodes the batch's frames together), so the run
+    cuts its batches from the whole sorted list, whatever the number of processes, and a sample regenerated
+    on a rerun is made in the batch it had in the clean run: the whole batch computed, its members in
+    ``todo`` written. The rerun's table equals the clean run's. ``conditions_of(ref)`` gives the
+    conditioning image; ``process`` (rank, processes) is recorded in the sidecar. No warm-up: nothing here
+    is timed."""
     if not todo:
         return
     conditions = protocol.conditions()
+    wanted = {r.sample_id for r in todo}
+    if batches is None:
+        batches = cut_batches(list(todo), batch_size)
+    chunks = [c for c in batches if any(r.sample_id in wanted for r in c)]
     bar = tqdm(total=len(todo), desc=f"{label:>14}", disable=not progress, unit="video")
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i:i + batch_size]
+    for chunk in chunks:
         videos = method.generate([conditions_of(r) for r in chunk], [seeds[r.sample_id] for r in chunk], conditions)
         calls = method.unet_calls_per_video()
         for j, ref in enumerate(chunk):
+            if ref.sample_id not in wanted:             # finished already: the same bits, kept as they are
+                continue
             v = videos[j]  # AnimateLCM*: the adapter returns the first 14 of its 25 frames
             if save_size == "score":
                 v = resize_frames(v, protocol.score_width, protocol.score_height)
@@ -122,7 +169,7 @@ def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_
                 "batch_videos": len(chunk), "frames_generated": int(videos.shape[1]), "shape": list(v.shape),
                 "sha256": frames_sha256(v), "process": f"{process[0] + 1} of {process[1]}"})
             save_array(sdir / f"{ref.sample_id}.npz", v)
-        bar.update(len(chunk))
+            bar.update(1)
     bar.close()
 
 

@@ -206,7 +206,7 @@ def generation_figures(stack: Path, n: int = 16, steps: int = 25) -> dict:
     refs = select_videos(UCF101(root), p)
     samples = [load_sample(r, p) for r in refs]
     m = get_method(f"svd:{steps}").load(str(stack), "cpu", torch.float32)
-    videos = m.generate([s.cond_image for s in samples], [sample_seed(p.seed, r.sample_id) for r in refs],
+    videos = m.generate([s.cond_image for s in samples], [sample_seed(p.seed, r.seed_name) for r in refs],
                         p.conditions())
     m.unload()
     from sfv_core.data.transforms import fit_images

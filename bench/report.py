@@ -14,6 +14,7 @@ from pathlib import Path
 from sfv_core import paper
 from sfv_core.fsutil import atomic_path, atomic_write_text
 
+from .fvd.stats import interval_text
 from .results import check_same_table, read_results
 
 NOISY_SPREAD = 2.0      # p90 / p10 of the timing pass above this: the latency is flagged
@@ -57,8 +58,7 @@ def _measured(rec, fvd_col: str) -> dict:
         return {**empty, fvd_col: "failed", "UNet calls x batch": calls}
     lat = rec.get("latency") or {}
     noisy = (lat.get("spread") or 0) > NOISY_SPREAD
-    lo, hi = (rec.get("fvd_interval") or [None, None])
-    return {fvd_col: _fmt(rec["fvd"], 2), "FVD 95% interval": f"[{_fmt(max(lo, 0.0), 2)}, {_fmt(hi, 2)}]" if lo is not None and math.isfinite(lo) else "",
+    return {fvd_col: _fmt(rec["fvd"], 2), "FVD 95% interval": interval_text(rec.get("fvd_interval"), rec.get("n_fake")),
             "Latency (s)": _fmt(latency_s(rec), 4) if lat else "0",
             "Measured (s)": (_fmt(lat.get("median_s"), 4) + (" (noisy)" if noisy else "")) if lat else "",
             "Measured p90 (s)": _fmt(lat.get("p90_s"), 4), "UNet calls x batch": calls, "N": str(rec["n_fake"])}
@@ -171,6 +171,7 @@ def write_plot(run_dir, records: list[dict]) -> Path | None:
         x = latency_s(r) if (latency_s(r) or 0) > 0 else floor
         y = r["fvd"]
         lo, hi = r.get("fvd_interval") or (y, y)
+        lo, hi = (max(lo, 0.0), hi) if math.isfinite(lo) and math.isfinite(hi) else (y, y)   # as interval_text
         ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3,
                     mfc="white" if not r.get("unet_calls") else None)
         ax.annotate(r["spec"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -233,7 +234,10 @@ def cli_table(args) -> int:
         if len(runs) > 1:
             from sfv_core.errors import UserError
             raise UserError("--write rewrites one run's tables; with several runs, redirect the printed table")
-        write_tables(runs[0], records)
+        from sfv_core.fsutil import folder_lock
+
+        with folder_lock(runs[0], "sfv-bench table --write", option="run folder"):
+            write_tables(runs[0], records)
     print(text, end="")
     return 0
 

@@ -23,14 +23,17 @@ def stamp(record: dict) -> dict:
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
 
 
-def read_results(run_dir) -> list[dict]:
+def read_results(run_dir, allow_empty: bool = False) -> list[dict]:
+    """The records of ``run_dir/results.jsonl``. A truncated last line (an interrupted write) is skipped
+    with a warning; a file left with no complete record is a UserError naming the fix, or [] with
+    ``allow_empty`` (a rerun into the folder, which remakes the records)."""
     path = Path(run_dir) / "results.jsonl"
     if Path(run_dir).is_file():
         raise UserError(f"{run_dir} is a file: pass the run folder that holds results.jsonl")
     if not path.exists():
         raise UserError(f"no results.jsonl in {run_dir} (is it a `sfv-bench run` output folder?)")
-    lines = path.read_text().splitlines()
-    records = []
+    lines = path.read_text(errors="replace").splitlines()
+    records, cut = [], None
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -39,14 +42,17 @@ def read_results(run_dir) -> list[dict]:
         except json.JSONDecodeError:
             if i == len(lines):
                 warnings.warn(f"{path}:{i}: skipped a truncated last line (an interrupted write)", stacklevel=2)
+                cut = i
                 continue
             raise UserError(f"{path}:{i}: not a JSON record; fix or delete the line") from None
         if not isinstance(rec, dict) or "spec" not in rec:
             raise UserError(f"{path}:{i}: not a `sfv-bench run` record (a JSON object with a 'spec'); "
                             f"fix or delete the line")
         records.append(rec)
-    if not records:
-        raise UserError(f"{path} holds no records")
+    if not records and not allow_empty:
+        why = f": its only line, {cut}, was cut mid-write and is skipped" if cut else ""
+        raise UserError(f"{path} holds no complete record{why}; rerun `sfv-bench run` with --out {run_dir} "
+                        f"to remake it")
     return records
 
 

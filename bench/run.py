@@ -4,7 +4,7 @@ Layout of a run folder::
 
     run.json                         run-level settings (a later call with others is refused)
     samples/<spec>/method.json       what made the samples (options, weight sha256)
-    samples/<spec>/<sample_id>.npz   one generated video (uint8, lossless, atomic) + .json sidecar
+    samples/<spec>/<Class>/<name>.npz  one generated video (uint8, lossless, atomic) + .json sidecar
     samples/<spec>/latency.json      the timing pass (batch 1, its threads, machine, load)
     results.jsonl                    one record per method, accumulated over calls
     table.csv, table.md              Table 1 form, paper rows side by side
@@ -38,9 +38,9 @@ from . import report, results
 from .dist import Dist, timeout, torchrun
 from .fvd.detectors import load_detector
 from .fvd.features import cached_stats, compute_stats
-from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval
-from .generate import (PassTimes, generate_method, missing, prepare_dir, read_samples, spec_dirname,
-                       time_method)
+from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval, interval_text
+from .generate import (PassTimes, cut_batches, generate_method, missing, prepare_dir, read_samples,
+                       spec_dirname, time_method)
 from .settings import Settings, check_run_json
 
 
@@ -134,6 +134,7 @@ def cli_run(args) -> int:
         with cuda_device(settings.device):      # cuda:N: every CUDA call of the run goes to GPU N
             return _run(settings, dist, progress)
     finally:
+        settings.release()
         dist.close()
 
 
@@ -152,7 +153,7 @@ def _run(settings, dist, progress) -> int:
     # fail early on anything missing (stacks, weights, dataset, detector) before any generation
     dataset = UCF101(_dataset_root(settings, dist))
     refs = select_videos(dataset, p)
-    out = settings.out_dir(refs)
+    out = settings.out_dir(refs, lock=dist.main)        # held to the end: one run at a time writes into --out
     title = world.label if world.toy else f"UCF-101 at {settings.data}"
     log(f"sfv-bench run: {title}\n  out: {out}\n  methods: {', '.join(s.key for s in settings.specs)}\n"
         f"  protocol: {p.metric_name}, split {p.split} fold {p.fold}, seed {p.seed}, "
@@ -177,7 +178,7 @@ def _run(settings, dist, progress) -> int:
                           stacklevel=2)
     used = set(meta["used"])
     refs = [r for r in refs if r.sample_id in used]
-    seeds = {r.sample_id: sample_seed(p.seed, r.sample_id) for r in refs}
+    seeds = {r.sample_id: sample_seed(p.seed, r.seed_name) for r in refs}
     conds: dict = {}
 
     def condition(ref):
@@ -196,7 +197,7 @@ def _run(settings, dist, progress) -> int:
                        "corrupt": meta["corrupt"], "too_short": meta["too_short"], "real_stats_cache_hit": hit}}
     shape = ((p.num_frames, p.score_height, p.score_width, 3) if settings.save_size == "score"
              else (p.num_frames, p.gen_height, p.gen_width, 3))
-    old = results.read_results(out) if (out / "results.jsonl").is_file() else []
+    old = results.read_results(out, allow_empty=True) if (out / "results.jsonl").is_file() else []
     passes = PassTimes(out, redo=settings.redo_latency)
     records = []
     for key, (spec, method) in methods.items():
@@ -232,21 +233,22 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
     identity = {"spec": spec.key, "options": desc["options"],
                 **{k: desc.get(k) for k in ("stack", "unet", "stack_sha256", "unet_sha256")}}
     if dist.main:
-        prepare_dir(sdir, identity, spec in settings.force, log)
+        prepare_dir(sdir, identity, spec in settings.force, log, refs)
     dist.barrier()
     rec = {"method": spec.name, "spec": spec.key, "label": spec.name, "steps": spec.steps,
            "unet_calls": calls["calls"], "unet_batch": calls["batch"], "cfg": bool(method.cfg),
            "stack": settings.stack_for(spec), "adapter": desc, "samples": str(sdir)}
     timing = sdir / "latency.json"
     need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
-    todo = _left_to_make(refs, sdir, shape, dist, log)
+    todo, batches = _left_to_make(refs, sdir, shape, settings.batch_size, dist, log)
     error = None
     try:
         if todo or need_timing:
             method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype,
                         variant=settings.variant)
             generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
-                            save_size=settings.save_size, progress=progress, process=(dist.rank, dist.world),
+                            save_size=settings.save_size, progress=progress, batches=batches,
+                            process=(dist.rank, dist.world),
                             label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
     except NonFiniteOutput as e:  # fails this method only; the others go on
         error = f"{type(e).__name__}: {e}"
@@ -272,13 +274,16 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
     return _score(rec, real, fake, feats, p, timing, detector, log, passes)
 
 
-def _left_to_make(refs, sdir, shape, dist, log) -> list:
-    """The samples still to make, dealt round robin over the processes: each checks its block of the finished
-    ones (a damaged one is removed), then the rest is shared out evenly, so a resumed run with another
-    number of processes keeps every process busy (and none waits for another's whole share)."""
+def _left_to_make(refs, sdir, shape, batch_size, dist, log) -> tuple[list, list]:
+    """(samples this process makes, the batches it computes). The batches are cut from the whole sorted
+    list, so a video's batch, and with it its bits, does not depend on the number of processes; each
+    process checks its block of the finished samples (a damaged one is removed), then the batches holding
+    the rest are dealt round robin, so a resumed run with another number of processes keeps every process
+    busy (and none waits for another's whole share)."""
     mine = missing(dist.shard(refs), sdir, shape, log)
     left = {sid for part in dist.gather_objects([r.sample_id for r in mine]) for sid in part}
-    return dist.deal([r for r in refs if r.sample_id in left])
+    batches = dist.deal([b for b in cut_batches(list(refs), batch_size) if any(r.sample_id in left for r in b)])
+    return [r for b in batches for r in b if r.sample_id in left], batches
 
 
 def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
@@ -286,17 +291,18 @@ def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
 
     res = fvd_from_stats(real, fake, covariance=p.covariance)
     lo, hi = fvd_interval(real, feats, p.covariance)
+    interval = [lo, hi] if np.isfinite([lo, hi]).all() else None     # None: too few videos (not NaN in JSON)
     latency = json.loads(timing.read_text()) if timing and timing.is_file() else None
     unet_pass = passes.lookup(latency.get("pass_key")) if latency and passes else None
     if unet_pass:       # the headline: UNet calls x the run's one time of that pass (see bench.generate)
         latency.update(pass_s=unet_pass["median_s"], calls_x_pass_s=rec["unet_calls"] * unet_pass["median_s"],
                        pass_timed_in=unet_pass.get("timed_in"))
-    rec.update(status="ok", fvd=res["fvd"], fvd_interval=[lo, hi], n_fake=fake.n, latency=latency)
+    rec.update(status="ok", fvd=res["fvd"], fvd_interval=interval, n_fake=fake.n, latency=latency)
     unet = f"UNet {latency.get('calls_x_pass_s', latency['median_s']):.4f} s/video ({rec['unet_calls']} x batch " \
            f"{rec['unet_batch']}; measured {latency['median_s']:.4f}; {latency['threads']} thread(s))" \
         if latency else "no UNet"
     log(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
-        f"[{lo:.2f}, {hi:.2f}] (N={fake.n}), {unet}")
+        f"{interval_text(interval, fake.n)} (N={fake.n}), {unet}")
     return rec
 
 

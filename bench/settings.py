@@ -8,6 +8,7 @@ method's samples and record.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from methods.models.variants import parse_variant
 from methods.registry import parse_method_options, parse_specs
 from sfv_core.env import resolve_device, usable_cores
 from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_write_json, sha256_json
+from sfv_core.fsutil import atomic_write_json, folder_lock, sha256_json
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import WORLDS, Protocol
 
@@ -41,10 +42,11 @@ class Settings:
         self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
         for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
-                          ("threads", 0), ("num_videos", 1), ("procs", 1)):
+                          ("threads", 0), ("num_videos", 2), ("procs", 1)):
             value = getattr(args, name, None)
             if value is not None and value < low:
-                raise UserError(f"--{name.replace('_', '-')} must be >= {low} (got {value})")
+                why = " (an FVD compares the covariances of N videos)" if name == "num_videos" else ""
+                raise UserError(f"--{name.replace('_', '-')} must be >= {low}{why} (got {value})")
         proto_kw = {k: v for k, v in dict(split=args.split, fold=args.fold, num_videos=args.num_videos,
                                           balanced=args.balanced, seed=args.seed,
                                           max_fail_frac=args.max_fail_frac).items() if v is not None}
@@ -78,12 +80,17 @@ class Settings:
         self.previews = not args.no_previews
         self.data = str(Path(args.data).expanduser().resolve()) if args.data else None
         self.force = set(parse_specs(",".join(args.force)) if getattr(args, "force", None) else ())
+        stray = sorted(s.key for s in self.force - set(self.specs))
+        if stray:
+            raise UserError(f"--force {','.join(stray)}: not among the methods of this run "
+                            f"({self.method_text}); add it to --methods or drop it from --force")
         self.redo_latency = bool(getattr(args, "redo_latency", False))
         self.timing_videos = getattr(args, "timing_videos", 3) or 3
         self.threads = getattr(args, "threads", 1)
         self.procs = self._procs(getattr(args, "procs", None))
         self.argv = getattr(args, "argv", None)          # the command line `--procs K` starts K times
         self.out_arg = args.out
+        self._held = contextlib.ExitStack()
 
     def _procs(self, asked) -> int:
         """Local processes: on a CPU the mini world runs one per core (up to 4): small models give each
@@ -111,7 +118,18 @@ class Settings:
                 "detector": self.detector, "device_type": self.device.split(":")[0], "dtype": self.dtype,
                 "save_size": self.save_size}
 
-    def out_dir(self, refs) -> Path:
+    def out_dir(self, refs, lock: bool = False) -> Path:
+        """The run folder, made if needed; ``lock``: hold its lock (``sfv_core.fsutil.folder_lock``) until
+        ``release()``, so a second run into the same folder is refused instead of overwriting this one's rows."""
+        out = self._out_dir(refs)
+        if lock:
+            self._held.enter_context(folder_lock(out, "sfv-bench run"))
+        return out
+
+    def release(self) -> None:
+        self._held.close()
+
+    def _out_dir(self, refs) -> Path:
         if self.out_arg:
             out = Path(self.out_arg).expanduser()
         else:

@@ -24,6 +24,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
 from .distill import MINI_WHY, distil, score, validation_root
+from .fvd.stats import interval_text
 
 # name -> (method, sfv-train overrides, what it tests). OLD: the discriminator and SF-V reconstruction as
 # they were shipped before the study (--d-norm frames; whole-video pseudo-Huber, lambda 0.1, the paper's
@@ -113,8 +114,8 @@ def plot(all_curves: dict, path: Path) -> None:
 
 
 def _fmt(rec: dict) -> str:
-    lo, hi = rec["fvd_interval"]
-    return f"{rec['fvd']:.2f} [{lo:.2f}, {hi:.2f}]"
+    interval = rec.get("fvd_interval")
+    return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
 def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Path:

@@ -94,7 +94,7 @@ class TrainFVD:
             raise UserError(f"{where}: only {len(self.refs)} of {len(refs)} {p.split} videos of {data} are usable "
                             f"(the others too short or undecodable for {p.num_frames} frames at {p.fps} fps)")
         self.images = [load_condition(r, p, check_length=False) for r in self.refs]
-        self.seeds = [sample_seed(p.seed, r.sample_id) for r in self.refs]
+        self.seeds = [sample_seed(p.seed, r.seed_name) for r in self.refs]
         self.n = len(self.refs)
         log(f"FVD while training: {self.n} {p.split} videos of {data} ({p.metric_name}, {world.name} protocol"
             f"{f', {skipped} skipped' if skipped else ''}), every {cfg.fvd_every} steps and at the "

@@ -19,6 +19,11 @@ class Option:
     help: str
 
 
+# A step count past this is a typo, not a sampler setting (SVD's default is 25; Table 1 goes to 25): refused
+# before hours of generation start.
+MAX_STEPS = 1000
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     target: str                        # "module:Class", imported only by get_method
@@ -30,7 +35,7 @@ class MethodInfo:
     options: dict = field(default_factory=dict)   # name -> Option
 
     def steps_text(self) -> str:
-        return "any >= 1" if self.valid_steps is None else ", ".join(map(str, self.valid_steps))
+        return f"any >= 1 (up to {MAX_STEPS})" if self.valid_steps is None else ", ".join(map(str, self.valid_steps))
 
 
 _UNET_ONESTEP = Option(None, "UNet: a diffusers UNet folder written by `sfv-train` (or with a unet/ "
@@ -148,6 +153,9 @@ def parse_spec(item: str) -> MethodSpec:
         if steps is None or steps < (0 if info.valid_steps == (0,) else 1):
             raise UserError(f"bad step count {steps_text.strip()!r} in {item!r}: {name} takes "
                             f"{info.steps_text()} steps")
+    if info.valid_steps is None and steps > MAX_STEPS:
+        raise UserError(f"{item!r}: {steps} steps is past the bound of {MAX_STEPS} (SVD's default is 25); "
+                        f"pass a step count from 1 to {MAX_STEPS}")
     if info.valid_steps is not None and steps not in info.valid_steps:
         raise UserError(f"{name} cannot run {steps} steps ({item!r}); valid steps for {name}: {info.steps_text()}")
     return MethodSpec(name, steps, name if info.valid_steps == (0,) else f"{name}:{steps}")

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
+
 CACHE_ENV = "SFV_BENCH_CACHE"
 
 
@@ -87,22 +89,19 @@ def load_safetensors(path) -> dict:
     return load_file(str(path))
 
 
+_HASHED: dict = {}
+
+
 def sha256_cached(path) -> str:
-    """sha256 of a file, remembered by (resolved path, size, mtime) in $SFV_BENCH_CACHE/hashes.json:
-    a weight file of several GB is hashed once, a changed file again."""
-    sig = file_signature(path)
-    book = cache_dir() / "hashes.json"
-    try:
-        known = json.loads(book.read_text())
-    except (OSError, ValueError):
-        known = {}
-    entry = known.get(sig[0])
-    if entry and entry[:2] == sig[1:]:
-        return entry[2]
-    digest = sha256_file(path)
-    known[sig[0]] = [*sig[1:], digest]
-    atomic_write_json(book, known)
-    return digest
+    """sha256 of a file, read again in every process (then remembered for the process's life, keyed by
+    path, size, mtime, ctime and inode). Nothing is remembered across processes: size and mtime do not
+    change when bits rot on disk, so a weight file is hashed at disk speed whenever a run uses it."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(p)
+    return _HASHED[key]
 
 
 def folder_sha256(folder, patterns=("*.safetensors", "*.bin", "*.json")) -> str:
@@ -110,3 +109,32 @@ def folder_sha256(folder, patterns=("*.safetensors", "*.bin", "*.json")) -> str:
     folder = Path(folder)
     files = sorted({p for pat in patterns for p in folder.glob(pat) if p.is_file()})
     return sha256_json([[p.name, sha256_cached(p)] for p in files])
+
+
+LOCK_NAME = ".sfv-bench.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str, option: str = "--out"):
+    """Hold ``folder/.sfv-bench.lock`` (an exclusive ``flock``, released when the block ends or the
+    process dies) while ``what`` writes into ``folder``; a folder already held is a UserError naming the
+    lock and its holder's pid."""
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{option} {folder} is in use ({holder} holds {path}): wait for it to end or pass "
+                            f"another {option}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{what}, pid {os.getpid()}")
+        f.flush()
+        yield path
+    finally:
+        f.close()                  # closing the file releases the lock

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -138,14 +139,23 @@ class Detector:
     def features(self, videos) -> np.ndarray:
         with tf32_disabled():
             x = preprocess(videos, self.device, self.input_size)
-            if self.kind == "torchscript":
-                y = self.model(x, rescale=False, resize=False, return_features=True)
+            if self.kind == "torchscript":          # a file's own code: its failure is said in one line
+                try:
+                    y = self.model(x, rescale=False, resize=False, return_features=True)
+                except (RuntimeError, TypeError) as e:
+                    raise UserError(f"detector {self.name} failed on clips {tuple(x.shape)} "
+                                    f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:120]}): it does not "
+                                    f"take StyleGAN-V's I3D call (x, rescale, resize, return_features); pass another "
+                                    f"--detector") from None
             else:
                 y = self.model(x)
-        y = y.double().cpu().numpy()
-        if y.shape != (x.shape[0], self.feature_dim):
-            raise RuntimeError(f"{self.name}: expected features ({x.shape[0]}, {self.feature_dim}), got {y.shape}")
-        return y
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        if shape != (x.shape[0], self.feature_dim):
+            raise UserError(f"detector {self.name} returned {shape} for {x.shape[0]} clips, not ({x.shape[0]}, "
+                            f"{self.feature_dim}) features: it is not an I3D feature extractor with the "
+                            f"{'StyleGAN-V calling convention' if self.kind == 'torchscript' else 'expected output'}; "
+                            f"pass another --detector")
+        return y.double().cpu().numpy()
 
 
 # ----------------------------------------------------------------------------------------- toy
@@ -186,11 +196,23 @@ def check_pin(path: Path, sha256: str, strict: bool = False) -> bool:
     return False
 
 
+def _torch_load_reason(e: Exception) -> str:
+    """torch.load's refusal in a few words (its message spans lines and asks to file an issue)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+    line = found.group(1) if found else next((x.strip() for x in text.splitlines() if x.strip()), type(e).__name__)
+    return line.split(". ")[0][:120]            # its first sentence (the rest is advice to load it unsafely)
+
+
 def _load_state_dict_file(path: Path) -> InceptionI3d:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():       # torch warns about pickle protocols in several lines
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not a loadable state dict"
-        raise UserError(f"{path}: cannot be read as a TorchScript module or a torch state dict ({e})") from e
+        raise UserError(f"{path}: cannot be read as a TorchScript module or a torch state dict of plain tensors "
+                        f"(torch.load with weights_only=True: {_torch_load_reason(e)}); pass i3d_torchscript.pt, "
+                        f"i3d_pretrained_400.pt or a file written by torch.save(model.state_dict())") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -218,6 +240,8 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
     if not path.is_file():
         raise UserError(f"detector weights not found: {path}")
     digest = sha256_file(path)
+    if not _is_torchscript(path):               # read without running code; a file that is none is said first
+        model = _load_state_dict_file(path)
     verified = check_pin(path, digest, strict=strict_pin)
     tag = "" if verified else ", unverified weights"
     if _is_torchscript(path) and not (verified or trust):
@@ -232,7 +256,6 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
             raise UserError(f"{path}: cannot load TorchScript module ({str(e).splitlines()[0]})") from e
         return Detector(model, "torchscript", path.name, digest, path, device,
                         label=f"I3D TorchScript ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
-    model = _load_state_dict_file(path)
     return Detector(model, "i3d400", path.name, digest, path, device,
                     label=f"I3D-400 state dict ({path.name}, sha256 {digest[:12]}{tag})", verified=verified)
 

@@ -60,6 +60,11 @@ def compute_stats(detector, videos: Iterable, batch_size: int = 8, progress=None
 
 # ------------------------------------------------------------------------------ cached statistics
 
+# What the metadata's "used" list names: VideoRef.sample_id, "Class/v_Class_g01_c01" (entries that
+# named the bare file stem are recomputed, not misread)
+USED_IDS = "class/stem"
+
+
 def _file_entry(f) -> str:
     try:
         return "|".join(map(str, file_signature(f)))
@@ -69,9 +74,9 @@ def _file_entry(f) -> str:
 
 def stats_cache_key(files: list, protocol: dict, detector_sha256: str) -> str:
     """sha256 of: each file (resolved path, size, mtime if it exists, else the string as given),
-    every protocol value, the detector's sha256, and the statistics format version."""
+    every protocol value, the detector's sha256, the statistics format version and the form of the ids."""
     return sha256_json({"format": STATS_FORMAT, "files": [_file_entry(f) for f in files],
-                        "protocol": protocol, "detector_sha256": detector_sha256})
+                        "protocol": protocol, "detector_sha256": detector_sha256, "ids": USED_IDS})
 
 
 def cached_stats(files: list, protocol: dict, detector, compute: Callable[[], tuple[FeatureStats, dict]],

@@ -18,6 +18,7 @@ Rules (FACTS sec. 5):
 from __future__ import annotations
 
 import json
+import math
 from typing import Iterable
 
 import numpy as np
@@ -165,6 +166,21 @@ def fvd_from_stats(real: FeatureStats, fake: FeatureStats, covariance: str = "bi
     return {"fvd": value, "n_real": real.n, "n_fake": fake.n, "covariance": covariance, "dim": real.dim}
 
 
+MIN_INTERVAL_N = 4      # generated videos the jackknife interval needs
+
+
+def interval_text(interval, n: int | None = None) -> str:
+    """The 95% interval as every report prints it (console, table.md, table.csv): ``[lo, hi]``, a lower
+    end below 0 shown as ``0 (clipped)`` (an FVD is never negative; the jackknife's normal interval
+    can reach below 0 at small N), and an interval that could not be computed named as such with the
+    reason instead of ``[nan, nan]``."""
+    lo, hi = interval if interval else (None, None)
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        few = n is not None and n < MIN_INTERVAL_N
+        return f"none (N={n}: needs >= {MIN_INTERVAL_N} videos)" if few else "none (not computable)"
+    return f"[{'0 (clipped)' if lo < 0 else f'{lo:.2f}'}, {hi:.2f}]"
+
+
 def fvd_interval(real: FeatureStats, fake_features: np.ndarray, covariance: str = "biased", groups: int = 16,
                  seed: int = 0) -> tuple[float, float]:
     """95% interval of the FVD over the generated videos, real statistics fixed: FVD +- 1.96 SE with
@@ -178,7 +194,7 @@ def fvd_interval(real: FeatureStats, fake_features: np.ndarray, covariance: str 
     N x N Gram matrix of (x - mean) S1^1/2 (the same nonzero eigenvalues as S1^1/2 S2 S1^1/2)."""
     x = np.asarray(fake_features, np.float64)
     n = x.shape[0]
-    if n < 4:
+    if n < MIN_INTERVAL_N:
         return float("nan"), float("nan")
     groups = min(groups, n)          # below 16 videos: the leave-one-out jackknife
     ub = covariance == "unbiased"

@@ -23,7 +23,7 @@ Rules (protocol.py states them; this module implements them with sfv_core.data.t
   available), with a warning when fewer are available. The list comes back in selection order,
   so a smaller N selects a prefix of a larger N's list (same seed).
 * Clip indices: sfv_core.data.clips.clip_indices (index_k = start + round_half_up(k * src_fps / fps));
-  a random start is drawn with ``sfv_core.seeds.sample_seed(protocol.seed, sample_id)`` (stable across
+  a random start is drawn with ``sfv_core.seeds.sample_seed(protocol.seed, ref.seed_name)`` (stable across
   runs, processes and selection order). Too short -> skipped.
 * Conditioning image: frame 0 at its native size (``cond_resize="stretch"``; the method stretches
   it), or through ``resize_cover_crop`` to gen_w x gen_h (``"cover-center-crop"``: 320x240 ->
@@ -76,7 +76,14 @@ class VideoRef:
 
     @property
     def sample_id(self) -> str:
-        """Stable id used for output file names: "v_Class_g01_c01"."""
+        """Id of the video's outputs, unique by construction: ``rel`` without its suffix,
+        "Class/v_Class_g01_c01" (two classes may hold files of the same name)."""
+        return str(Path(self.rel).with_suffix(""))
+
+    @property
+    def seed_name(self) -> str:
+        """What the per-video seed is drawn from (``sfv_core.seeds.sample_seed``): the file's stem,
+        "v_Class_g01_c01", as in every earlier version, so the same video keeps its numbers."""
         return Path(self.rel).stem
 
 
@@ -146,7 +153,7 @@ class UCF101:
                 where = f"{self.list_dir / fname}:{i}"
                 label = rel.split("/")[0] if "/" in rel else ""
                 m = _GROUP_CLIP.search(Path(rel).stem)
-                if len(parts) > 2 or not label or m is None:
+                if len(parts) > 2 or not label or m is None or rel.count("/") != 1 or ".." in rel.split("/"):
                     raise UserError(f"{where}: expected 'Class/v_Class_gXX_cYY.avi [label]', got {line!r}")
                 if label not in ind:
                     raise UserError(f"{where}: class {label!r} is not in {self.list_dir / 'classInd.txt'}")
@@ -189,7 +196,7 @@ def select_videos(dataset: UCF101, protocol) -> list[VideoRef]:
 def clip_indices_of(ref: VideoRef, n_src: int, src_fps: float, protocol) -> list[int] | None:
     """The real clip's source frames for one video under ``protocol`` (see sfv_core.data.clips)."""
     return clip_indices(n_src, src_fps, protocol.num_frames, protocol.fps, protocol.clip_start,
-                        sample_seed(protocol.seed, ref.sample_id))
+                        sample_seed(protocol.seed, ref.seed_name))
 
 
 def condition_image(frame: np.ndarray, protocol) -> np.ndarray:

@@ -46,7 +46,7 @@ def _generate(spec: str, n: int, unet=None):
     p, refs, samples = _samples(n)
     m = get_method(spec, **({"unet": str(unet)} if unet else {})).load(str(verified("stack")), "cpu", torch.float32)
     try:
-        return m.generate([s.cond_image for s in samples], [sample_seed(p.seed, r.sample_id) for r in refs],
+        return m.generate([s.cond_image for s in samples], [sample_seed(p.seed, r.seed_name) for r in refs],
                           p.conditions()), samples, p
     finally:
         m.unload()

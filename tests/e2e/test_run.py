@@ -58,7 +58,7 @@ def test_outputs_and_record(full_run):
     assert len(records[1]["adapter"]["unet_sha256"]) == 64                  # what made the samples
     assert records[0]["unet_calls"] == 3
     # one lossless sample per selected video, and the samples are what FVD scored
-    files = sorted((full_run / "samples" / "onestep_1").glob("*.npz"))
+    files = sorted((full_run / "samples" / "onestep_1").rglob("*.npz"))     # <Class>/<name>.npz
     assert len(files) == N
     md = (full_run / "table.md").read_text()
     assert "NOT THE PAPER'S NUMBERS" in md and FVD in md and "153.4" in md  # paper rows side by side
@@ -106,7 +106,7 @@ def test_resume_after_interrupt_gives_same_table(full_run, tmp_path, monkeypatch
 
     monkeypatch.setattr(videoio, "save_array", save_then_die)
     assert _run(out) == 130
-    done = sorted(p.name for p in (out / "samples" / "onestep_1").iterdir())
+    done = sorted(p.name for p in (out / "samples" / "onestep_1").rglob("*") if p.is_file())
     assert len([p for p in done if p.endswith(".npz")]) == 2
     assert not [p for p in done if p.endswith(".tmp") or p.startswith(".")]  # nothing half-written
     monkeypatch.setattr(videoio, "save_array", real_save)
@@ -141,7 +141,7 @@ def test_damaged_sample_is_regenerated_and_table_equals_a_clean_run(full_run, tm
 
     out = tmp_path / "damaged"
     shutil.copytree(full_run, out)
-    files = sorted((out / "samples" / "onestep_1").glob("*.npz"))
+    files = sorted((out / "samples" / "onestep_1").rglob("*.npz"))
     files[0].write_bytes(files[0].read_bytes()[:100])                        # truncated
     np.savez_compressed(files[1], video=np.zeros((14, 240, 320, 3), np.uint8))   # plausible but wrong
     files[2].with_suffix(".json").write_text("{garbage")                     # damaged sidecar

@@ -22,7 +22,7 @@ def clip_indices(n_src, src_fps, p, seed):
 
 
 def sample_seed_of(seed, ref):
-    return sample_seed(seed, ref.sample_id)
+    return sample_seed(seed, ref.seed_name)
 from sfv_core.data.transforms import center_crop_to_aspect, resize_cover_crop, resize_frames
 from sfv_core.data.videoio import read_video, write_video
 
@@ -56,10 +56,10 @@ def test_split_list_parsing(tmp_path):
                                       "HandstandPushups/v_HandStandPushups_g09_c02.avi"]
     r = train[1]
     assert (r.label, r.class_index, r.group, r.clip) == ("HandstandPushups", 2, 9, 2)
-    assert r.sample_id == "v_HandStandPushups_g09_c02"
+    assert (r.sample_id, r.seed_name) == ("HandstandPushups/v_HandStandPushups_g09_c02", "v_HandStandPushups_g09_c02")
     assert r.path == tmp_path / "UCF-101" / "HandstandPushups" / "v_HandStandPushups_g09_c02.avi"
     test = ds.refs("test", 1)                     # no label column; duplicate removed; sorted
-    assert [(t.sample_id, t.class_index, t.group, t.clip) for t in test] == [
+    assert [(t.seed_name, t.class_index, t.group, t.clip) for t in test] == [
         ("v_ApplyEyeMakeup_g01_c01", 1, 1, 1), ("v_HandStandPushups_g01_c03", 2, 1, 3)]
     every = ds.refs("all", 1)
     assert [t.rel for t in every] == sorted({t.rel for t in train + test}) and len(every) == 4

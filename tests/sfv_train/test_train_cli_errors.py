@@ -23,7 +23,7 @@ CASES = {
     "config-unknown-key": (lambda run, tmp: ["--config", str(write(tmp / "c.toml", "bogus = 1\n")), "--out",
                                              str(tmp / "o")], "unknown option 'bogus'"),
     "config-bad-value": (lambda run, tmp: ["--config", str(write(tmp / "c.json", '{"method": "dmd"}')), "--out",
-                                           str(tmp / "o")], "method = 'dmd'"),
+                                           str(tmp / "o")], "argument --method: invalid choice: 'dmd'"),
     "config-garbage": (lambda run, tmp: ["--config", str(write(tmp / "c.yaml", "a: [1,\n")), "--out",
                                          str(tmp / "o")], "does not parse"),
     "config-missing": (lambda run, tmp: ["--config", str(tmp / "none.toml")], "does not exist"),
