@@ -90,7 +90,8 @@ class Trainer(TrainLoop):
             with acc.main_process_first():          # made once
                 make_synthetic(cfg.data, **world.dataset)
         items = find_videos(cfg.data, cfg.split, cfg.fold)
-        stack_dir = resolve_stack(cfg.stack)
+        with acc.main_process_first():              # the tiny stack is built once, by the main process
+            stack_dir = resolve_stack(cfg.stack)
         pipe = load_pipeline(stack_dir, device=self.device, dtype=torch.float32)
         settings = ClipSettings(cfg.width, cfg.height, cfg.num_frames, cfg.fps, cfg.motion_bucket_id,
                                 cfg.noise_aug_strength, cfg.seed, cfg.resize)
@@ -166,12 +167,13 @@ class Trainer(TrainLoop):
         return {"method": self.cfg.method, "steps": 1, "sigma": SIGMA_MAX,
                 "sampling": "x = 700 * noise; x0 = c_skip x + c_out F(c_in x; 0.25 ln 700) (EDM, one step)"}
 
-    def export(self) -> Path:
-        """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically."""
+    def export(self, final: Path | None = None) -> Path:
+        """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically
+        (``final``: another folder, e.g. a milestone)."""
         cfg = self.cfg
         return export_model(self.out, self.acc, self.export_unet(), "unet", {
             **self.export_info(), "train_steps": self.step, "weights": cfg.export_weights, "stack": cfg.stack,
-            "unet": "unet", "config": cfg.to_dict()})
+            "unet": "unet", "config": cfg.to_dict()}, final)
 
     def preview_latents(self, b: dict, noise: torch.Tensor) -> torch.Tensor:
         """The preview's sample: one step (sigma 700) of the EMA generator."""
