@@ -102,7 +102,8 @@ class Trainer(TrainLoop):
         if cfg.method == "ladd":
             real = prepare_teacher(stack_dir, pairs, settings, cfg.teacher_steps, cfg.teacher_max_guidance,
                                    self.device, cache_root / "teacher" if cache_root else None,
-                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet)
+                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet,
+                                   half=torch.bfloat16 if self.bf16 else None, batch=cfg.teacher_batch)
         self.data = LatentDataset([f for _, f in pairs], real)
         self.vae = pipe.vae.requires_grad_(False)   # for previews
         self.stack_dir = stack_dir
