@@ -252,7 +252,8 @@ class TrainLoop:
             unet = self.export_unet() if hasattr(self, "export_unet") else None
             weight = f" ({state_dict_bytes(unet.state_dict()) / 1e9:.2f} GB each)" if unet is not None else ""
             kept += f" + a milestone export every {every} steps{weight}"
-        free = shutil.disk_usage(self.out if self.out.exists() else self.out.parent).free
+        where = next(p for p in (self.out, *self.out.absolute().parents) if p.exists())
+        free = shutil.disk_usage(where).free
         self.log(f"one checkpoint weighs {total / 1e9:.2f} GB ({parts} GB); keeping {kept}; "
                  f"{free / 1e9:.0f} GB free on the disk of {self.out}")
         if keep and free < keep * total:

@@ -69,6 +69,10 @@ class Trainer(TrainLoop):
     # the probes (sfv_train.probes): grad_x0/adv, grad_x0/ratio, accuracy/real_spatial, logit_abs/fake, ...
     tracker_prefixes = {**TrainLoop.tracker_prefixes, "gn_": "grad_x0/", "acc_": "accuracy/", "logit_abs_": "logit_abs/"}
 
+    # the stack's dtype: G, EMA, D and so the optimiser state (benchmarks/full_size_smoke_train.py takes
+    # bfloat16 so that the full-size model fits a CPU's memory; mixed precision is --mixed-precision)
+    weights_dtype = torch.float32
+
     def __init__(self, cfg: TrainConfig, log=None):
         super().__init__(cfg, log)
         self.desc = f"sfv-train {self.cfg.method}"
@@ -92,7 +96,7 @@ class Trainer(TrainLoop):
         items = find_videos(cfg.data, cfg.split, cfg.fold)
         with acc.main_process_first():              # the tiny stack is built once, by the main process
             stack_dir = resolve_stack(cfg.stack)
-        pipe = load_pipeline(stack_dir, device=self.device, dtype=torch.float32)
+        pipe = load_pipeline(stack_dir, device=self.device, dtype=self.weights_dtype)
         settings = ClipSettings(cfg.width, cfg.height, cfg.num_frames, cfg.fps, cfg.motion_bucket_id,
                                 cfg.noise_aug_strength, cfg.seed, cfg.resize)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
