@@ -22,7 +22,8 @@ freed and its peak RSS is its own):
   adapter and generates one video from it.
 * ``resume2``: the ``sfv`` run's checkpoint resumed by 2 processes (gloo, torchrun's variables) for
   one more step; each process holds the whole model, so it is skipped when the memory available is
-  under twice the ``sfv`` part's peak (it says so).
+  under twice the ``sfv`` part's peak (it says so). A trainer part is skipped likewise when the memory
+  available is under what it needs (``NEEDS``: lcm holds six copies of the UNet).
 
 Prints, per part, wall seconds and peak RSS (the part's process; ``resume2``: the larger of the two)
 and writes them to ``--write`` (markdown + JSON beside it). CPU, torch's default threads unless
@@ -47,6 +48,17 @@ sys.path.insert(0, str(ROOT))
 TRAINERS = ("sfv", "ufogen", "ladd", "lcm")
 PARTS = ("meta", "stack", *TRAINERS, "resume2")
 DEFAULT_PARTS = PARTS
+
+
+# memory a trainer part needs at a latent of 8 (bfloat16 stack): sfv measured 13.5 GB; lcm holds G, the
+# teacher, the target network, G's gradients and AdamW's two moments: 6 copies of the 3.05 GB UNet
+NEEDS = {"sfv": 15e9, "ufogen": 15e9, "ladd": 15e9, "lcm": 20e9}
+
+
+def psutil_available() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def _gb(n: float) -> str:
@@ -232,6 +244,9 @@ def one_part(args) -> int:
         rec = part_resume2(args, args.sfv_peak)
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         rec["peak_rss_bytes"] = children
+    elif args.one in NEEDS and psutil_available() < NEEDS[args.one]:
+        rec = {"skipped": f"needs about {_gb(NEEDS[args.one])} GB, {_gb(psutil_available())} GB available"}
+        print(f"{args.one} skipped: {rec['skipped']}")
     else:
         rec = fn(args) if fn else part_trainer(args, args.one)
         rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
