@@ -66,14 +66,20 @@ def test_two_processes_write_one_checkpoint_and_it_loads_on_cpu_0(tmp_path):
     assert torch.equal(twin_opt.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
-def test_damaged_only_when_the_file_is(tmp_path):
-    """A whole optimiser file that fails to load for another reason is that error, not 'damaged'."""
+def test_damaged_only_when_the_file_is(tmp_path, monkeypatch):
+    """A whole optimiser file that fails to load for another reason (here torch.load itself) is that
+    error, not 'damaged'; a truncated one is 'damaged', naming the file."""
     model, opt = _parts()
     ckpt = _save(tmp_path, 1, Proc(), model, opt)
-    with pytest.raises(ValueError, match="loaded state dict has a different number of parameter groups"):
-        load_checkpoint(ckpt, Proc(), torch.Generator(), weights={},
-                        optimizers={"opt": torch.optim.AdamW([{"params": [torch.zeros(1, requires_grad=True)]},
-                                                              {"params": [torch.zeros(1, requires_grad=True)]}])})
+    real_load = torch.load
+
+    def failing_load(*a, **k):
+        raise RuntimeError("not the file's fault")
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with pytest.raises(RuntimeError, match="not the file's fault"):
+        load_checkpoint(ckpt, Proc(), torch.Generator(), weights={}, optimizers={"opt": opt})
+    monkeypatch.setattr(torch, "load", real_load)
     path = ckpt / "opt.pt"
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(UserError, match=r"opt.pt is damaged \(truncated or not a pt file"):
