@@ -182,7 +182,7 @@ class TrainConfig:
     progress: bool = opt(True, "no progress bar", "output", flag="--no-progress", negate=True)
     # what a run keeps and how long a process waits for the others (README, Training: checkpoints)
     checkpoints_total_limit: int = opt(2, "keep the newest K checkpoints (0: all); the start-up log says what one "
-                                       "weighs (18.6 GB at full size with SM3)", "output")
+                                       "weighs (18.7 GB at full size with SM3)", "output")
     milestone_every: int = opt(10000, "steps between milestones, exports kept beside the last checkpoints "
                                "(OUT/milestones/step-XXXXXX/unet, 6.1 GB at full size); 0: none", "output")
     process_group_timeout: int = opt(1800, "seconds a process waits for the others in a collective (barrier, "

@@ -48,8 +48,8 @@ import torch
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
-from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, find_resume, load_checkpoint, remove_stale,
-                         save_checkpoint, state_dict_bytes)
+from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_sizes, find_resume, load_checkpoint,
+                         remove_stale, save_checkpoint, state_dict_bytes)
 from .evaluation import fvd_due
 
 DEFAULT_PG_TIMEOUT = 1800     # seconds; TrainConfig.process_group_timeout (the loop's own configs lack it)
@@ -239,8 +239,6 @@ class TrainLoop:
 
     def log_checkpoint_size(self) -> None:
         """What one checkpoint weighs, what the run keeps, and the free space of OUT's disk."""
-        from .checkpoint import checkpoint_sizes
-
         if not self.acc.is_main_process:
             return
         sizes = checkpoint_sizes(*self.checkpoint_parts())
