@@ -249,6 +249,7 @@ def one_part(args) -> int:
         print(f"{args.one} skipped: {rec['skipped']}")
     else:
         rec = fn(args) if fn else part_trainer(args, args.one)
+        rec["threads"] = torch.get_num_threads()
         rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("PART " + json.dumps(rec))
     return 1 if rec.get("rc") else 0
@@ -256,19 +257,24 @@ def one_part(args) -> int:
 
 def write(path: Path, results: dict, args) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# sfv-train full-size smoke (CPU, random weights)\n",
-             f"`python benchmarks/full_size_smoke_train.py --parts {args.parts}` (latent {args.size}x{args.size}, "
-             f"{args.size * 8}x{args.size * 8} pixels, 14 frames; stack weights bfloat16, bf16 autocast, one "
-             f"micro-batch per step) on {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, torch threads: {args.threads or 'default'}; {time.strftime('%Y-%m-%d')}.\n",
+    threads = args.threads or os.environ.get("OMP_NUM_THREADS") or "torch's default"
+    lines = ["# sfv-train full-size smoke (CPU, random weights)\n",
+             f"`nice -n 10 python benchmarks/full_size_smoke_train.py --parts {','.join(results)}` (latent "
+             f"{args.size}x{args.size}, {args.size * 8}x{args.size * 8} pixels, 14 frames, 2 videos; stack weights "
+             f"bfloat16, bf16 autocast, one micro-batch per step, the rest the defaults) on "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs (times "
+             f"indicative), torch threads {threads}; {time.strftime('%Y-%m-%d')}. sfv's part also resumes its run "
+             "for a third step and generates one video from the export with the benchmark's `sfv:1` adapter "
+             "(float32: its peak includes that); ladd's includes its teacher data (svd:25, CFG).\n",
              "| part | rc | wall s | peak RSS GB | what |", "|---|---|---|---|---|"]
     for part, r in results.items():
-        what = {k: v for k, v in r.items() if k not in ("rc", "wall_s", "peak_rss_bytes", "checkpoints")}
+        what = {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()
+                if k not in ("rc", "wall_s", "peak_rss_bytes", "checkpoints")}
         lines.append(f"| {part} | {r['rc']} | {r['wall_s']} | {_gb(r.get('peak_rss_bytes') or 0)} | "
                      f"{json.dumps(what)[:300]} |")
     meta = results.get("meta", {}).get("checkpoints")
     if meta:
-        lines += ["", "One checkpoint at full size (from the meta-device build; GB = 1e9 bytes):", "",
+        lines += ["", "One checkpoint at full size, float32 weights (from the meta-device build; GB = 1e9 bytes):", "",
                   "| method | optimiser | files (GB) | total GB | export GB |", "|---|---|---|---|---|"]
         for m, r in meta.items():
             files = ", ".join(f"{k} {_gb(v)}" for k, v in r["files"].items())
