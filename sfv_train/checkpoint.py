@@ -5,11 +5,17 @@ A checkpoint is ``<root>/step-XXXXXX/`` written as ``.tmp-step-XXXXXX`` and rena
 ``weights_only=True``), ``rng-<rank>.pt`` (every RNG of that process), ``config.json`` and
 ``state.json`` (step, process count, the files, ...). Only folders holding a state.json count as
 finished; ``damage`` tells whether one can be read back (a killed copy, a full disk), so a resume
-falls back to the newest intact checkpoint. The export is ``<out>/export/`` (a diffusers model
-folder + a JSON record), replaced atomically.
+falls back to the newest intact checkpoint; a file that fails to load is called damaged only when
+it is (``file_damage``). Every process writes a share of the files (all hold the same weights), so
+the others wait at the barrier for ~1/P of the write; a full disk removes the unfinished folder and
+is one OSError naming the fix. ``limit`` keeps the newest K. The export is ``<out>/export/`` (a
+diffusers model folder + a JSON record), replaced atomically; milestones are exports kept under
+``<out>/milestones/step-XXXXXX/``. ``checkpoint_sizes`` weighs one checkpoint before it is written
+(optimiser state included: one step on meta copies).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -26,6 +32,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, load_safetensors, save_safetensors
 
 CKPT_PREFIX = "step-"
+MILESTONES = "milestones"     # out/milestones/step-XXXXXX: exports kept every --milestone-every steps
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -64,27 +71,41 @@ def set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 def save_checkpoint(root: Path, step: int, acc, gen: torch.Generator, *, weights: dict, optimizers: dict,
                     config: dict, state: dict, limit: int = 0) -> Path:
-    """Write ``root/step-XXXXXX`` atomically (every process its RNG file, the main process the rest).
+    """Write ``root/step-XXXXXX`` atomically; returns it.
 
     ``weights``: name -> state dict (saved as name.safetensors); ``optimizers``: name -> optimiser
-    (name.pt); ``limit`` > 0 keeps only the newest ``limit`` checkpoints."""
+    (name.pt); ``limit`` > 0 keeps only the newest ``limit`` checkpoints. Every process writes its
+    RNG file and a share of the others (every process holds the same weights and optimiser states),
+    largest first, so the others wait at the barrier for about 1/P of the whole write, not all of it.
+    A full disk: the unfinished folder is removed (older checkpoints are kept) and an OSError says so."""
     final = root / f"{CKPT_PREFIX}{step:06d}"
     tmp = root / f".tmp-{CKPT_PREFIX}{step:06d}"
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    torch.save(rng_state(gen), tmp / f"rng-{acc.process_index}.pt")
+    writers = {f"{name}.safetensors": (lambda p, sd=sd: save_safetensors(sd, p), state_dict_bytes(sd))
+               for name, sd in weights.items()}
+    writers.update({f"{name}.pt": (lambda p, o=opt: _torch_save(o.state_dict(), p), optimizer_state_bytes(opt))
+                    for name, opt in optimizers.items()})
+    mine = _share(writers, acc.process_index, acc.num_processes)
+    try:
+        _torch_save(rng_state(gen), tmp / f"rng-{acc.process_index}.pt")
+        for name in mine:
+            writers[name][0](tmp / name)
+    except Exception as e:
+        if acc.is_main_process or acc.num_processes == 1:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_full(e, root, sum(b for _, b in writers.values())) or e
     acc.wait_for_everyone()
     if acc.is_main_process:
-        for name, sd in weights.items():
-            save_safetensors(sd, tmp / f"{name}.safetensors")
-        for name, opt in optimizers.items():
-            torch.save(opt.state_dict(), tmp / f"{name}.pt")
-        atomic_write_json(tmp / "config.json", config)
-        files = sorted([f"{n}.safetensors" for n in weights] + [f"{n}.pt" for n in optimizers])
-        atomic_write_json(tmp / "state.json", {"step": step, "num_processes": acc.num_processes,
-                                               "time": time.time(), "files": files, **state})
+        try:
+            atomic_write_json(tmp / "config.json", config)
+            atomic_write_json(tmp / "state.json", {"step": step, "num_processes": acc.num_processes,
+                                                   "time": time.time(), "files": sorted(writers), **state})
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_full(e, root, 0) or e
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -95,30 +116,126 @@ def save_checkpoint(root: Path, step: int, acc, gen: torch.Generator, *, weights
     return final
 
 
+def _share(writers: dict, rank: int, world: int) -> list[str]:
+    """The files process ``rank`` writes: largest first, each to the process with the least bytes so far."""
+    load = [0] * world
+    mine = []
+    for name in sorted(writers, key=lambda n: (-writers[n][1], n)):
+        who = load.index(min(load))
+        load[who] += writers[name][1]
+        if who == rank:
+            mine.append(name)
+    return mine
+
+
+def _torch_save(obj, path: Path) -> None:
+    """torch.save through a Python file, so a write error keeps its errno (a path gives a bare RuntimeError)."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def disk_full(e: BaseException, root: Path, need: int) -> OSError | None:
+    """An OSError naming the fix when ``e`` (or what it wraps) is a full disk or quota, else None."""
+    seen = e
+    while seen is not None:
+        if (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+                "os error 28" in str(seen) or "No space left" in str(seen):
+            free = shutil.disk_usage(root).free if root.exists() else 0
+            return OSError(errno.ENOSPC, f"no space left on the disk of {root} (a checkpoint needs "
+                           f"{need / 1e9:.2f} GB, {free / 1e9:.2f} GB free): free space or keep fewer "
+                           f"(--checkpoints-total-limit), then continue with sfv-train --resume {root.parent}; "
+                           f"the checkpoints written before are kept")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def state_dict_bytes(sd: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in sd.values() if torch.is_tensor(v))
+
+
+def optimizer_state_bytes(opt) -> int:
+    """Bytes of ``opt``'s state: its tensors, or before its first step what one step would create
+    (the same optimiser class stepped once on meta copies of its parameters; nothing is allocated)."""
+    if opt.state:
+        return sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+                   if torch.is_tensor(v))
+    groups = []
+    for g in opt.param_groups:
+        metas = [torch.nn.Parameter(torch.empty_like(p, device="meta")) for p in g["params"]]
+        for m in metas:
+            m.grad = torch.empty_like(m)
+        groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": metas})
+    try:
+        twin = type(opt)(groups)
+        twin.step()
+    except Exception:  # noqa: BLE001 - an optimiser that cannot step on meta: its state is unknown here
+        return 0
+    return optimizer_state_bytes(twin) if twin.state else 0
+
+
+def checkpoint_sizes(models: dict, optimizers: dict) -> dict:
+    """File name -> bytes of one checkpoint (what ``save_checkpoint`` writes, RNG and JSON aside)."""
+    out = {f"{k}.safetensors": state_dict_bytes(m.state_dict()) for k, m in models.items()}
+    out.update({f"{k}.pt": optimizer_state_bytes(o) for k, o in optimizers.items()})
+    return out
+
+
 def load_checkpoint(ckpt: Path, acc, gen: torch.Generator, *, weights: dict, optimizers: dict) -> dict:
     """Restore a checkpoint written by ``save_checkpoint``; returns its state.json.
 
     ``weights``: name -> a function taking the loaded state dict; ``optimizers``: name -> optimiser."""
     state = _read(ckpt / "state.json", lambda p: json.loads(p.read_text()))
-    if state["num_processes"] != acc.num_processes:
-        raise UserError(f"--resume: {ckpt} was written by {state['num_processes']} process(es), this run has "
-                        f"{acc.num_processes}: launch with the same number of processes")
+    check_processes(ckpt, state, acc.num_processes)
     for name, load in weights.items():
         load(_read(ckpt / f"{name}.safetensors", load_safetensors))
     for name, opt in optimizers.items():
         opt.load_state_dict(_read(ckpt / f"{name}.pt",
-                                  lambda p: torch.load(p, map_location=acc.device, weights_only=True)))
+                                  lambda p: torch.load(p, map_location="cpu", weights_only=True)))
+        # load_state_dict moves the state to each parameter's device
     set_rng_state(_read(ckpt / f"rng-{acc.process_index}.pt", lambda p: torch.load(p, weights_only=True)), gen)
     return state
 
 
+def check_processes(ckpt: Path, state: dict, num_processes: int) -> None:
+    """Refuse a resume with another process count: the global batch (processes x batch x micro-batches),
+    the data order and each process's random state depend on it."""
+    if int(state["num_processes"]) != num_processes:
+        raise UserError(f"--resume: {ckpt} was written by {state['num_processes']} process(es), this run has "
+                        f"{num_processes}: launch with {state['num_processes']} (the global batch, the data "
+                        f"order and each process's random state depend on the count)")
+
+
 def _read(path: Path, read):
-    """``read(path)``, any failure a UserError naming the file."""
+    """``read(path)``; a failure is a UserError naming the file when the file is damaged (``file_damage``),
+    else it propagates as it is (not the checkpoint's fault)."""
     try:
         return read(path)
-    except Exception as e:  # noqa: BLE001 - every reader has its own errors
-        raise UserError(f"--resume: {path} is damaged ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"pass an older {CKPT_PREFIX}XXXXXX folder to --resume") from None
+    except Exception as e:
+        why = file_damage(path)
+        if why is None:
+            raise
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"--resume: {path} is damaged ({why}: {first}); pass an older {CKPT_PREFIX}XXXXXX "
+                        f"folder to --resume") from None
+
+
+def file_damage(path: Path) -> str | None:
+    """Why one checkpoint file cannot be read back (missing, truncated, not its format), None when it is
+    whole: a .pt is a zip whose members pass their CRC, a .safetensors covers its header, a .json parses."""
+    if not path.is_file():
+        return "missing"
+    try:
+        if path.suffix == ".pt":
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            return None if bad is None else f"member {bad} fails its CRC"
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt"):
+                return None
+        json.loads(path.read_text())
+        return None
+    except Exception:  # noqa: BLE001 - each format fails its own way
+        return f"truncated or not a {path.suffix.lstrip('.') or 'readable'} file"
 
 
 def damage(ckpt: Path) -> str | None:
@@ -153,25 +270,30 @@ def damage(ckpt: Path) -> str | None:
 
 
 def remove_stale(root: Path, out: Path) -> list[str]:
-    """Remove what a killed run leaves: unfinished checkpoints (``.tmp-step-*``) and export copies."""
+    """Remove what a killed run leaves: unfinished checkpoints (``.tmp-step-*``), export and milestone copies."""
     gone = []
-    for path in [*root.glob(f".tmp-{CKPT_PREFIX}*"), out / ".export-tmp", out / ".export-old"]:
+    copies = [p for folder in (out, out / MILESTONES) for p in [*folder.glob(".*-tmp"), *folder.glob(".*-old")]]
+    for path in [*root.glob(f".tmp-{CKPT_PREFIX}*"), *copies]:
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
             gone.append(str(path.relative_to(out)))
     return gone
 
 
-def export_model(out: Path, acc, model, name: str, record: dict) -> Path:
-    """``out/export/<name>/`` (diffusers ``save_pretrained``, safetensors) and ``out/export/sfv_train.json``,
-    replacing any previous export atomically. Returns ``out/export``."""
-    final = out / "export"
+def export_model(out: Path, acc, model, name: str, record: dict, final: Path | None = None) -> Path:
+    """``final/<name>/`` (diffusers ``save_pretrained``, safetensors) and ``final/sfv_train.json``,
+    replacing any previous one atomically (written as ``.<final>-tmp`` beside it). ``final``: default
+    ``out/export``; a milestone is ``out/milestones/step-XXXXXX``. Returns ``final``."""
+    final = final or out / "export"
     if acc.is_main_process:
-        tmp = out / ".export-tmp"
+        tmp, old = final.parent / f".{final.name}-tmp", final.parent / f".{final.name}-old"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / name, safe_serialization=True)
-        atomic_write_json(tmp / "sfv_train.json", record)
-        old = out / ".export-old"
+        try:
+            model.save_pretrained(tmp / name, safe_serialization=True)
+            atomic_write_json(tmp / "sfv_train.json", record)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_full(e, out, state_dict_bytes(model.state_dict())) or e
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             os.replace(final, old)

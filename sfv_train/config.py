@@ -75,7 +75,8 @@ LCM_RECON = ("pseudo-huber", "mse")     # the consistency distances --method lcm
 # Options that do not change the trained weights: they may differ between a run and its resume.
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
             "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
-            "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split"}
+            "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split", "milestone_every",
+            "process_group_timeout", "teacher_batch"}
 FVD_AUTO_EVERY = 250      # --fvd-every -1 with --stack mini: every min(250, max_steps // 8) steps
 
 
@@ -117,6 +118,7 @@ class TrainConfig:
     latent_cache: str = opt("", "latent cache folder (default: $SFV_BENCH_CACHE/train-latents)", "data")
     teacher_steps: int = opt(25, "LADD: steps of the svd teacher", "data")
     teacher_max_guidance: float = opt(3.0, "LADD: teacher CFG max scale", "data")
+    teacher_batch: int = opt(4, "LADD: videos per teacher call (x2 with CFG), in the run's precision", "data")
     # objective
     heads: str = opt("both", "discriminator heads (Table 2)", "objective", choices=HEAD_CHOICES)
     d_norm: str = opt("frames", "the heads' local batch norm: frames (StyleGAN-T's: groups of 8 rows, i.e. frames or "
@@ -170,7 +172,6 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(True, "G and the frozen D backbone", "optimisation", metavar="on|off")
     # output
     checkpoint_every: int = opt(1000, "steps between checkpoints (and at the end)", "output")
-    checkpoints_total_limit: int = opt(0, "0: keep all", "output")
     log_every: int = opt(10, "steps between log lines / tracker points", "output")
     preview_every: int = opt(1000, "0: no preview videos", "output")
     report_to: str = opt("auto", "accelerate tracker (auto: tensorboard when installed)", "output",
@@ -179,6 +180,15 @@ class TrainConfig:
                                      "trained network; default: the preset; ema, lcm: raw)", "output",
                                      choices=("ema", "raw"))
     progress: bool = opt(True, "no progress bar", "output", flag="--no-progress", negate=True)
+    # what a run keeps and how long a process waits for the others (README, Training: checkpoints)
+    checkpoints_total_limit: int = opt(2, "keep the newest K checkpoints (0: all); the start-up log says what one "
+                                       "weighs (18.7 GB at full size with SM3)", "output")
+    milestone_every: int = opt(10000, "steps between milestones, exports kept beside the last checkpoints "
+                               "(OUT/milestones/step-XXXXXX/unet, 6.1 GB at full size); 0: none", "output")
+    process_group_timeout: int = opt(1800, "seconds a process waits for the others in a collective (barrier, "
+                                     "all-reduce) before the run fails (accelerate's InitProcessGroupKwargs); "
+                                     "must exceed the longest one-process pause: a checkpoint write (its time is "
+                                     "logged), the export, an FVD evaluation", "output")
     # evaluation (FVD while training: sfv_train.evaluation; does not change the weights)
     fvd_every: int = opt(-1, "steps between FVD evaluations of the exported generator (--export-weights: the EMA "
                          "by default) (and at the last step), logged "
@@ -253,7 +263,10 @@ class TrainConfig:
             (0 <= c.ema < 1, "--ema must be in [0, 1)"),
             (c.lr_g > 0 and c.lr_d > 0, "learning rates must be > 0"),
             (c.checkpoint_every >= 1 and c.log_every >= 1 and c.preview_every >= 0, "--checkpoint-every and --log-every must be >= 1"),
-            (c.teacher_steps >= 1, "--teacher-steps must be >= 1"),
+            (c.teacher_steps >= 1 and c.teacher_batch >= 1, "--teacher-steps and --teacher-batch must be >= 1"),
+            (c.checkpoints_total_limit >= 0 and c.milestone_every >= 0,
+             "--checkpoints-total-limit and --milestone-every must be >= 0"),
+            (c.process_group_timeout >= 1, "--process-group-timeout must be >= 1 second"),
             (c.report_to in ("auto", "tensorboard", "none"), "--report-to must be auto, tensorboard or none"),
             (c.fvd_videos >= 2, f"--fvd-videos must be >= 2 (got {c.fvd_videos})"),
             (bool(c.data), f"--data is required with --stack {c.stack} (a folder of videos; only --stack tiny "

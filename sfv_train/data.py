@@ -20,14 +20,17 @@ Rules:
 * Cache: one safetensors file per video under ``<cache>/<key>/``, key = hash of the stack's VAE
   and image encoder (config + weight file sizes and mtimes), the clip settings and the seed;
   the file name hashes the video's path, size and mtime. Written atomically, encoded once.
-  With several processes, process r encodes videos r, r + P, ... and waits for the others.
+  With several processes, each encodes its share of the videos not cached yet and waits for the others.
 * LADD teacher latents: the multi-step ``svd`` method (methods.svd.SVDMethod.generate_latents:
   Euler over SVD's Karras schedule, batch-2 CFG rising from 1.0 to 3.0 over frames) from each
   video's conditioning frame with the per-video seed (so its condition is exactly the cached one),
-  cached the same way, keyed by the stack's UNet too.
+  cached the same way, keyed by the stack's UNet and the precision too; made in the run's half precision
+  (autocast), in batches, shared out evenly over the processes, the estimated time logged first.
+* Work shared over processes: the videos not cached yet, every P-th to each process (``my_share``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -173,10 +176,10 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
     key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.to_dict(),
            "stack": component_signature(stack_dir, ("vae", "image_encoder", "feature_extractor"))}
     cache = LatentCache(cache_root or cache_dir("train-latents"), key)
-    todo = [it for i, it in enumerate(items) if i % world == rank and not cache.path(it).exists()
-            and not cache.path(it, SKIP).exists()]
+    missing = [it for it in items if not cache.path(it).exists() and not cache.path(it, SKIP).exists()]
+    todo = my_share(missing, rank, world, wait)
     if todo and rank == 0:
-        log(f"encoding {len(todo) * world} of {len(items)} videos to latents (cache {cache.dir})")
+        log(f"encoding {len(missing)} of {len(items)} videos to latents (cache {cache.dir})")
     for it in todo:
         try:
             clip = load_clip(it, settings)
@@ -203,32 +206,79 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
 
 def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settings: ClipSettings, steps: int,
                     max_guidance: float, device, cache_root: Path | None = None, rank: int = 0, world: int = 1,
-                    wait=None, log=print, unet=None) -> list[Path]:
+                    wait=None, log=print, unet=None, half=None, batch: int = 4) -> list[Path]:
     """LADD's data: latents of the ``svd:<steps>`` method (methods.svd.SVDMethod.generate_latents) from
     each usable video's conditioning frame, seeded with the video's seed -- so the teacher's condition
-    (noise augmentation included) is exactly the cached one the student is trained with."""
+    (noise augmentation included) is exactly the cached one the student is trained with.
+
+    ``half``: the run's autocast dtype (torch.bfloat16 / float16; None: float32), part of the cache key;
+    ``batch`` videos per call (one seeded generator each: the same draws as one by one). The videos not
+    cached yet are shared out evenly (process r takes every P-th of them), each batch is cached as soon as
+    it is made (an interrupted run resumes there), and the estimated time (one UNet call timed, times
+    the calls) is logged before the first batch."""
     from methods import get_method
 
+    precision = str(half).replace("torch.", "") if half is not None else "float32"
     key = {"version": CACHE_VERSION, "what": "teacher", "steps": steps, "max_guidance": max_guidance,
-           "clip": settings.to_dict(), "stack": component_signature(stack_dir, ("unet", "vae", "image_encoder"))}
+           "clip": settings.to_dict(), "precision": precision,
+           "stack": component_signature(stack_dir, ("unet", "vae", "image_encoder"))}
     cache = LatentCache(cache_root or cache_dir("teacher"), key)
     out = [cache.path(it, "teacher") for it, _ in pairs]
-    todo = [i for i in range(len(pairs)) if i % world == rank and not out[i].exists()]
-    if todo and rank == 0:
-        log(f"generating teacher latents with svd:{steps} for {len(todo) * world} of {len(pairs)} videos "
-            f"(cache {cache.dir})")
+    missing = [i for i in range(len(pairs)) if not out[i].exists()]
+    todo = my_share(missing, rank, world, wait)
     if todo:
         method = get_method(f"svd:{steps}", max_guidance=float(max_guidance))
         method.load(stack_dir, device, torch.float32, unet=unet)  # unet: the stack's, already loaded
-        for i in todo:
-            item = pairs[i][0]
-            image = settings.fit(read_video(item.path, [0]))
-            lat = method.generate_latents(image, [sample_seed(settings.seed, item.rel)], settings.conditions())
-            save_safetensors({"latents": lat[0].float().cpu()}, out[i])
+        autocast = (torch.autocast(torch.device(device).type, dtype=half) if half is not None
+                    else contextlib.nullcontext())
+        chunks = [todo[k:k + batch] for k in range(0, len(todo), batch)]
+        if rank == 0:
+            per_call = unet_call_seconds(method.pipe.unet, len(chunks[0]) * (2 if method.cfg else 1),
+                                         settings, device, autocast)
+            log(f"generating teacher latents with svd:{steps}{' (CFG)' if method.cfg else ''} for {len(missing)} of "
+                f"{len(pairs)} videos, {precision}, batches of {batch}, {world} process(es): ~{len(chunks) * steps * per_call / 60:.1f} "
+                f"min ({len(chunks)} batch(es) x {steps} UNet calls per process, one measured: {per_call:.2f} s; "
+                f"cache {cache.dir})")
+        for chunk in chunks:
+            images = np.concatenate([settings.fit(read_video(pairs[i][0].path, [0])) for i in chunk])
+            seeds = [sample_seed(settings.seed, pairs[i][0].rel) for i in chunk]
+            with autocast:
+                lat = method.generate_latents(images, seeds, settings.conditions())
+            for i, x in zip(chunk, lat):
+                save_safetensors({"latents": x.float().cpu()}, out[i])
         method.unload()
     if wait is not None:
         wait()
     return out
+
+
+def my_share(missing: list, rank: int, world: int, wait=None) -> list:
+    """This process's part of the work not cached yet: every ``world``-th item from ``rank``, so no process
+    waits at the next barrier for more than one item's time. ``wait`` (a barrier) makes every process
+    list ``missing`` before any writes."""
+    if wait is not None and world > 1:
+        wait()
+    return missing[rank::world]
+
+
+@torch.no_grad()
+def unet_call_seconds(unet, n: int, settings: ClipSettings, device, autocast) -> float:
+    """Seconds of one UNet call on ``n`` videos of the clip's latent size (zeros), in ``autocast``."""
+    import time
+
+    from methods.models.timing import sync
+
+    c = unet.config
+    h, w = settings.height // 8, settings.width // 8
+    x = torch.zeros(n, settings.num_frames, c.in_channels, h, w, device=device)
+    emb = torch.zeros(n, 1, c.cross_attention_dim, device=device)
+    ids = torch.zeros(n, c.projection_class_embeddings_input_dim // c.addition_time_embed_dim, device=device)
+    with autocast:
+        sync(device)
+        start = time.perf_counter()
+        unet(x, torch.zeros(n, device=device), encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)
+        sync(device)
+    return time.perf_counter() - start
 
 
 class LatentDataset:

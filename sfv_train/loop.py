@@ -15,6 +15,8 @@ Run folder::
     checkpoints/step-XXXXXX/      weights .safetensors, optimiser .pt, rng-<rank>.pt, state.json,
                                   config.json -- written to .tmp-step-XXXXXX, then renamed
     export/                       the result (a diffusers model folder + sfv_train.json)
+    milestones/step-XXXXXX/       exports kept every ``milestone_every`` steps (when the config has it),
+                                  beside the newest ``checkpoints_total_limit`` checkpoints
     previews/                     what the trainer previews (videos)
     logs/<name>/                  TensorBoard events (accelerate tracker): one folder per run, a resume
                                   appends (events past the resumed step are purged)
@@ -22,7 +24,9 @@ Run folder::
                                   the lines past its step); FVD evaluations have their own lines
     fvd_vs_step.png, fvd_best.json  FVD while training (sfv_train.evaluation), when on
 
-A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so. The tracker
+A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so, and logs what one
+checkpoint weighs. The processes wait for each other at most ``process_group_timeout`` seconds in any
+collective (accelerate's ``InitProcessGroupKwargs``; 1800 s when the config has no such field). The tracker
 gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's
 learning rate (``optimizer_x`` -> ``lr/x``), the mean step time (``time/step_s``) and the previews
 (TensorBoard "videos": an animated GIF in an image summary, the format add_video writes, encoded here
@@ -32,8 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +48,11 @@ import torch
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
-from .checkpoint import find_resume, load_checkpoint, remove_stale, save_checkpoint
+from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_sizes, find_resume, load_checkpoint,
+                         remove_stale, save_checkpoint, state_dict_bytes)
 from .evaluation import fvd_due
+
+DEFAULT_PG_TIMEOUT = 1800     # seconds; TrainConfig.process_group_timeout (the loop's own configs lack it)
 
 
 def _tensorboard_available() -> bool:
@@ -150,7 +159,7 @@ class TrainLoop:
     def setup(self) -> None:
         """Check the run folder, start accelerate, build, resume, write config.json, start the tracker."""
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
         from sfv_core.env import resolve_device
 
@@ -169,9 +178,14 @@ class TrainLoop:
             self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
         if device.startswith("cuda:"):
             torch.cuda.set_device(device)
+        timeout = timedelta(seconds=getattr(cfg, "process_group_timeout", DEFAULT_PG_TIMEOUT))
         self.acc = Accelerator(
             cpu=device == "cpu", mixed_precision="no", log_with=None if report == "none" else report,
-            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")))
+            project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
+        if resume_from is not None:            # before anything is built: another process count is refused
+            check_processes(resume_from, json.loads((resume_from / "state.json").read_text()),
+                            self.acc.num_processes)
         if self.acc.is_main_process:
             gone = remove_stale(self.ckpt_root, self.out)
             if gone:
@@ -189,6 +203,7 @@ class TrainLoop:
                                     weights={k: m.load_state_dict for k, m in models.items()})
             self.step = int(state["step"])
             self.log(f"resumed from {resume_from} (step {self.step})")
+        self.log_checkpoint_size()
         if self.acc.is_main_process:
             atomic_write_json(self.out / "config.json", cfg.to_dict())
             self.trim_metrics()
@@ -208,10 +223,44 @@ class TrainLoop:
                 self.fvd = FVDMonitor.start(self, self.evaluator)
 
     def save_checkpoint(self) -> Path:
+        """Write a checkpoint; warn when writing it took more than half the process-group timeout (the
+        processes wait for each other at its barriers)."""
         models, opts = self.checkpoint_parts()
-        return save_checkpoint(self.ckpt_root, self.step, self.acc, self.gen, optimizers=opts,
+        start = time.perf_counter()
+        path = save_checkpoint(self.ckpt_root, self.step, self.acc, self.gen, optimizers=opts,
                                weights={k: m.state_dict() for k, m in models.items()}, config=self.cfg.to_dict(),
                                state=self.checkpoint_state(), limit=self.cfg.checkpoints_total_limit)
+        took = time.perf_counter() - start
+        timeout = getattr(self.cfg, "process_group_timeout", DEFAULT_PG_TIMEOUT)
+        if self.world > 1 and took > timeout / 2:
+            self.log(f"warning: writing {path.name} took {took:.0f} s, more than half of --process-group-timeout "
+                     f"{timeout} s: raise it, or the processes may time out waiting for each other")
+        return path
+
+    def log_checkpoint_size(self) -> None:
+        """What one checkpoint weighs, what the run keeps, and the free space of OUT's disk."""
+        if not self.acc.is_main_process:
+            return
+        sizes = checkpoint_sizes(*self.checkpoint_parts())
+        total, keep = sum(sizes.values()), self.cfg.checkpoints_total_limit
+        parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sizes.items())
+        kept = f"the newest {keep} ({keep * total / 1e9:.1f} GB)" if keep else "all of them"
+        every = getattr(self.cfg, "milestone_every", 0)
+        if every:
+            unet = self.export_unet() if hasattr(self, "export_unet") else None
+            weight = f" ({state_dict_bytes(unet.state_dict()) / 1e9:.2f} GB each)" if unet is not None else ""
+            kept += f" + a milestone export every {every} steps{weight}"
+        where = next(p for p in (self.out, *self.out.absolute().parents) if p.exists())
+        free = shutil.disk_usage(where).free
+        self.log(f"one checkpoint weighs {total / 1e9:.2f} GB ({parts} GB); keeping {kept}; "
+                 f"{free / 1e9:.0f} GB free on the disk of {self.out}")
+        if keep and free < keep * total:
+            self.log(f"warning: {self.out}'s disk has less free space than {keep} checkpoints need: free space, "
+                     f"or a lower --checkpoints-total-limit")
+
+    def save_milestone(self) -> Path | None:
+        """The export, kept as out/milestones/step-XXXXXX (a trainer whose export takes ``final``)."""
+        return self.export(final=self.out / MILESTONES / f"{CKPT_PREFIX}{self.step:06d}")
 
     def mean_over_processes(self, m: dict) -> dict:
         """Each metric averaged over the processes that logged it (a process may lack a key: a sigma' bucket
@@ -306,6 +355,8 @@ class TrainLoop:
                     self.log(f"step {self.step}: " + " ".join(f"{k} {v:.4g}" for k, v in m.items()))
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
+                if getattr(cfg, "milestone_every", 0) and self.step % cfg.milestone_every == 0:
+                    self.save_milestone()
                 if cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.track_video(self.preview())
                 if fvd_due(cfg, self.step):         # main process only; the others wait

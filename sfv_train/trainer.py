@@ -69,6 +69,10 @@ class Trainer(TrainLoop):
     # the probes (sfv_train.probes): grad_x0/adv, grad_x0/ratio, accuracy/real_spatial, logit_abs/fake, ...
     tracker_prefixes = {**TrainLoop.tracker_prefixes, "gn_": "grad_x0/", "acc_": "accuracy/", "logit_abs_": "logit_abs/"}
 
+    # the stack's dtype: G, EMA, D and so the optimiser state (benchmarks/full_size_smoke_train.py takes
+    # bfloat16 so that the full-size model fits a CPU's memory; mixed precision is --mixed-precision)
+    weights_dtype = torch.float32
+
     def __init__(self, cfg: TrainConfig, log=None):
         super().__init__(cfg, log)
         self.desc = f"sfv-train {self.cfg.method}"
@@ -90,8 +94,9 @@ class Trainer(TrainLoop):
             with acc.main_process_first():          # made once
                 make_synthetic(cfg.data, **world.dataset)
         items = find_videos(cfg.data, cfg.split, cfg.fold)
-        stack_dir = resolve_stack(cfg.stack)
-        pipe = load_pipeline(stack_dir, device=self.device, dtype=torch.float32)
+        with acc.main_process_first():              # the tiny stack is built once, by the main process
+            stack_dir = resolve_stack(cfg.stack)
+        pipe = load_pipeline(stack_dir, device=self.device, dtype=self.weights_dtype)
         settings = ClipSettings(cfg.width, cfg.height, cfg.num_frames, cfg.fps, cfg.motion_bucket_id,
                                 cfg.noise_aug_strength, cfg.seed, cfg.resize)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
@@ -101,7 +106,8 @@ class Trainer(TrainLoop):
         if cfg.method == "ladd":
             real = prepare_teacher(stack_dir, pairs, settings, cfg.teacher_steps, cfg.teacher_max_guidance,
                                    self.device, cache_root / "teacher" if cache_root else None,
-                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet)
+                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet,
+                                   half=torch.bfloat16 if self.bf16 else None, batch=cfg.teacher_batch)
         self.data = LatentDataset([f for _, f in pairs], real)
         self.vae = pipe.vae.requires_grad_(False)   # for previews
         self.stack_dir = stack_dir
@@ -166,12 +172,13 @@ class Trainer(TrainLoop):
         return {"method": self.cfg.method, "steps": 1, "sigma": SIGMA_MAX,
                 "sampling": "x = 700 * noise; x0 = c_skip x + c_out F(c_in x; 0.25 ln 700) (EDM, one step)"}
 
-    def export(self) -> Path:
-        """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically."""
+    def export(self, final: Path | None = None) -> Path:
+        """out/export/unet (diffusers folder, safetensors) + out/export/sfv_train.json, replaced atomically
+        (``final``: another folder, e.g. a milestone)."""
         cfg = self.cfg
         return export_model(self.out, self.acc, self.export_unet(), "unet", {
             **self.export_info(), "train_steps": self.step, "weights": cfg.export_weights, "stack": cfg.stack,
-            "unet": "unet", "config": cfg.to_dict()})
+            "unet": "unet", "config": cfg.to_dict()}, final)
 
     def preview_latents(self, b: dict, noise: torch.Tensor) -> torch.Tensor:
         """The preview's sample: one step (sigma 700) of the EMA generator."""

@@ -63,7 +63,7 @@ def test_resume_with_fvd_equals_a_run_without_it(eval_data, tmp_path):
     state bit for bit; one FVD point per evaluated step. --export-weights raw: the generator being
     trained is the one evaluated (in eval mode, then back in train mode)."""
     plain, run = tmp_path / "plain", tmp_path / "run"
-    raw = [*FVD, "--export-weights", "raw"]
+    raw = [*FVD, "--export-weights", "raw", "--checkpoints-total-limit", "0"]   # step 2 is compared too
     assert train_main(["--data", str(eval_data), *raw, "--out", str(plain), "--max-steps", "4"]) == 0
     assert train_main(["--data", str(eval_data), *raw, "--out", str(run), "--max-steps", "2",
                        "--fvd-every", "2"]) == 0
