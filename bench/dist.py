@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
+from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
 
-DEFAULT_TIMEOUT_S = 1800
+DEFAULT_TIMEOUT_S = PROCESS_GROUP_TIMEOUT_S
 
 
 def timeout() -> datetime.timedelta:

@@ -199,7 +199,7 @@ def generate_from_export(args, unet: Path) -> list[int]:
 def part_resume2(args, sfv_peak: int | None) -> dict:
     import psutil
 
-    from bench.dist import launch_local
+    from bench.dist import torchrun
 
     need = 2 * (sfv_peak or 0)
     free = psutil.virtual_memory().available
@@ -210,7 +210,7 @@ def part_resume2(args, sfv_peak: int | None) -> dict:
         return {"skipped": why}
     out = Path(args.work) / "runs" / "sfv"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--train-cli", "--resume", str(out), "--max-steps", "4"]
-    return {"rc": launch_local(2, cmd, threads=max(1, (os.cpu_count() or 2) // 2))}
+    return {"rc": torchrun(2, cmd, threads=max(1, (os.cpu_count() or 2) // 2))}
 
 
 # ------------------------------------------------------------------------------------------ driver

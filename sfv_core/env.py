@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+PROCESS_GROUP_TIMEOUT_S = 1800   # how long a process waits for the others in one collective (run and sfv-train)
+
 _DTYPES = {"fp32": "float32", "float32": "float32", "float": "float32",
            "fp16": "float16", "float16": "float16", "half": "float16",
            "bf16": "bfloat16", "bfloat16": "bfloat16"}

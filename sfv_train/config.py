@@ -47,6 +47,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
 from sfv_core.protocol import GEN
 
@@ -185,7 +186,7 @@ class TrainConfig:
                                        "weighs (18.7 GB at full size with SM3)", "output")
     milestone_every: int = opt(10000, "steps between milestones, exports kept beside the last checkpoints "
                                "(OUT/milestones/step-XXXXXX/unet, 6.1 GB at full size); 0: none", "output")
-    process_group_timeout: int = opt(1800, "seconds a process waits for the others in a collective (barrier, "
+    process_group_timeout: int = opt(PROCESS_GROUP_TIMEOUT_S, "seconds a process waits for the others in a collective (barrier, "
                                      "all-reduce) before the run fails (accelerate's InitProcessGroupKwargs); "
                                      "must exceed the longest one-process pause: a checkpoint write (its time is "
                                      "logged), the export, an FVD evaluation", "output")

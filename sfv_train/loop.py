@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
@@ -52,7 +53,7 @@ from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_si
                          remove_stale, save_checkpoint, state_dict_bytes)
 from .evaluation import fvd_due
 
-DEFAULT_PG_TIMEOUT = 1800     # seconds; TrainConfig.process_group_timeout (the loop's own configs lack it)
+DEFAULT_PG_TIMEOUT = PROCESS_GROUP_TIMEOUT_S     # TrainConfig.process_group_timeout (the loop's own configs lack it)
 
 
 def _tensorboard_available() -> bool:

@@ -19,16 +19,16 @@ from train_runs import TINY
 # A: 2 processes, steps 0-2 (checkpoints 1 and 2); B: a copy of A without step 2, resumed by 2 processes
 RUNS = """import shutil, sys
 from pathlib import Path
-from bench.dist import launch_local
+from bench.dist import torchrun
 from sfv_core.data.synthetic import make_synthetic
 root = Path(sys.argv[1])
 data = make_synthetic(root / "data", seed=0, classes=2, groups=3, clips=1, frames=30)
 entry = [sys.executable, "-c", "import sys; from bench.cli import train_main; sys.exit(train_main(sys.argv[1:]))"]
-if launch_local(2, [*entry, "--data", str(data), "--out", str(root / "a"), "--max-steps", "2", *sys.argv[2:]], 1):
+if torchrun(2, [*entry, "--data", str(data), "--out", str(root / "a"), "--max-steps", "2", *sys.argv[2:]], 1):
     sys.exit("the 2-process run failed")
 shutil.copytree(root / "a", root / "b")
 shutil.rmtree(root / "b" / "checkpoints" / "step-000002")
-if launch_local(2, [*entry, "--resume", str(root / "b"), "--max-steps", "2"], 1):
+if torchrun(2, [*entry, "--resume", str(root / "b"), "--max-steps", "2"], 1):
     sys.exit("the 2-process resume failed")
 """
 JOB = BackgroundJob()
