@@ -59,7 +59,13 @@ RUNS = {
     "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos"),
     "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos"),
 }
+# The R1 study (issue 28): the SF-V preset with exact R1 (double backward), its finite-difference
+# approximation and none, each at seeds 0..2 (seed: heads init, noise, data order).
+R1_SEEDS = (0, 1, 2)
+R1_VARIANTS = ("exact", "approx", "none")
 DEFAULT_RUNS = tuple(RUNS)
+RUNS.update({f"r1-{r1}-s{seed}": ("sfv", {"r1": r1, "seed": seed}, f"SF-V preset, R1 {r1}, seed {seed}")
+             for seed in R1_SEEDS for r1 in R1_VARIANTS})
 
 
 def _overrides(over: dict, val: Path, steps: int) -> dict:

@@ -75,7 +75,7 @@ LCM_RECON = ("pseudo-huber", "mse")     # the consistency distances --method lcm
 # Options that do not change the trained weights: they may differ between a run and its resume.
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
             "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
-            "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split"}
+            "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split", "estimate_memory"}
 FVD_AUTO_EVERY = 250      # --fvd-every -1 with --stack mini: every min(250, max_steps // 8) steps
 
 
@@ -103,6 +103,10 @@ class TrainConfig:
     max_steps: int = opt(50000, "optimisation steps (the run ends there)", "run")
     seed: int = opt(0, "heads init, noise, data order, conditioning noise", "run")
     device: str = opt("auto", "auto | cpu | cuda[:N] (under accelerate launch: set by accelerate)", "run")
+    estimate_memory: bool = opt(False, "print this run's per-GPU memory (weights, gradients, optimiser state, EMA, "
+                                "D, VAE/CLIP, activations, each R1) counted on fake tensors from the stack's "
+                                "configurations (no GPU, weights or data needed; minutes at full size) and exit",
+                                "run", nargs="?", const=True, metavar="on|off")
     # data
     split: str = opt("train", "UCF-101 split list (UCF-101 roots only)", "data", choices=("train", "test", "all"))
     fold: int = opt(1, "UCF-101 split fold", "data", choices=(1, 2, 3))
