@@ -261,6 +261,9 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
             # d_stats (the D-phase probes: boolean-mask means of logits) has data-dependent shapes,
             # and fake tensors hold no data: its few bytes of logging are left out
             stack.enter_context(mock.patch("sfv_train.trainer.d_stats", lambda *a, **k: {}))
+            # Module.to swaps fake parameters for new ones, which the fake mode's weak references forbid;
+            # on the fake run's one device the move is nothing
+            stack.enter_context(mock.patch("sfv_train.disc.Discriminator.to", lambda self, *a, **k: self))
         stack.enter_context(tracker)
         keep = _build(trainer, tracker, configs, rcfg, bf16, data, param_dtype)
         resident = {k: v for k, v in tracker.by_label.items() if v}

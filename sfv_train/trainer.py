@@ -125,8 +125,7 @@ class Trainer(TrainLoop):
         cfg = self.cfg
         unet.requires_grad_(False)
         torch.manual_seed(cfg.seed)
-        with torch.device(self.device):         # heads made where they train (the encoder copy is already there)
-            self.D = Discriminator(unet, heads=cfg.heads, cmap_dim=cfg.cmap_dim, norm=cfg.d_norm)
+        self.D = Discriminator(unet, heads=cfg.heads, cmap_dim=cfg.cmap_dim, norm=cfg.d_norm).to(self.device)
         self.D.train()
         self.ema = copy.deepcopy(unet).eval()
         self.G = unet
