@@ -157,20 +157,45 @@ def write_md() -> None:
                   f"GiB of live tensors per GPU with more than one process (DDP's gradient buckets included); in "
                   f"brackets the planned figure: + {MARGIN_FRACTION:.0%} + {MARGIN_GIB:g} GiB for what the count "
                   f"cannot see.", "",
-                  "| size | checkpointing | G phase | --r1 none | --r1 approx | --r1 exact (and lazy's R1 steps) |",
+                  "| size | checkpointing | G phase's peak, 1 process | --r1 none | --r1 approx | --r1 exact (and lazy's R1 "
+                  "steps) |",
                   "|---|---|---|---|---|---|"]
-        for key, rec in est.items():
+        keys = [f"{w}x{h} checkpointing {c}" for w, h in SIZES for c in ("on", "off")]
+        for key, rec in ((k, est[k]) for k in keys if k in est):
             size, ckpt = key.split(" checkpointing ")
             row = [f"{rec['g_peak'] / GIB:.1f}"]
             for v in ("none", "approx", "exact"):
                 peak = max(rec["g_peak"], rec["d_peaks"][v]["peak"]) + rec["ddp_buckets"]
                 row.append(f"{peak / GIB:.1f} ({plan(peak):.1f})")
             lines.append(f"| {size} | {ckpt} | " + " | ".join(row) + " |")
-        lines.append("")
+        lines += ["", *fits_table(est, plan)]
     from sfv_core.fsutil import atomic_write_text
 
     atomic_write_text(OUT / "memory.md", "\n".join(lines))
     print("\n".join(lines))
+
+
+def fits_table(est: dict, plan) -> list[str]:
+    """Per size and card: the flag sets whose planned figure (several processes) fits."""
+    from sfv_train.memory import CARDS
+
+    lines = ["What fits per GPU with several processes (the planned figure against the card's usable "
+             + ", ".join(f"{g:g}" for g in CARDS.values()) + " GiB; the other flags the defaults):", "",
+             "| size | " + " | ".join(CARDS) + " |", "|---|" + "---|" * len(CARDS)]
+    for w, h in SIZES:
+        cells = []
+        for gib in CARDS.values():
+            ok = []
+            for ckpt in ("on", "off"):
+                rec = est.get(f"{w}x{h} checkpointing {ckpt}")
+                for v in ("approx", "none", "exact") if rec else ():
+                    peak = max(rec["g_peak"], rec["d_peaks"][v]["peak"]) + rec["ddp_buckets"]
+                    if plan(peak) <= gib:
+                        ok.append(f"`--r1 {v}`{' `--gradient-checkpointing off`' if ckpt == 'off' else ''} "
+                                  f"({plan(peak):.0f})")
+            cells.append(", ".join(ok) or "nothing")
+        lines.append(f"| {w}x{h} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv=None) -> int:

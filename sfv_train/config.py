@@ -146,8 +146,10 @@ class TrainConfig:
                                      "objective", flag="--lambda")
     huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video; lcm: "
                                 "0.001, AnimateLCM's)", "objective")
-    r1: str = opt("exact", "R1 on real inputs: exact (double backward, math SDPA), lazy (exact every --r1-every), "
-                  "approx, none", "objective", choices=R1_CHOICES)
+    r1: str = opt("approx", "R1 on real inputs: approx (finite difference (s(x + eps n) - s(x)) / eps: one more D "
+                  "forward; fits 80 GB at 768x448), exact (double backward through D under the math attention "
+                  "kernel: ~160 GiB per GPU at 768x448, see --estimate-memory), lazy (exact every --r1-every), none",
+                  "objective", choices=R1_CHOICES)
     r1_every: int = opt(16, "k of --r1 lazy (penalty weighted by k)", "objective")
     r1_gamma: float = opt(1e-5, "R1 weight gamma", "objective")
     r1_eps: float = opt(0.01, "perturbation of the approximate R1", "objective")

@@ -38,6 +38,9 @@ GiB = 1024 ** 3
 MARGIN_FRACTION = 0.10      # the caching allocator's fragmentation and rounding
 MARGIN_GIB = 2.0            # CUDA context, kernels, cuBLAS / cuDNN workspaces, NCCL buffers
 R1_VARIANTS = ("none", "approx", "exact")
+# usable GiB of the cards people train on (nvidia-smi's totals): A100 40 GB; H100 80 GB (A100 80 GB: 80);
+# H200 141 GB
+CARDS = {"40 GB": 40.0, "80 GB": 79.6, "141 GB": 140.4}
 FORWARD, BACKWARD = "activations (forward)", "activations (backward)"
 _ITEM = torch.ops.aten._local_scalar_dense.default
 
@@ -279,7 +282,7 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
             d_peaks[variant] = (tracker.peak, tracker.at_peak)
         del keep, stash
     rcfg.r1, rcfg.grad_accum = r1, accum
-    g_bytes = sum(p.numel() * 4 for p in trainer.G.parameters() if p.requires_grad)
+    g_bytes = sum(p.numel() * p.element_size() for p in trainer.G.parameters() if p.requires_grad)
     return Estimate(rcfg, target, bf16, accum_run, resident, g_peak, g_at, d_peaks, g_bytes)
 
 
@@ -426,6 +429,7 @@ def report(e: Estimate, processes: int = 8) -> str:
         if variant != e.d_variant():
             lines.append(f"  with --r1 {variant}: {e.peak(variant, processes) / GiB:.1f} GiB with {processes} processes "
                          f"(plan for {e.planned(e.peak(variant, processes)):.1f})")
-    fits = [f"{gib:g} GB: {'yes' if e.fits(gib, processes=processes) else 'no'}" for gib in (40, 80, 141)]
-    lines.append("fits (planned figure, GiB of the card) " + ", ".join(fits))
+    fits = [f"{card}: {'yes' if e.fits(gib, processes=processes) else 'no'}" for card, gib in CARDS.items()]
+    lines.append(f"fits (the planned figure against the card's {', '.join(f'{g:g}' for g in CARDS.values())} GiB): "
+                 + ", ".join(fits))
     return "\n".join(lines)
