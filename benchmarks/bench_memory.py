@@ -109,10 +109,10 @@ def estimates() -> None:
     write_md()
 
 
-def validate() -> None:
+def validate(only: str | None = None) -> None:
     done = _load("validation.json")
     for name, (over, dtype) in VALIDATE.items():
-        if name not in done:
+        if name not in done and (only is None or only in name):
             print(f"validating {name} ...", flush=True)
             over = {**COMMON, **over}
             done[name] = {"config": over, "weights": dtype, "estimate": run_child("estimate", over, dtype),
@@ -205,8 +205,12 @@ def main(argv=None) -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("estimates", "validate", "table"))
+    p.add_argument("--only", default=None, help="validate: only the cases whose name holds this (e.g. svd, tiny)")
     args = p.parse_args(argv)
-    {"estimates": estimates, "validate": validate, "table": write_md}[args.what]()
+    if args.what == "validate":
+        validate(args.only)
+    else:
+        {"estimates": estimates, "table": write_md}[args.what]()
     return 0
 
 
