@@ -420,6 +420,10 @@ def report(e: Estimate, processes: int = 8) -> str:
         if any(row):
             lines.append(f"  {label:30s}{col(row[0]):>9s}" + "".join(f"{col(v):>14s}" for v in row[1:]))
     lines.append(f"  {'peak':30s}{col(e.g_peak):>9s}" + "".join(f"{col(p):>14s}" for p, _ in e.d_peaks.values()))
+    if "none" in e.d_peaks:
+        base = e.d_peaks["none"][0]
+        lines.append(f"  {'R1 (D phase over --r1 none)':30s}{'':>9s}" + "".join(
+            f"{col(p - base):>14s}" for p, _ in e.d_peaks.values()))
     lines.append("")
     lines.append(f"(the D phases run on the G phase's samples; {e.accum_run} micro-batch(es) run: the second holds "
                  f"the first's gradients, later ones repeat it)")
