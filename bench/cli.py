@@ -360,7 +360,8 @@ def train_main(argv=None) -> int:
             args = parser.parse_args(argv)
         cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
         if cfg.estimate_memory:
-            from sfv_train.memory import estimate, report
+            from sfv_train.memory import estimate
+            from sfv_train.memory_report import report
             print(report(estimate(cfg)))
             return 0
         from sfv_train.train import train
