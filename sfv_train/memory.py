@@ -287,8 +287,8 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
 
 
 def _build(trainer, tracker: LiveBytes, configs: dict, cfg, bf16: bool, data, param_dtype) -> list:
-    """The trainer's models on fake tensors, labelled, with the optimisers' state made (as from step 2
-    on) and gradients relabelled as they accumulate; returns what must stay alive (VAE, CLIP)."""
+    """The trainer's models (fake or real tensors), labelled, with the optimisers' state made (as from
+    step 2 on) and gradients relabelled as they accumulate; returns what must stay alive (VAE, CLIP)."""
     keep = []
     with tracker.scope("VAE and CLIP image encoder"):
         default = torch.get_default_dtype()
@@ -305,7 +305,7 @@ def _build(trainer, tracker: LiveBytes, configs: dict, cfg, bf16: bool, data, pa
     trainer.rank, trainer.world, trainer.step = 0, 1, 0
     trainer.gen = torch.Generator().manual_seed(cfg.seed)
     trainer.data = data
-    trainer.build_models(unet)          # float32, as load_pipeline gives it
+    trainer.build_models(unet)
     _label_models(trainer, tracker)
     for opt in _optimizers(trainer):
         with tracker.scope("optimiser state"):
@@ -323,7 +323,7 @@ def _build(trainer, tracker: LiveBytes, configs: dict, cfg, bf16: bool, data, pa
 
 def _models(configs: dict, fake: bool) -> dict:
     """Random-init UNet, VAE and CLIP image encoder from their configurations (as
-    ``methods.models.configs.build_models`` makes them), every tensor fake: the few made by the legacy
+    ``methods.models.configs.build_models`` makes them). ``fake``: the few tensors made by the legacy
     ``torch.Tensor([...])`` constructor, which bypasses the fake mode, are replaced by fake ones."""
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -333,12 +333,13 @@ def _models(configs: dict, fake: bool) -> dict:
               "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"]))}
     from torch._subclasses.fake_tensor import FakeTensor
 
-    for module in (m for model in models.values() for m in model.modules() if fake):
+    modules = [m for model in models.values() for m in model.modules()] if fake else []
+    for module in modules:
         for table in (module._parameters, module._buffers):
             for name, t in table.items():
                 if t is not None and not isinstance(t, FakeTensor):      # made outside the fake mode
-                    fake = torch.empty_like(t)
-                    table[name] = torch.nn.Parameter(fake, t.requires_grad) if table is module._parameters else fake
+                    new = torch.empty_like(t)
+                    table[name] = torch.nn.Parameter(new, t.requires_grad) if table is module._parameters else new
     return {k: m.eval().requires_grad_(False) for k, m in models.items()}
 
 
