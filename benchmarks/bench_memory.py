@@ -142,7 +142,7 @@ def write_md() -> None:
                   "estimated peak (informative only where tensors dominate the process: the small cases' "
                   "few MiB of tensors are lost in the heap the warm-up run left).", "",
                   "| case | weights | phase | estimated | measured | error |", "|---|---|---|---|---|---|"]
-        for name, rec in val.items():
+        for name, rec in ((n, val[n]) for n in [*VALIDATE, *sorted(set(val) - set(VALIDATE))] if n in val):
             e, m = _peaks(rec["estimate"]), _peaks(rec["measured"])
             for phase in e:
                 err = (e[phase] - m[phase]) / m[phase]
