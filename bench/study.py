@@ -64,8 +64,10 @@ RUNS = {
 R1_SEEDS = (0, 1, 2)
 R1_VARIANTS = ("exact", "approx", "none")
 DEFAULT_RUNS = tuple(RUNS)
-RUNS.update({f"r1-{r1}-s{seed}": ("sfv", {"r1": r1, "seed": seed}, f"SF-V preset, R1 {r1}, seed {seed}")
-             for seed in R1_SEEDS for r1 in R1_VARIANTS})
+R1_RUNS = {f"r1-{r1}-s{seed}": ("sfv", {"d_norm": "frames", "r1": r1, "seed": seed},
+                                  f"SF-V preset, R1 {r1}, seed {seed}")
+           for seed in R1_SEEDS for r1 in R1_VARIANTS}         # not in the default runs: --runs names them
+RUNS.update(R1_RUNS)
 
 
 def _overrides(over: dict, val: Path, steps: int) -> dict:
