@@ -84,7 +84,8 @@ def test_dry_run_files_steps_and_summary_last(dry_run):
     assert lat["shape"]["name"] == "tiny"
     train = json.loads((out / "train.json").read_text())
     assert train["subruns"]["r1-exact"]["step_s_median"] > 0 and train["lazy_r1_amortised_s"] > 0
-    assert train["subruns"]["memory-estimate"]["peak_bytes_exact"] > train["subruns"]["memory-estimate"]["peak_bytes_none"]
+    est = train["subruns"]["memory-estimate"]                              # sfv_train.memory beside the measured
+    assert est["peak_bytes_exact"] >= est["peak_bytes_approx"] >= est["peak_bytes_none"] > 0
     assert train["subruns"]["sfv-train-cli"]["exported"] is True
     gate = json.loads((out / "gate.json").read_text())
     assert gate["subruns"]["regress-slowed"]["rc"] == 1                    # the slowed UNet is caught
