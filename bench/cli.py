@@ -331,6 +331,11 @@ def train_main(argv=None) -> int:
             apply_config(parser, argv)
             args = parser.parse_args(argv)
         cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+        if cfg.estimate_memory:
+            from sfv_train.memory import estimate
+            from sfv_train.memory_report import report
+            print(report(estimate(cfg)))
+            return 0
         from sfv_train.train import train
 
         from .train_eval import TrainFVD      # the FVD while training (--fvd-every)

@@ -60,7 +60,15 @@ RUNS = {
     "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos"),
     "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos"),
 }
+# The R1 study (issue 28): the SF-V preset with exact R1 (double backward), its finite-difference
+# approximation and none, each at seeds 0..2 (seed: heads init, noise, data order).
+R1_SEEDS = (0, 1, 2)
+R1_VARIANTS = ("exact", "approx", "none")
 DEFAULT_RUNS = tuple(RUNS)
+R1_RUNS = {f"r1-{r1}-s{seed}": ("sfv", {"d_norm": "frames", "r1": r1, "seed": seed},
+                                  f"SF-V preset, R1 {r1}, seed {seed}")
+           for seed in R1_SEEDS for r1 in R1_VARIANTS}         # not in the default runs: --runs names them
+RUNS.update(R1_RUNS)
 
 
 def _overrides(over: dict, val: Path, steps: int) -> dict:
@@ -137,9 +145,32 @@ def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Pa
         lines.append(f"| {name} | {RUNS[name][2]} | {_fmt(rec)} | {p.get('gn_ratio', 0):.3g} | {p.get('gn_cos', 0):.2f} "
                      f"| {p.get('acc_real', 0):.2f} / {p.get('acc_fake', 0):.2f} | {p.get('logit_abs_real', 0):.2f} / "
                      f"{p.get('logit_abs_fake', 0):.2f} | {seconds.get(name, 0) / 60:.1f} |")
+    if any(k.startswith("r1-") for k in recs):
+        lines += ["", *r1_table(recs, steps, seconds)]
     path = out / "study.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def r1_table(recs: dict, steps: int, seconds: dict) -> list[str]:
+    """The R1 study's lines: each run's validation FVD with its interval, then per variant the mean
+    and the spread (min..max, sample standard deviation) over the seeds that have finished."""
+    import statistics
+
+    lines = [f"## R1: exact vs approximate vs none (SF-V preset, {steps} steps, seeds {', '.join(map(str, R1_SEEDS))})",
+             "", "| R1 | " + " | ".join(f"seed {s}" for s in R1_SEEDS) + " | mean | min..max | sd | min per run |",
+             "|---|" + "---|" * (len(R1_SEEDS) + 4)]
+    for r1 in R1_VARIANTS:
+        names = [f"r1-{r1}-s{s}" for s in R1_SEEDS]
+        fvds = [recs[n]["fvd"] for n in names if n in recs]
+        cells = [_fmt(recs[n]) if n in recs else "not run" for n in names]
+        mean = f"{statistics.mean(fvds):.2f}" if fvds else "-"
+        span = f"{min(fvds):.2f}..{max(fvds):.2f}" if fvds else "-"
+        sd = f"{statistics.stdev(fvds):.2f}" if len(fvds) > 1 else "-"
+        mins = [seconds[n] / 60 for n in names if n in seconds]
+        per_run = f"{statistics.mean(mins):.1f}" if mins else "-"
+        lines.append(f"| {r1} | " + " | ".join(cells) + f" | {mean} | {span} | {sd} | {per_run} |")
+    return lines
 
 
 def cli_study(args) -> int:

@@ -236,7 +236,19 @@ class Worker(WorkerBase):
                     t = None
                     self._free()
 
+        def estimated():
+            """sfv_train.memory's estimate of these steps (fake tensors on the CPU; make_trainer keeps no VAE)."""
+            from sfv_train.memory import estimate
+            e = estimate(TrainConfig(stack="svd" if size == "full" else "tiny", width=768 if size == "full" else 64,
+                                     height=448 if size == "full" else 64, num_frames=14, grad_accum=1, batch_size=1,
+                                     mixed_precision="bf16" if size == "full" and self.cuda else "no",
+                                     gradient_checkpointing=True, fvd_every=0, device=dev))
+            vae = e.resident.get("VAE and CLIP image encoder", 0)
+            return {**{f"peak_bytes_{v}": e.peak(v) - vae for v in e.d_peaks},
+                    "compare_with": "peak_allocated_bytes of each r1-* subrun"}
+
         need = 5 if self.quick else 25
+        self.sub("memory-estimate", need, estimated)
         exact = self.sub("r1-exact", need, lambda: variant("exact"))
         self.sub("r1-lazy-off", need, lambda: variant("none"))
         tried = ["exact", "none"]

@@ -77,7 +77,7 @@ LCM_RECON = ("pseudo-huber", "mse")     # the consistency distances --method lcm
 RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
             "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
             "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split", "milestone_every",
-            "process_group_timeout", "teacher_batch"}
+            "process_group_timeout", "teacher_batch", "estimate_memory"}
 FVD_AUTO_EVERY = 250      # --fvd-every -1 with --stack mini: every min(250, max_steps // 8) steps
 
 
@@ -105,6 +105,10 @@ class TrainConfig:
     max_steps: int = opt(50000, "optimisation steps (the run ends there)", "run")
     seed: int = opt(0, "heads init, noise, data order, conditioning noise", "run")
     device: str = opt("auto", "auto | cpu | cuda[:N] (under accelerate launch: set by accelerate)", "run")
+    estimate_memory: bool = opt(False, "print this run's per-GPU memory (weights, gradients, optimiser state, EMA, "
+                                "D, VAE/CLIP, activations, each R1) counted on fake tensors from the stack's "
+                                "configurations (no GPU, weights or data needed; minutes at full size) and exit",
+                                "run", nargs="?", const=True, metavar="on|off")
     # data
     split: str = opt("train", "UCF-101 split list (UCF-101 roots only)", "data", choices=("train", "test", "all"))
     fold: int = opt(1, "UCF-101 split fold", "data", choices=(1, 2, 3))
@@ -145,8 +149,10 @@ class TrainConfig:
                                      "objective", flag="--lambda")
     huber_c: float | None = opt(None, "pseudo-Huber c (default: 0.00054 sqrt(d), d = elements per video; lcm: "
                                 "0.001, AnimateLCM's)", "objective")
-    r1: str = opt("exact", "R1 on real inputs: exact (double backward, math SDPA), lazy (exact every --r1-every), "
-                  "approx, none", "objective", choices=R1_CHOICES)
+    r1: str = opt("approx", "R1 on real inputs: approx (finite difference (s(x + eps n) - s(x)) / eps: one more D "
+                  "forward; fits 80 GB at 768x448), exact (double backward through D under the math attention "
+                  "kernel: ~160 GiB per GPU at 768x448, see --estimate-memory), lazy (exact every --r1-every), none",
+                  "objective", choices=R1_CHOICES)
     r1_every: int = opt(16, "k of --r1 lazy (penalty weighted by k)", "objective")
     r1_gamma: float = opt(1e-5, "R1 weight gamma", "objective")
     r1_eps: float = opt(0.01, "perturbation of the approximate R1", "objective")

@@ -275,11 +275,19 @@ class Trainer(TrainLoop):
         return losses.pseudo_huber(x0_hat, x0, c, cfg.recon_reduction)
 
     def train_step(self) -> dict:
+        m = {k: 0.0 for k in ("g_adv", "g_rec", "g_loss", "d_loss", "acc_real", "acc_fake", "sigma_d")}
+        stash = self.g_phase(m)
+        self.d_phase(stash, m)
+        self.step += 1
+        return m
+
+    def g_phase(self, m: dict) -> list:
+        """G's micro-batches, its optimiser step and the EMA; adds to the metrics ``m``; returns the stash
+        the D phase reuses: (batch, x0_hat detached, sigma', eps') per micro-batch."""
         cfg, acc, gen = self.cfg, self.acc, self.gen
         accum = cfg.grad_accum
-        m = {k: 0.0 for k in ("g_adv", "g_rec", "g_loss", "d_loss", "acc_real", "acc_fake", "sigma_d")}
-        stash, probe, seen = [], GradProbe(), {"real": [], "fake": [], "sigma": []}
-        # ---- G phase (heads frozen)
+        stash, probe = [], GradProbe()
+        # heads frozen in this phase
         for p in self.D.head_parameters():
             p.requires_grad_(False)
         self.G.train()
@@ -320,8 +328,13 @@ class Trainer(TrainLoop):
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
         ema_update(self.ema, acc.unwrap_model(self.G), cfg.ema)
+        return stash
 
-        # ---- D phase (backbone frozen, heads train)
+    def d_phase(self, stash: list, m: dict) -> None:
+        """D's micro-batches on the G phase's stash (heads train, the backbone stays frozen), R1 as
+        ``--r1`` asks, and D's optimiser step; adds to the metrics ``m``."""
+        cfg, gen, accum = self.cfg, self.gen, self.cfg.grad_accum
+        seen = {"real": [], "fake": [], "sigma": []}
         for p in self.D.head_parameters():
             p.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)
@@ -367,8 +380,6 @@ class Trainer(TrainLoop):
         m["grad_norm_d"] = self.clip_grad(self.D.head_parameters(), self.cfg.max_grad_norm)
         self.opt_d.step()
         self.opt_d.zero_grad(set_to_none=True)
-        self.step += 1
-        return m
 
     def run(self) -> Path:
         path = super().run()

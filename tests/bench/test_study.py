@@ -146,6 +146,6 @@ def test_study_command_line_defaults():
     args = build_parser().parse_args(["study", "OUT"])
     assert (args.out, args.runs, args.steps, args.num_videos, args.install) == ("OUT", None, 400, 150, False)
     assert args.func == "bench.study:cli_study"
-    assert study.DEFAULT_RUNS == tuple(study.RUNS)
+    assert study.DEFAULT_RUNS + tuple(study.R1_RUNS) == tuple(study.RUNS)     # the R1 study: --runs r1-...
     for name, (method, over, what) in study.RUNS.items():
         assert method in ("sfv", "ufogen", "ladd") and over["d_norm"] in ("frames", "videos") and what, name

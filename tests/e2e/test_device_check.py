@@ -93,6 +93,8 @@ def test_dry_run_files_steps_and_summary_last(dry_run):
     assert s["latency"]["bf16"]["vae_decode_ms"] > 0 and s["latency"]["bf16"]["onestep_e2e_ms"] > 0
     train = json.loads((out / "train.json").read_text())
     assert train["subruns"]["r1-exact"]["step_s_median"] > 0 and train["lazy_r1_amortised_s"] > 0
+    est = train["subruns"]["memory-estimate"]                              # sfv_train.memory beside the measured
+    assert est["peak_bytes_exact"] >= est["peak_bytes_approx"] >= est["peak_bytes_none"] > 0
     assert train["subruns"]["sfv-train-cli"]["exported"] is True            # on .npz clips: no PyAV
     gate = json.loads((out / "gate.json").read_text())
     assert gate["subruns"]["regress-slowed"]["rc"] == 1                    # the slowed UNet is caught
