@@ -60,4 +60,5 @@ def test_the_timing_pass_wait_outlasts_the_timeout_a_single_barrier_does_not(cap
     rc = torchrun(2, [sys.executable, "-c", WAITS], threads=1)
     out = capfd.readouterr()
     assert "main_alone: timed" in out.out and "barrier passed" not in out.out
-    assert rc != 0 and "process 1 of 2 ended with code" in out.err and "timed out" in out.err.lower(), out.err
+    # whichever rank gives up first: its own timeout, or the peer's connection closed by that timeout
+    assert rc != 0 and ("timed out" in out.err.lower() or "closed by peer" in out.err), out.err
