@@ -25,6 +25,8 @@ def apply_config(parser: argparse.ArgumentParser, argv: list) -> dict:
         if dest not in actions:
             raise UserError(f"config file {known.config}: unknown option {key!r}; valid: "
                             f"{', '.join(sorted(actions))}")
+        if value is None:                                 # `key:` with no value in YAML, or null: the default
+            continue
         defaults[dest] = _config_value(parser, actions[dest], value, known.config)
     parser.set_defaults(**defaults)
     return data
@@ -34,7 +36,7 @@ def _config_value(parser, action, value, path):
     """A config file's value through the option's own argparse type and choices, so a file is checked as
     the command line is, with argparse's messages (``{"num_videos": [4]}``: "invalid int value: '[4]'"): a
     switch takes a boolean (or on/off, true/false, yes/no, 1/0), a repeatable or multi-value option a list
-    or one value, any other option one value; null leaves the option unset."""
+    or one value, any other option one value (null: the option keeps its default)."""
     def fail(message):
         raise UserError(f"config file {path}: {message}")
 
@@ -50,8 +52,7 @@ def _config_value(parser, action, value, path):
     items = value if isinstance(value, list) and many else [value]
     out = []
     for item in items:
-        if item is None:                                  # `key:` with no value in YAML: left unset
-            out.append(None)
+        if item is None:                                  # a null item of a list: left out
             continue
         if isinstance(item, (dict, list)) and action.type is None:
             fail(f"argument {name}: expected one value, got {item!r}")

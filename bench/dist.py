@@ -30,12 +30,9 @@ import torch
 from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
 
-DEFAULT_TIMEOUT_S = PROCESS_GROUP_TIMEOUT_S
-
-
 def timeout() -> datetime.timedelta:
-    """The process-group timeout: ``SFV_DIST_TIMEOUT_S`` seconds, default ``DEFAULT_TIMEOUT_S``."""
-    text = os.environ.get("SFV_DIST_TIMEOUT_S") or str(DEFAULT_TIMEOUT_S)
+    """The process-group timeout: ``SFV_DIST_TIMEOUT_S`` seconds, default ``PROCESS_GROUP_TIMEOUT_S``."""
+    text = os.environ.get("SFV_DIST_TIMEOUT_S") or str(PROCESS_GROUP_TIMEOUT_S)
     try:
         seconds = float(text)
     except ValueError:

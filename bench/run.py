@@ -275,11 +275,11 @@ def _method_row(settings, spec, method, refs, seeds, condition, shape, real, det
 
 
 def _left_to_make(refs, sdir, shape, batch_size, dist, log) -> tuple[list, list]:
-    """(samples this process makes, the batches it computes). The batches are cut from the whole sorted
-    list, so a video's batch, and with it its bits, does not depend on the number of processes; each
-    process checks its block of the finished samples (a damaged one is removed), then the batches holding
-    the rest are dealt round robin, so a resumed run with another number of processes keeps every process
-    busy (and none waits for another's whole share)."""
+    """(samples this process makes, the batches it computes). The batches are cut from the whole list of
+    samples (in selection order), so a video's batch, and with it its bits, does not depend on the number of
+    processes; each process checks its block of the finished samples (a damaged one is removed), then the
+    batches holding the rest are dealt round robin, so a resumed run with another number of processes keeps
+    every process busy (and none waits for another's whole share)."""
     mine = missing(dist.shard(refs), sdir, shape, log)
     left = {sid for part in dist.gather_objects([r.sample_id for r in mine]) for sid in part}
     batches = dist.deal([b for b in cut_batches(list(refs), batch_size) if any(r.sample_id in left for r in b)])
@@ -298,11 +298,11 @@ def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
         latency.update(pass_s=unet_pass["median_s"], calls_x_pass_s=rec["unet_calls"] * unet_pass["median_s"],
                        pass_timed_in=unet_pass.get("timed_in"))
     rec.update(status="ok", fvd=res["fvd"], fvd_interval=interval, n_fake=fake.n, latency=latency)
-    unet = f"UNet {latency.get('calls_x_pass_s', latency['median_s']):.4f} s/video ({rec['unet_calls']} x batch " \
+    unet = f"UNet {report.latency_s(rec):.4f} s/video ({rec['unet_calls']} x batch " \
            f"{rec['unet_batch']}; measured {latency['median_s']:.4f}; {latency['threads']} thread(s))" \
         if latency else "no UNet"
     log(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
-        f"{interval_text(interval, fake.n)} (N={fake.n}), {unet}")
+        f"{interval_text(interval, fake.n)}{f' (N={fake.n})' if interval else ''}, {unet}")
     return rec
 
 

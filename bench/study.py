@@ -23,7 +23,7 @@ from pathlib import Path
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
-from .distill import MINI_WHY, distil, score, validation_root
+from .distill import MINI_WHY, _fmt, distil, score, validation_root
 from .fvd.stats import interval_text
 
 # name -> (method, sfv-train overrides, what it tests). OLD: the discriminator and SF-V reconstruction as
@@ -119,11 +119,6 @@ def plot(all_curves: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def _fmt(rec: dict) -> str:
-    interval = rec.get("fvd_interval")
-    return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
 def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Path:

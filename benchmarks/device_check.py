@@ -93,8 +93,8 @@ import time
 from pathlib import Path
 
 # devcheck_util (imported first by every devcheck_* module) puts the repository root and benchmarks/ on
-# sys.path. Names this file does not use are re-exported: device_check.<name> stays what it was before the
-# split (tests/e2e/test_device_check.py uses SCHEMA, STEPS, OUT_FILES, Worker, peak_for, build_summary, ...).
+# sys.path. Names this file does not use are re-exported for tests/e2e/test_device_check.py (SCHEMA, STEPS,
+# OUT_FILES, Worker, peak_for, build_summary, ...).
 from devcheck_util import (BOXES, CONTEXT_BYTES, DEFAULT_STEPS, DENSE_BF16_PEAK_TFLOPS,  # noqa: F401
                            DEVICE_SECONDS, FLOOR_NOTE, H100_80GB_BYTES, HERE, LOG_LIMIT, OPTIONAL, OUT_FILES,
                            PEAK_SOURCE, ROOT, SCHEMA, STEPS, Tee, call_cli, cli_reason, exc_line, gib, ms, one_line,

@@ -96,7 +96,7 @@ def save_checkpoint(root: Path, step: int, acc, gen: torch.Generator, *, weights
     except Exception as e:
         if acc.is_main_process or acc.num_processes == 1:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_full(e, root, sum(b for _, b in writers.values())) or e
+        raise disk_full(e, root.parent, sum(b for _, b in writers.values())) or e
     acc.wait_for_everyone()
     if acc.is_main_process:
         try:
@@ -105,7 +105,7 @@ def save_checkpoint(root: Path, step: int, acc, gen: torch.Generator, *, weights
                                                    "time": time.time(), "files": sorted(writers), **state})
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_full(e, root, 0) or e
+            raise disk_full(e, root.parent, 0) or e
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -134,16 +134,17 @@ def _torch_save(obj, path: Path) -> None:
         torch.save(obj, f)
 
 
-def disk_full(e: BaseException, root: Path, need: int) -> OSError | None:
-    """An OSError naming the fix when ``e`` (or what it wraps) is a full disk or quota, else None."""
+def disk_full(e: BaseException, out: Path, need: int, what: str = "a checkpoint") -> OSError | None:
+    """An OSError naming the fix when ``e`` (or what it wraps) is a full disk or quota, else None. ``out``:
+    the run folder (what ``--resume`` takes); ``what``: the thing being written."""
     seen = e
     while seen is not None:
         if (isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT)) or \
                 "os error 28" in str(seen) or "No space left" in str(seen):
-            free = shutil.disk_usage(root).free if root.exists() else 0
-            return OSError(errno.ENOSPC, f"no space left on the disk of {root} (a checkpoint needs "
+            free = shutil.disk_usage(out).free if out.exists() else 0
+            return OSError(errno.ENOSPC, f"no space left on the disk of {out} ({what} needs "
                            f"{need / 1e9:.2f} GB, {free / 1e9:.2f} GB free): free space or keep fewer "
-                           f"(--checkpoints-total-limit), then continue with sfv-train --resume {root.parent}; "
+                           f"(--checkpoints-total-limit), then continue with sfv-train --resume {out}; "
                            f"the checkpoints written before are kept")
         seen = seen.__cause__ or seen.__context__
     return None
@@ -293,7 +294,7 @@ def export_model(out: Path, acc, model, name: str, record: dict, final: Path | N
             atomic_write_json(tmp / "sfv_train.json", record)
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_full(e, out, state_dict_bytes(model.state_dict())) or e
+            raise disk_full(e, out, state_dict_bytes(model.state_dict()), "the export") or e
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             os.replace(final, old)

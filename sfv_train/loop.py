@@ -53,7 +53,6 @@ from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_si
                          remove_stale, save_checkpoint, state_dict_bytes)
 from .evaluation import fvd_due
 
-DEFAULT_PG_TIMEOUT = PROCESS_GROUP_TIMEOUT_S     # TrainConfig.process_group_timeout (the loop's own configs lack it)
 
 
 def _tensorboard_available() -> bool:
@@ -179,7 +178,7 @@ class TrainLoop:
             self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
         if device.startswith("cuda:"):
             torch.cuda.set_device(device)
-        timeout = timedelta(seconds=getattr(cfg, "process_group_timeout", DEFAULT_PG_TIMEOUT))
+        timeout = timedelta(seconds=getattr(cfg, "process_group_timeout", PROCESS_GROUP_TIMEOUT_S))
         self.acc = Accelerator(
             cpu=device == "cpu", mixed_precision="no", log_with=None if report == "none" else report,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
@@ -232,7 +231,7 @@ class TrainLoop:
                                weights={k: m.state_dict() for k, m in models.items()}, config=self.cfg.to_dict(),
                                state=self.checkpoint_state(), limit=self.cfg.checkpoints_total_limit)
         took = time.perf_counter() - start
-        timeout = getattr(self.cfg, "process_group_timeout", DEFAULT_PG_TIMEOUT)
+        timeout = getattr(self.cfg, "process_group_timeout", PROCESS_GROUP_TIMEOUT_S)
         if self.world > 1 and took > timeout / 2:
             self.log(f"warning: writing {path.name} took {took:.0f} s, more than half of --process-group-timeout "
                      f"{timeout} s: raise it, or the processes may time out waiting for each other")

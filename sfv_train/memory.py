@@ -174,9 +174,9 @@ class _Batches:
 def stack_configs(stack: str) -> dict:
     """The model configurations of ``--stack``: svd / svd-xt (the full-size SVD architecture), tiny,
     mini, or a pipeline folder holding unet/, vae/ and image_encoder/ config.json (weights not read)."""
-    from methods.models.configs import FULL_CONFIGS, MINI_CONFIGS, TINY_CONFIGS
+    from methods.models.configs import FULL_CONFIGS, FULL_XT_CONFIGS, MINI_CONFIGS, TINY_CONFIGS
 
-    known = {"svd": FULL_CONFIGS, "svd-xt": FULL_CONFIGS, "tiny": TINY_CONFIGS, "mini": MINI_CONFIGS}
+    known = {"svd": FULL_CONFIGS, "svd-xt": FULL_XT_CONFIGS, "tiny": TINY_CONFIGS, "mini": MINI_CONFIGS}
     if stack in known:
         return known[stack]
     folder = Path(stack).expanduser()

@@ -240,14 +240,15 @@ def load_weights_file(path, device="cpu", strict_pin: bool = False, trust: bool 
     if not path.is_file():
         raise UserError(f"detector weights not found: {path}")
     digest = sha256_file(path)
-    if not _is_torchscript(path):               # read without running code; a file that is none is said first
+    script = _is_torchscript(path)
+    if not script:                              # read without running code; a file that is none is said first
         model = _load_state_dict_file(path)
     verified = check_pin(path, digest, strict=strict_pin)
     tag = "" if verified else ", unverified weights"
-    if _is_torchscript(path) and not (verified or trust):
+    if script and not (verified or trust):
         raise UserError(f"{path} is a TorchScript file that matches no published detector (sha256 {digest[:12]}); "
                         f"loading it runs code from the file: pass --trust-detector if you trust it")
-    if _is_torchscript(path):
+    if script:
         try:
             with warnings.catch_warnings():   # TorchScript is deprecated in torch 2.x; the file format is fixed
                 warnings.simplefilter("ignore", DeprecationWarning)

@@ -4,7 +4,7 @@ A *stack* is a diffusers ``StableVideoDiffusionPipeline`` folder (``model_index.
 subfolders ``unet``, ``vae``, ``image_encoder``, ``feature_extractor``, ``scheduler``). Specs:
 
 * ``mini`` -- the mini world's trained stack, shipped in the repository (methods/models/mini.py).
-* ``tiny`` -- the real SVD architectures at toy size with seeded random weights (FACTS sec. 2).
+* ``tiny`` -- the real SVD architectures at toy size with seeded random weights (``configs.TINY_CONFIGS``).
   Built once per (seed, configs, diffusers/transformers version) and saved with
   ``save_pretrained`` under ``cache_dir('stacks')``; every load goes through ``from_pretrained``,
   exactly like a real stack.

@@ -83,7 +83,7 @@ class VideoRef:
     @property
     def seed_name(self) -> str:
         """What the per-video seed is drawn from (``sfv_core.seeds.sample_seed``): the file's stem,
-        "v_Class_g01_c01", as in every earlier version, so the same video keeps its numbers."""
+        "v_Class_g01_c01": a video's seed does not depend on the form of its id."""
         return Path(self.rel).stem
 
 

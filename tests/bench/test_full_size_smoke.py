@@ -38,6 +38,12 @@ def test_full_size_stack_on_meta():
         FULL_CONFIGS["image_encoder"]
     xt = smoke.xt_view(pipe, "full")
     assert dict(xt.unet.config)["num_frames"] == 25 and xt.vae is pipe.vae
+    assert dict(xt.unet.named_parameters()).keys() == dict(pipe.unet.named_parameters()).keys()
+
+
+def test_xt_view_shares_the_tensors():
+    """On real storage (the tiny stack): the -xt view's parameters are the img2vid UNet's, not copies."""
+    pipe = smoke.build_stack("tiny")
+    xt = smoke.xt_view(pipe, "tiny")
     mine, theirs = dict(xt.unet.named_parameters()), dict(pipe.unet.named_parameters())
-    assert mine.keys() == theirs.keys()
-    assert all(mine[k] is theirs[k] or mine[k].data_ptr() == theirs[k].data_ptr() for k in mine)
+    assert mine.keys() == theirs.keys() and all(mine[k].data_ptr() == theirs[k].data_ptr() for k in mine)

@@ -31,7 +31,7 @@ def _records(out):
     return [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
 
 
-def _table(out, drop=("Latency (s)", "Latency p90 (s)")):
+def _table(out, drop=("Latency (s)", "Measured (s)", "Measured p90 (s)")):
     rows = list(csv.DictReader(io.StringIO((Path(out) / "table.csv").read_text())))
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
@@ -110,6 +110,18 @@ def test_config_boolean_as_text_is_a_boolean(tmp_path):
     assert args.balanced is False and args.no_previews is True
 
 
+def test_config_null_keeps_the_default(tmp_path):
+    from bench.cli import _subparser, apply_config, build_parser
+
+    default = build_parser().parse_args(["run"])
+    path = tmp_path / "c.json"
+    path.write_text('{"threads": null, "fvd_batch_size": null}')
+    parser = build_parser()
+    apply_config(_subparser(parser, "run"), ["--config", str(path)])
+    args = parser.parse_args(["run", "--config", str(path)])
+    assert (args.threads, args.fvd_batch_size) == (default.threads, default.fvd_batch_size) != (None, None)
+
+
 # ---------------------------------------------------------------------------------------------- bad data
 
 def test_one_file_name_in_two_classes_gives_two_samples(tmp_path, synthetic_root, capsys):
@@ -173,7 +185,7 @@ def test_flipped_bit_in_a_weight_file_with_its_mtime_restored_is_caught(tmp_path
     shutil.copytree(SHIPPED / "stack", world / "stack")
     shutil.copy(SHIPPED / "manifest.json", world / "manifest.json")
     monkeypatch.setenv("SFV_MINI_WORLD", str(world))
-    assert verified("stack") == world / "stack"           # hashed (and, before, remembered by size and mtime)
+    assert verified("stack") == world / "stack"           # hashed
     weights = world / "stack" / "unet" / "diffusion_pytorch_model.safetensors"
     st = weights.stat()
     data = bytearray(weights.read_bytes())
@@ -249,7 +261,7 @@ def test_interval_not_computable_or_below_zero_is_not_printed_as_one(tmp_path, s
     capsys.readouterr()
     assert main(["run", "--world", "tiny", "-n", "2", "--no-previews", "--methods", "dummy:1", "--out", str(out)]) == 0
     console = capsys.readouterr().out
-    assert "nan" not in console.lower() and "none (N=2: needs >= 4 videos) (N=2)" in console
+    assert "nan" not in console.lower() and "none (N=2: needs >= 4 videos)," in console
     assert _records(out)[0]["fvd_interval"] is None
     for text in ((out / "table.md").read_text(), (out / "table.csv").read_text()):
         assert "none (N=2: needs >= 4 videos)" in text and "nan" not in text.lower()

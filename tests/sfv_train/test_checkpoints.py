@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sfv_core.errors import UserError
-from sfv_train.checkpoint import (checkpoint_sizes, damage, list_checkpoints, load_checkpoint,
+from sfv_train.checkpoint import (_share, checkpoint_sizes, damage, export_model, list_checkpoints, load_checkpoint,
                                   optimizer_state_bytes, save_checkpoint)
 
 
@@ -43,9 +43,11 @@ def _save(root, step, proc, model, opt, limit=0):
 
 
 def test_two_processes_write_one_checkpoint_and_it_loads_on_cpu_0(tmp_path):
-    """Both processes write (each a share of the files; rank 1 the largest, rank 0 the rest); the folder
-    is whole and loads where accelerate's multi-process CPU device is cpu:0 (it failed there as 'damaged')."""
+    """Both processes write a share of the files (rank 0 the largest, rank 1 the rest); the folder is whole
+    and loads where accelerate's multi-process CPU device is cpu:0."""
     model, opt = _parts()
+    writers = {"model.safetensors": (None, 212), "opt.pt": (None, 440)}
+    assert _share(writers, 0, 2) == ["opt.pt"] and _share(writers, 1, 2) == ["model.safetensors"]
     barrier = threading.Barrier(2)
     threads = [threading.Thread(target=_save, args=(tmp_path, 7, Proc(r, 2, barrier=barrier), model, opt))
                for r in (1, 0)]
@@ -119,6 +121,21 @@ def test_full_disk_is_one_oserror_and_keeps_the_older_checkpoints(tmp_path, monk
     assert e.value.errno == errno.ENOSPC and "no space left on the disk of" in str(e.value.strerror)
     assert "--resume" in e.value.strerror and "\n" not in e.value.strerror
     assert [p.name for p in tmp_path.iterdir()] == ["step-000001"]
+
+
+def test_full_disk_while_exporting_names_the_run_folder(tmp_path):
+    """The export's full-disk line says what was being written and resumes the run folder itself."""
+    class Unet(torch.nn.Linear):
+        def save_pretrained(self, path, **kw):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(OSError) as e:
+        export_model(out, Proc(), Unet(2, 2), "unet", {})
+    assert "(the export needs" in e.value.strerror and e.value.strerror.endswith(
+        f"sfv-train --resume {out}; the checkpoints written before are kept"), e.value.strerror
+    assert sorted(p.name for p in out.iterdir()) == []
 
 
 def test_keep_last_and_the_weight_of_a_checkpoint_before_its_first_step(tmp_path):

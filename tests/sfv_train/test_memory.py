@@ -65,7 +65,7 @@ def test_cli_estimate_memory_prints_and_writes_nothing(tiny_pair, tmp_path, monk
 
 def test_default_r1_fits_80gb_at_paper_size():
     """The committed full-size estimate (768x448, 14 frames, batch 1 x 4, bf16, checkpointing) is of
-    today's defaults, and the default R1's per-GPU peak with several processes is under 70 GiB; exact
+    the defaults, and the default R1's per-GPU peak with several processes is under 70 GiB; exact
     R1 (double backward, math attention) is not."""
     import dataclasses
 
