@@ -47,7 +47,8 @@ def frames_sha256(video: np.ndarray) -> str:
 
 def prepare_dir(sdir: Path, identity: dict, force: bool, log, refs=()) -> None:
     """Make ``sdir`` hold samples of ``identity``: samples of another identity (or ``force``) are removed;
-    samples of ``refs`` stored under flat names (``sdir/<stem>.npz``, the layout before Class/ folders) are moved to their ids."""
+    samples of ``refs`` stored under flat names (``sdir/<stem>.npz``, the layout before Class/ folders) are
+    moved to their ids."""
     path = sdir / "method.json"
     old = None
     if path.is_file():
@@ -144,9 +145,9 @@ def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_
     depend on its batch (kernels round by batch size, the VAE decodes the batch's frames together), so the run
     cuts its batches from the whole list of samples (in selection order), whatever the number of processes,
     and a sample regenerated on a rerun is made in the batch it had in the clean run: the whole batch
-    computed, its members in ``todo`` written. The rerun's table equals the clean run's. ``conditions_of(ref)`` gives the
-    conditioning image; ``process`` (rank, processes) is recorded in the sidecar. No warm-up: nothing here
-    is timed."""
+    computed, its members in ``todo`` written. The rerun's table equals the clean run's.
+    ``conditions_of(ref)`` gives the conditioning image; ``process`` (rank, processes) is recorded in the
+    sidecar. No warm-up: nothing here is timed."""
     if not todo:
         return
     conditions = protocol.conditions()

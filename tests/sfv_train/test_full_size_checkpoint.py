@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from full_size_smoke_train import meta_trainer  # noqa: E402
 
-SVD_UNET_PARAMS = 1_524_623_082   # the UNet built from stabilityai/stable-video-diffusion-img2vid unet/config.json (6.10 GB in float32)
+SVD_UNET_PARAMS = 1_524_623_082   # stabilityai/stable-video-diffusion-img2vid unet/config.json, built
 
 
 @pytest.mark.slow
