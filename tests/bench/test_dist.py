@@ -40,14 +40,14 @@ WAITS = """
 import time
 from bench.dist import Dist
 d = Dist("cpu")
-def work(tick):                          # 1.8 s of rank 0 work in 0.3 s pieces, under a 1 s timeout
+def work(tick):                          # 5.4 s of rank 0 work in 0.9 s pieces, under a 3 s timeout
     for _ in range(6):
-        time.sleep(0.3)
+        time.sleep(0.9)
         tick()
     return "timed"
 print("main_alone:", d.main_alone(work), flush=True)
 if d.main:
-    time.sleep(1.8)                      # the same work, waited for in one barrier: past the timeout
+    time.sleep(5.4)                      # the same work, waited for in one barrier: past the timeout
 d.barrier()
 print("barrier passed", flush=True)
 """
@@ -56,7 +56,7 @@ print("barrier passed", flush=True)
 def test_the_timing_pass_wait_outlasts_the_timeout_a_single_barrier_does_not(capfd, monkeypatch):
     """The process-group timeout is the one set (SFV_DIST_TIMEOUT_S): one barrier waiting longer fails;
     ``main_alone`` waits for the same work in pieces, each well under it."""
-    monkeypatch.setenv("SFV_DIST_TIMEOUT_S", "1")
+    monkeypatch.setenv("SFV_DIST_TIMEOUT_S", "3")   # 1 s can cut the start-up rendezvous on a busy machine
     rc = torchrun(2, [sys.executable, "-c", WAITS], threads=1)
     out = capfd.readouterr()
     assert "main_alone: timed" in out.out and "barrier passed" not in out.out
