@@ -11,13 +11,15 @@ Layout: the channel axis (size 3) is last, or else third from last ((T, 3, H, W)
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from sfv_core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SVD_NATIVE_SIZE = (1024, 576)   # StableVideoDiffusionPipeline's default width x height
 VIDEOS = ("a (B, T, H, W, 3) or (B, T, 3, H, W) numpy array or torch tensor (uint8, or float in [0, 1] or "
@@ -237,7 +239,8 @@ def generate_video(image, method: str = "svd:25", stack="svd", *, seed: int = 0,
     """One video, uint8 (T, H, W, 3), from one image with ``method`` on ``stack`` ('svd', 'svd-xt', 'tiny', a folder).
 
     ``image``: see IMAGE (float: any negative value means [-1, 1]). Size: ``width`` x ``height``, else the
-    stack's native size (see ``native_size``); an image of another size is stretched (said on stderr).
+    stack's native size (see ``native_size``); an image of another size is stretched (a logged warning: on
+    stderr unless the application configures logging otherwise).
     ``options``: the method's options (`sfv-bench ls`). Loads the stack on every call: for many videos use
     ``get_method(spec).load(stack, device, dtype)`` and ``.generate(images, seeds, ...)``.
     """
@@ -260,8 +263,7 @@ def generate_video(image, method: str = "svd:25", stack="svd", *, seed: int = 0,
             raise UserError(f"width and height must be positive multiples of {scale} (the VAE's factor), "
                             f"got {size[0]}x{size[1]}")
         if size != (img.shape[1], img.shape[0]):
-            print(f"stretching {img.shape[1]}x{img.shape[0]} -> {size[0]}x{size[1]} (the pipeline's rule)",
-                  file=sys.stderr)
+            log.warning(f"stretching {img.shape[1]}x{img.shape[0]} -> {size[0]}x{size[1]} (the pipeline's rule)")
         return m.generate(img[None], [int(seed)], num_frames=int(num_frames), width=size[0], height=size[1])[0]
     finally:
         m.unload()

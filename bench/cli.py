@@ -14,6 +14,7 @@ import sys
 import typing
 
 from sfv_core.errors import UserError
+from sfv_core.logs import setup_console
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import GEN, WORLDS
 from sfv_core.values import parse_bool
@@ -228,6 +229,7 @@ def _dispatch(prog: str, target: str, args) -> int:
 
 def main(argv=None) -> int:
     """`sfv-bench`."""
+    setup_console()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "run":
@@ -320,6 +322,7 @@ def train_main(argv=None) -> int:
     config.json (``--resume OUT``), the defaults."""
     from sfv_train.config import TrainConfig, resume_defaults
 
+    setup_console()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_train_parser()

@@ -21,7 +21,6 @@ import contextlib
 import datetime
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +28,9 @@ import torch
 
 from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
+
+log = logging.getLogger(__name__)
+
 
 def timeout() -> datetime.timedelta:
     """The process-group timeout: ``SFV_DIST_TIMEOUT_S`` seconds, default ``PROCESS_GROUP_TIMEOUT_S``."""
@@ -86,8 +88,8 @@ def _report(failures: dict, k: int, logs: Path) -> int:
     tail = []
     for path in sorted(logs.glob(f"*/attempt_*/{failure.local_rank}/std*.log")):
         tail += path.read_text(errors="replace").strip().splitlines()
-    print(f"sfv-bench run: process {rank} of {k} ended with code {_exit_code(failure.exitcode)}:", *tail[-15:],
-          sep="\n", file=sys.stderr)
+    log.error("\n".join([f"sfv-bench run: process {rank} of {k} ended with code {_exit_code(failure.exitcode)}:",
+                         *tail[-15:]]))
     return _exit_code(failure.exitcode)
 
 

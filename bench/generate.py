@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from sfv_core.data.videoio import read_video, save_array
 from sfv_core.env import cpu_name, device_name, load_average
 from sfv_core.fsutil import atomic_write_json
 
+log = logging.getLogger(__name__)
+
 
 def spec_dirname(spec: str) -> str:
     return spec.replace(":", "_").replace("/", "_")
@@ -45,7 +48,7 @@ def frames_sha256(video: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(video).tobytes()).hexdigest()
 
 
-def prepare_dir(sdir: Path, identity: dict, force: bool, log, refs=()) -> None:
+def prepare_dir(sdir: Path, identity: dict, force: bool, refs=()) -> None:
     """Make ``sdir`` hold samples of ``identity``: samples of another identity (or ``force``) are removed;
     samples of ``refs`` stored under flat names (``sdir/<stem>.npz``, the layout before Class/ folders) are
     moved to their ids."""
@@ -59,13 +62,13 @@ def prepare_dir(sdir: Path, identity: dict, force: bool, log, refs=()) -> None:
     if sdir.is_dir() and (force or (old is not None and old != identity)):
         what = "--force" if force else "other weights or options (" + ", ".join(
             k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)) + ")"
-        log(f"  {identity['spec']}: discarding {len(list(sdir.rglob('*.npz')))} samples made with {what}")
+        log.info(f"  {identity['spec']}: discarding {len(list(sdir.rglob('*.npz')))} samples made with {what}")
         shutil.rmtree(sdir)
     atomic_write_json(path, identity)
-    adopt_flat_samples(refs, sdir, identity["spec"], log)
+    adopt_flat_samples(refs, sdir, identity["spec"])
 
 
-def adopt_flat_samples(refs, sdir: Path, spec: str, log) -> None:
+def adopt_flat_samples(refs, sdir: Path, spec: str) -> None:
     """Run folders of earlier versions named a sample by its file stem (``sdir/v_X_g01_c01.npz``), which two
     classes can share. Such a sample whose stem is unique among ``refs`` is moved to its id
     (``sdir/Class/v_X_g01_c01.npz``: same seed, same video, checked as usual); one whose stem is ambiguous
@@ -90,8 +93,8 @@ def adopt_flat_samples(refs, sdir: Path, spec: str, log) -> None:
         flat.replace(new)
         moved += 1
     if moved or dropped:
-        log(f"  {spec}: {moved} samples of an earlier version moved to their Class/name ids"
-            f"{f', {dropped} with a name two classes share removed (regenerated)' if dropped else ''}")
+        log.info(f"  {spec}: {moved} samples of an earlier version moved to their Class/name ids"
+                 f"{f', {dropped} with a name two classes share removed (regenerated)' if dropped else ''}")
 
 
 def sample_problem(npz: Path, shape: tuple) -> str | None:
@@ -114,7 +117,7 @@ def sample_problem(npz: Path, shape: tuple) -> str | None:
     return None
 
 
-def missing(refs, sdir: Path, shape: tuple, log=None) -> list:
+def missing(refs, sdir: Path, shape: tuple) -> list:
     """The refs whose sample is absent or fails ``sample_problem`` (damaged ones are named)."""
     out = []
     for r in refs:
@@ -124,8 +127,7 @@ def missing(refs, sdir: Path, shape: tuple, log=None) -> list:
             continue
         problem = sample_problem(npz, shape)
         if problem:
-            if log:
-                log(f"  regenerating {npz}: {problem}")
+            log.info(f"  regenerating {npz}: {problem}")
             npz.unlink()
             out.append(r)
     return out

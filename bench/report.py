@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 from pathlib import Path
 
 from sfv_core import paper
@@ -238,7 +239,7 @@ def cli_table(args) -> int:
 
         with folder_lock(runs[0], "sfv-bench table --write", option="run folder"):
             write_tables(runs[0], records)
-    print(text, end="")
+    sys.stdout.write(text)                       # the command's output (a table), not a log message
     return 0
 
 

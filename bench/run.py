@@ -15,11 +15,15 @@ A rerun skips every finished (and intact) sample and ends with the same FVDs. Re
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,6 +46,8 @@ from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval, interval_text
 from .generate import (PassTimes, cut_batches, generate_method, missing, prepare_dir, read_samples,
                        spec_dirname, time_method)
 from .settings import Settings, check_run_json
+
+log = logging.getLogger(__name__)
 
 
 def _dataset_root(settings, dist, full: bool = False) -> Path:
@@ -91,7 +97,7 @@ def _real_stats(settings, refs, detector, dist, progress):
     stats, hit, path = cached_stats([r.path for r in refs], p.to_dict(), detector, compute, label=p.metric_name,
                                     dist=dist)
     if hit and progress:
-        print(f"real statistics: cache hit {path} (N={stats.n}); no real video decoded", flush=True)
+        log.info(f"real statistics: cache hit {path} (N={stats.n}); no real video decoded")
     return stats, stats.metadata, hit
 
 
@@ -138,37 +144,72 @@ def cli_run(args) -> int:
         dist.close()
 
 
-def _say(dist):
-    def log(msg):
-        if dist.main:
-            print(msg, flush=True)
-    return log
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What every row of one run shares: the scored videos, how they are conditioned and seeded, the real
+    statistics they are scored against."""
+    settings: Settings
+    dist: Dist
+    progress: bool                  # progress bars (main process, TQDM_DISABLE unset)
+    out: Path                       # the run folder
+    refs: list                      # the scored videos (those whose real clip could be read)
+    seeds: dict                     # sample_id -> the video's seed
+    condition: Callable             # ref -> conditioning image (each read once)
+    sample_shape: tuple             # (T, H, W, 3) of a stored sample
+    real: FeatureStats              # real feature statistics
+    real_meta: dict                 # what reading the real clips found: selected, used, corrupt, too_short, cache_hit
+    detector: Any
+    passes: PassTimes               # the run's one time per UNet pass
 
 
 def _run(settings, dist, progress) -> int:
     quiet_hf_logging()  # diffusers' and transformers' inner bars and notices stay quiet
     t_start = time.time()
-    log = _say(dist)
-    p, world = settings.protocol, settings.world
-    # fail early on anything missing (stacks, weights, dataset, detector) before any generation
+    dataset, refs, out, methods, detector = _check_inputs(settings, dist)
+    ctx = _score_real(settings, dist, progress, refs, out, detector)
+    common = _common_fields(ctx)
+    old = results.read_results(out, allow_empty=True) if (out / "results.jsonl").is_file() else []
+    records = []
+    for spec, method in methods:
+        rec = _real_row(ctx, dataset) if method is None else _method_row(ctx, spec, method)
+        records.append(results.stamp({**rec, **common}))
+        if dist.main:  # results so far, so an interrupted run still leaves readable records
+            results.write_results(out, results.merge(old, records))
+    _write_outputs(ctx, results.merge(old, records), records[dist.rank::dist.world], t_start)
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+
+def _title(settings) -> str:
+    return settings.world.label if settings.world.toy else f"UCF-101 at {settings.data}"
+
+
+def _check_inputs(settings, dist):
+    """Everything a run needs, checked before any generation (stacks, weights, dataset, detector, the run
+    folder's earlier settings): (dataset, the selected videos, the locked run folder, [(spec, method or None
+    for the ``real`` row)], detector)."""
+    p = settings.protocol
     dataset = UCF101(_dataset_root(settings, dist))
     refs = select_videos(dataset, p)
     out = settings.out_dir(refs, lock=dist.main)        # held to the end: one run at a time writes into --out
-    title = world.label if world.toy else f"UCF-101 at {settings.data}"
-    log(f"sfv-bench run: {title}\n  out: {out}\n  methods: {', '.join(s.key for s in settings.specs)}\n"
-        f"  protocol: {p.metric_name}, split {p.split} fold {p.fold}, seed {p.seed}, "
-        f"device {settings.device} {settings.dtype}, {dist.world} process(es)")
+    log.info(f"sfv-bench run: {_title(settings)}\n  out: {out}\n  methods: {', '.join(s.key for s in settings.specs)}\n"
+             f"  protocol: {p.metric_name}, split {p.split} fold {p.fold}, seed {p.seed}, "
+             f"device {settings.device} {settings.dtype}, {dist.world} process(es)")
     methods = {}
     for spec in settings.specs:
-        if spec.name == "real":
-            methods[spec.key] = (spec, None)
-            continue
-        m = get_method(spec, **settings.options.get(spec.name, {}))
-        m.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves and checks files, loads nothing
-        methods[spec.key] = (spec, m)
+        method = None
+        if spec.name != "real":
+            method = get_method(spec, **settings.options.get(spec.name, {}))
+            method.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves files, loads nothing
+        methods[spec.key] = (spec, method)
     detector = load_detector(settings.detector, device=settings.device, trust=settings.trust_detector)
     check_run_json(out, settings.key(refs), dist)
+    return dataset, refs, out, list(methods.values()), detector
 
+
+def _score_real(settings, dist, progress, refs, out, detector) -> RunContext:
+    """The real statistics of the selected videos; the videos whose clip could not be read are dropped
+    (said once)."""
+    p = settings.protocol
     real, meta, hit = _real_stats(settings, refs, detector, dist, progress)
     if dist.main:
         for path in meta["corrupt"]:
@@ -178,117 +219,136 @@ def _run(settings, dist, progress) -> int:
                           stacklevel=2)
     used = set(meta["used"])
     refs = [r for r in refs if r.sample_id in used]
-    seeds = {r.sample_id: sample_seed(p.seed, r.seed_name) for r in refs}
-    conds: dict = {}
+    conditions: dict = {}
 
     def condition(ref):
-        if ref.sample_id not in conds:
-            conds[ref.sample_id] = load_condition(ref, p)
-        return conds[ref.sample_id]
+        if ref.sample_id not in conditions:
+            conditions[ref.sample_id] = load_condition(ref, p)
+        return conditions[ref.sample_id]
 
-    common = {"metric": p.metric_name, "covariance": p.covariance, "n_real": real.n,
-              "detector": {"name": detector.name, "kind": detector.kind, "sha256": detector.sha256,
-                           "label": detector.label, "toy": detector.is_toy},
-              "device": settings.device, "device_name": device_name(settings.device), "dtype": settings.dtype,
-              "processes": dist.world, "versions": versions(), "git_commit": git_commit(),
-              "protocol": p.to_dict(), "world": world.name, "world_label": world.label, "toy": world.toy,
-              "data": {"root": settings.data or f"synthetic {settings.world.dataset} (sfv-bench make-synthetic)",
-                       "selected": meta["selected"], "used": len(refs),
-                       "corrupt": meta["corrupt"], "too_short": meta["too_short"], "real_stats_cache_hit": hit}}
     shape = ((p.num_frames, p.score_height, p.score_width, 3) if settings.save_size == "score"
              else (p.num_frames, p.gen_height, p.gen_width, 3))
-    old = results.read_results(out, allow_empty=True) if (out / "results.jsonl").is_file() else []
-    passes = PassTimes(out, redo=settings.redo_latency)
-    records = []
-    for key, (spec, method) in methods.items():
-        if method is None:
-            rec = _real_row(settings, dataset, refs, real, detector, dist, progress)
-        else:
-            rec = _method_row(settings, spec, method, refs, seeds, condition, shape, real, detector, out, dist,
-                              progress, log, passes)
-        records.append(results.stamp({**rec, **common}))
-        if dist.main:  # results so far, so an interrupted run still leaves readable records
-            results.write_results(out, results.merge(old, records))
-    if settings.previews:          # each process writes its share of the methods' previews
-        report.write_previews(out, records[dist.rank::dist.world], refs[:4], condition, p, title)
+    ctx = RunContext(settings=settings, dist=dist, progress=progress, out=out, refs=refs,
+                     seeds={r.sample_id: sample_seed(p.seed, r.seed_name) for r in refs}, condition=condition,
+                     sample_shape=shape, real=real, real_meta={**meta, "cache_hit": hit}, detector=detector,
+                     passes=PassTimes(out, redo=settings.redo_latency))
+    return ctx
+
+
+def _common_fields(ctx: RunContext) -> dict:
+    """The fields every record of the run shares (protocol, detector, device, versions, data)."""
+    settings, dist, detector, p = ctx.settings, ctx.dist, ctx.detector, ctx.settings.protocol
+    meta = ctx.real_meta
+    return {"metric": p.metric_name, "covariance": p.covariance, "n_real": ctx.real.n,
+            "detector": {"name": detector.name, "kind": detector.kind, "sha256": detector.sha256,
+                         "label": detector.label, "toy": detector.is_toy},
+            "device": settings.device, "device_name": device_name(settings.device), "dtype": settings.dtype,
+            "processes": dist.world, "versions": versions(), "git_commit": git_commit(),
+            "protocol": p.to_dict(), "world": settings.world.name, "world_label": settings.world.label,
+            "toy": settings.world.toy,
+            "data": {"root": settings.data or f"synthetic {settings.world.dataset} (sfv-bench make-synthetic)",
+                     "selected": meta["selected"], "used": len(ctx.refs),
+                     "corrupt": meta["corrupt"], "too_short": meta["too_short"],
+                     "real_stats_cache_hit": meta["cache_hit"]}}
+
+
+def _write_outputs(ctx: RunContext, merged: list, my_records: list, t_start: float) -> None:
+    """Previews (each process its share of the methods), tables, plot, and the table on the console."""
+    settings, dist, out = ctx.settings, ctx.dist, ctx.out
+    if settings.previews:
+        report.write_previews(out, my_records, ctx.refs[:4], ctx.condition, settings.protocol, _title(settings))
     if dist.main:
-        merged = results.merge(old, records)
         paths = report.write_tables(out, merged)
         report.write_plot(out, merged)
     dist.barrier()
     if dist.main:
-        print()
-        print(paths["md"].read_text())
-        print(f"wrote {out}/results.jsonl, table.csv, table.md, fvd_vs_latency.png"
-              f"{', previews/' if settings.previews else ''} in {time.time() - t_start:.1f} s", flush=True)
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+        log.info("")
+        log.info(paths["md"].read_text())
+        log.info(f"wrote {out}/results.jsonl, table.csv, table.md, fvd_vs_latency.png"
+                 f"{', previews/' if settings.previews else ''} in {time.time() - t_start:.1f} s")
 
 
-def _method_row(settings, spec, method, refs, seeds, condition, shape, real, detector, out, dist, progress, log,
-                passes):
-    p = settings.protocol
-    sdir = out / "samples" / spec_dirname(spec.key)
+def _method_row(ctx: RunContext, spec, method) -> dict:
+    """Generate what is missing of one method's samples, time it, score it."""
+    settings, dist = ctx.settings, ctx.dist
+    sdir = ctx.out / "samples" / spec_dirname(spec.key)
     calls = method.unet_calls_per_video()
     desc = method.describe()
     identity = {"spec": spec.key, "options": desc["options"],
                 **{k: desc.get(k) for k in ("stack", "unet", "stack_sha256", "unet_sha256")}}
     if dist.main:
-        prepare_dir(sdir, identity, spec in settings.force, log, refs)
+        prepare_dir(sdir, identity, spec in settings.force, ctx.refs)
     dist.barrier()
     rec = {"method": spec.name, "spec": spec.key, "label": spec.name, "steps": spec.steps,
            "unet_calls": calls["calls"], "unet_batch": calls["batch"], "cfg": bool(method.cfg),
            "stack": settings.stack_for(spec), "adapter": desc, "samples": str(sdir)}
     timing = sdir / "latency.json"
     need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
-    todo, batches = _left_to_make(refs, sdir, shape, settings.batch_size, dist, log)
-    error = None
     try:
-        if todo or need_timing:
-            method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype,
-                        variant=settings.variant)
-            generate_method(method, todo, seeds, sdir, p, condition, batch_size=settings.batch_size,
-                            save_size=settings.save_size, progress=progress, batches=batches,
-                            process=(dist.rank, dist.world),
-                            label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
-    except NonFiniteOutput as e:  # fails this method only; the others go on
-        error = f"{type(e).__name__}: {e}"
-    dist.barrier()                # every process has finished its (equal) share: the timing pass runs alone
-
-    def timing_pass(tick):
-        k = refs[:settings.timing_videos]
-        atomic_write_json(timing, {**time_method(method, [condition(r) for r in k], [seeds[r.sample_id] for r in k],
-                                                 p.conditions(), settings.device, settings.threads, passes, tick),
-                                   "processes": dist.world})
-    try:                          # every process calls it; the work is rank 0's
-        dist.main_alone(timing_pass if need_timing and error is None else lambda tick: None)
-    except NonFiniteOutput as e:
-        error = f"{type(e).__name__}: {e}"
+        error = _generate(ctx, spec, method, sdir, load=need_timing)
+        dist.barrier()            # every process has finished its (equal) share: the timing pass runs alone
+        error = _time(ctx, method, timing, need_timing and error is None) or error
     finally:
         method.unload()
     errors = [e for e in dist.gather_objects(error) if e]
     if errors:
-        log(f"  {spec.key}: FAILED: {errors[0]}")
+        log.info(f"  {spec.key}: FAILED: {errors[0]}")
         return {**rec, "status": "failed", "error": errors[0], "fvd": None, "n_fake": 0, "latency": None}
     dist.barrier()
-    fake, feats = _fake_stats(settings, refs, detector, sdir, dist)
-    return _score(rec, real, fake, feats, p, timing, detector, log, passes)
+    fake, feats = _fake_stats(settings, ctx.refs, ctx.detector, sdir, dist)
+    return _score(rec, ctx.real, fake, feats, settings.protocol, timing, ctx.detector, ctx.passes)
 
 
-def _left_to_make(refs, sdir, shape, batch_size, dist, log) -> tuple[list, list]:
+def _generate(ctx: RunContext, spec, method, sdir: Path, load: bool) -> str | None:
+    """This process's share of the missing samples (the method loaded when there is one, or when ``load``:
+    the timing pass needs it); the error of a non-finite output (it fails this method only), else None."""
+    settings, dist = ctx.settings, ctx.dist
+    todo, batches = _left_to_make(ctx.refs, sdir, ctx.sample_shape, settings.batch_size, dist)
+    if not (todo or load):
+        return None
+    try:
+        method.load(stack=settings.stack_for(spec), device=settings.device, dtype=settings.torch_dtype,
+                    variant=settings.variant)
+        generate_method(method, todo, ctx.seeds, sdir, settings.protocol, ctx.condition,
+                        batch_size=settings.batch_size, save_size=settings.save_size, progress=ctx.progress,
+                        batches=batches, process=(dist.rank, dist.world),
+                        label=spec.key + (f" (process 1 of {dist.world}: its share)" if dist.world > 1 else ""))
+    except NonFiniteOutput as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _time(ctx: RunContext, method, timing: Path, needed: bool) -> str | None:
+    """The timing pass into ``timing`` (latency.json) when ``needed``: rank 0's work while the others wait
+    piece by piece, so every process calls this; the error of a non-finite output, else None."""
+    settings, dist, p = ctx.settings, ctx.dist, ctx.settings.protocol
+
+    def timing_pass(tick):
+        videos = ctx.refs[:settings.timing_videos]
+        times = time_method(method, [ctx.condition(r) for r in videos], [ctx.seeds[r.sample_id] for r in videos],
+                            p.conditions(), settings.device, settings.threads, ctx.passes, tick)
+        atomic_write_json(timing, {**times, "processes": dist.world})
+    try:
+        dist.main_alone(timing_pass if needed else lambda tick: None)
+    except NonFiniteOutput as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _left_to_make(refs, sdir, shape, batch_size, dist) -> tuple[list, list]:
     """(samples this process makes, the batches it computes). The batches are cut from the whole list of
     samples (in selection order), so a video's batch, and with it its bits, does not depend on the number of
     processes; each process checks its block of the finished samples (a damaged one is removed), then the
     batches holding the rest are dealt round robin, so a resumed run with another number of processes keeps
     every process busy (and none waits for another's whole share)."""
-    mine = missing(dist.shard(refs), sdir, shape, log)
+    mine = missing(dist.shard(refs), sdir, shape)
     left = {sid for part in dist.gather_objects([r.sample_id for r in mine]) for sid in part}
     batches = dist.deal([b for b in cut_batches(list(refs), batch_size) if any(r.sample_id in left for r in b)])
     return [r for b in batches for r in b if r.sample_id in left], batches
 
 
-def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
-    import json
-
+def _score(rec, real, fake, feats, p, timing, detector, passes=None):
+    """``rec`` with its FVD, interval and latency (``timing``: the method's latency.json, or None)."""
     res = fvd_from_stats(real, fake, covariance=p.covariance)
     lo, hi = fvd_interval(real, feats, p.covariance)
     interval = [lo, hi] if np.isfinite([lo, hi]).all() else None     # None: too few videos (not NaN in JSON)
@@ -301,21 +361,22 @@ def _score(rec, real, fake, feats, p, timing, detector, log, passes=None):
     unet = f"UNet {report.latency_s(rec):.4f} s/video ({rec['unet_calls']} x batch " \
            f"{rec['unet_batch']}; measured {latency['median_s']:.4f}; {latency['threads']} thread(s))" \
         if latency else "no UNet"
-    log(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
-        f"{interval_text(interval, fake.n)}{f' (N={fake.n})' if interval else ''}, {unet}")
+    log.info(f"  {rec['spec']}: FVD{f' ({detector.kind} detector)' if detector.is_toy else ''} = {res['fvd']:.2f} "
+             f"{interval_text(interval, fake.n)}{f' (N={fake.n})' if interval else ''}, {unet}")
     return rec
 
 
-def _real_row(settings, dataset, refs, real, detector, dist, progress):
-    p = settings.protocol
-    held, where = held_out_refs(dataset, p, refs)
+def _real_row(ctx: RunContext, dataset) -> dict:
+    """The ``real`` reference row: held-out real clips scored as if generated."""
+    settings, dist, p = ctx.settings, ctx.dist, ctx.settings.protocol
+    held, where = held_out_refs(dataset, p, ctx.refs)
     if not settings.data and not all(r.path.is_file() for r in held):   # a synthetic test-only dataset
         _dataset_root(settings, dist, full=True)                           # gets the rest first
     rec = {"method": "real", "spec": "real", "label": "real (held-out clips)", "steps": 0, "unet_calls": 0,
            "unet_batch": 0, "cfg": False, "stack": "none", "adapter": {"held_out": where, "videos": len(held)}}
-    fake, _, feats = _clip_stats(held, p, detector, dist, settings.fvd_batch_size,
-                                 "held-out real" if progress else None, keep=True)
+    fake, _, feats = _clip_stats(held, p, ctx.detector, dist, settings.fvd_batch_size,
+                                 "held-out real" if ctx.progress else None, keep=True)
     if fake.n < 2:
         return {**rec, "status": "failed", "error": f"only {fake.n} held-out real videos", "fvd": None,
                 "n_fake": fake.n, "latency": None}
-    return _score(rec, real, fake, feats, p, None, detector, _say(dist))
+    return _score(rec, ctx.real, fake, feats, p, None, ctx.detector)

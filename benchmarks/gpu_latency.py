@@ -8,7 +8,7 @@ AnimateLCM*) twice:
 
 1. ``auto``: the fastest configuration whose UNet output matches fp32 eager within the tolerance
    (greedy search over dtype, channels_last, torch.compile, CUDA graphs) -> ``paper-<gpu>/``;
-2. ``bf16``: dtype fixed to bf16, the rest searched -> ``paper-<gpu>-bf16/`` (the issue's targets
+2. ``bf16``: dtype fixed to bf16, the rest searched -> ``paper-<gpu>-bf16/`` (the targets below
    are stated for bf16).
 
 Then checks the targets for one H200 in bf16: one batch-1 UNet pass at 14x72x128 within 80 ms

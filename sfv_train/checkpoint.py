@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import random
 import shutil
@@ -30,6 +31,8 @@ from safetensors import safe_open
 
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, load_safetensors, save_safetensors
+
+log = logging.getLogger(__name__)
 
 CKPT_PREFIX = "step-"
 MILESTONES = "milestones"     # out/milestones/step-XXXXXX: exports kept every --milestone-every steps
@@ -220,15 +223,19 @@ def _read(path: Path, read):
                         f"folder to --resume") from None
 
 
-def file_damage(path: Path) -> str | None:
+FILE_KINDS = {".pt": "torch.save", ".safetensors": "safetensors", ".json": "JSON"}
+
+
+def file_damage(path: Path, check_members: bool = True) -> str | None:
     """Why one checkpoint file cannot be read back (missing, truncated, not its format), None when it is
-    whole: a .pt is a zip whose members pass their CRC, a .safetensors covers its header, a .json parses."""
+    whole: a .safetensors covers its header, a .json parses, a .pt is a zip whose members pass their CRC
+    (``check_members``: this reads the whole file; without it only the zip's directory is read)."""
     if not path.is_file():
         return "missing"
     try:
         if path.suffix == ".pt":
             with zipfile.ZipFile(path) as z:
-                bad = z.testzip()
+                bad = z.testzip() if check_members else None
             return None if bad is None else f"member {bad} fails its CRC"
         if path.suffix == ".safetensors":
             with safe_open(str(path), "pt"):
@@ -236,7 +243,7 @@ def file_damage(path: Path) -> str | None:
         json.loads(path.read_text())
         return None
     except Exception:  # noqa: BLE001 - each format fails its own way
-        return f"truncated or not a {path.suffix.lstrip('.') or 'readable'} file"
+        return f"truncated or not a {FILE_KINDS.get(path.suffix, 'readable')} file"
 
 
 def damage(ckpt: Path) -> str | None:
@@ -256,17 +263,10 @@ def damage(ckpt: Path) -> str | None:
     for name in [*state.get("files", []), *(f"rng-{r}.pt" for r in range(num))]:
         if not (ckpt / name).is_file():
             return f"{name}: missing"
-    for path in sorted(ckpt.glob("*.safetensors")):
-        try:
-            with safe_open(str(path), "pt"):
-                pass
-        except Exception:  # noqa: BLE001
-            return f"{path.name}: truncated or not a safetensors file"
-    for path in sorted(ckpt.glob("*.pt")):
-        try:
-            zipfile.ZipFile(path).close()
-        except Exception:  # noqa: BLE001
-            return f"{path.name}: truncated or not a torch.save file"
+    for path in [*sorted(ckpt.glob("*.safetensors")), *sorted(ckpt.glob("*.pt"))]:
+        why = file_damage(path, check_members=False)
+        if why:
+            return f"{path.name}: {why}"
     return None
 
 
@@ -304,11 +304,11 @@ def export_model(out: Path, acc, model, name: str, record: dict, final: Path | N
     return final
 
 
-def find_resume(resume: str, root: Path, compare, log=print) -> Path | None:
+def find_resume(resume: str, root: Path, compare) -> Path | None:
     """The checkpoint a run continues from, refusing bad situations before anything is written.
 
     ``resume``: '' (a fresh run: refused when ``root`` holds checkpoints), 'latest' (the newest intact
-    checkpoint; each damaged newer one is logged) or a checkpoint folder. ``compare(path)`` checks a
+    checkpoint; each damaged newer one is a logged warning) or a checkpoint folder. ``compare(path)`` checks a
     config.json against the run's configuration."""
     existing = list_checkpoints(root)
     out = root.parent
@@ -321,7 +321,7 @@ def find_resume(resume: str, root: Path, compare, log=print) -> Path | None:
         if not existing:
             compare(out / "config.json")
             return None
-        ckpt = _newest_intact(existing, log)
+        ckpt = _newest_intact(existing)
     else:
         ckpt = Path(resume).expanduser()
         if not (ckpt / "state.json").is_file():
@@ -336,14 +336,14 @@ def find_resume(resume: str, root: Path, compare, log=print) -> Path | None:
     return ckpt
 
 
-def _newest_intact(existing: list[Path], log) -> Path:
+def _newest_intact(existing: list[Path]) -> Path:
     damaged = []
     for ckpt in reversed(existing):
         why = damage(ckpt)
         if why is None:
             for bad, bad_why in damaged:
-                log(f"warning: checkpoint {bad} is damaged ({bad_why}); resuming from {ckpt.name}, "
-                    f"the newest intact checkpoint")
+                log.warning(f"warning: checkpoint {bad} is damaged ({bad_why}); resuming from {ckpt.name}, "
+                            f"the newest intact checkpoint")
             return ckpt
         damaged.append((ckpt, why))
     root = existing[0].parent

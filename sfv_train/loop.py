@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import sys
 import time
@@ -53,7 +54,7 @@ from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_si
                          remove_stale, save_checkpoint, state_dict_bytes)
 from .evaluation import fvd_due
 
-
+log = logging.getLogger(__name__)
 
 def _tensorboard_available() -> bool:
     try:
@@ -125,16 +126,15 @@ class TrainLoop:
         return {}
 
     # -- infrastructure -------------------------------------------------------------------------
-    def log(self, msg: str) -> None:
+    def log(self, msg: str, level: int = logging.INFO) -> None:
+        """A console line from the main process (``logging``; above the progress bar). A ``log`` callable
+        given to the constructor gets the message instead (a caller's own record of what was said)."""
         if self.acc is not None and not self.acc.is_main_process:
             return
         if self._log is not None:
             self._log(msg)
         else:
-            from tqdm.auto import tqdm
-
-            tqdm.write(msg, file=sys.stdout)      # above the progress bar, which is redrawn below
-            sys.stdout.flush()
+            log.log(level, msg)
 
     def autocast(self):
         if not self.bf16:
@@ -158,32 +158,54 @@ class TrainLoop:
 
     def setup(self) -> None:
         """Check the run folder, start accelerate, build, resume, write config.json, start the tracker."""
+        device, tracker = self._checked_options()
+        resume_from = find_resume(self.cfg.resume, self.ckpt_root, self._compare_config)
+        if resume_from is None and self.cfg.resume:
+            self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
+        self._start_accelerator(device, tracker)
+        self._clean_run_folder(resume_from)
+        self._build(resume_from)
+        self.log_checkpoint_size()
+        if self.acc.is_main_process:
+            atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+            self.trim_metrics()
+        if tracker != "none":
+            self._start_tracker(tracker)
+        if getattr(self.cfg, "fvd_every", 0) > 0 and self.acc.is_main_process:
+            self._start_fvd()
+
+    def _checked_options(self) -> tuple[str, str]:
+        """(the device, the tracker: 'tensorboard' or 'none'), refused before anything starts when unusable."""
+        from sfv_core.env import resolve_device
+
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a run folder: choose another --out")
+        device = resolve_device(self.cfg.device)
+        tracker = self.cfg.report_to
+        if tracker == "auto":
+            tracker = "tensorboard" if _tensorboard_available() else "none"
+        if tracker == "tensorboard" and not _tensorboard_available():
+            raise UserError("--report-to tensorboard needs the tensorboard package (pip install tensorboard) "
+                            "or use --report-to none")
+        return device, tracker
+
+    def _start_accelerator(self, device: str, tracker: str) -> None:
+        """The Accelerator, its collectives waiting at most the configured process-group timeout."""
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
-        from sfv_core.env import resolve_device
-
-        cfg = self.cfg
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} is a file, not a run folder: choose another --out")
-        device = resolve_device(cfg.device)
-        report = cfg.report_to
-        if report == "auto":
-            report = "tensorboard" if _tensorboard_available() else "none"
-        if report == "tensorboard" and not _tensorboard_available():
-            raise UserError("--report-to tensorboard needs the tensorboard package (pip install tensorboard) "
-                            "or use --report-to none")
-        resume_from = find_resume(cfg.resume, self.ckpt_root, self._compare_config, self.log)
-        if resume_from is None and cfg.resume:
-            self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
         if device.startswith("cuda:"):
             torch.cuda.set_device(device)
-        timeout = timedelta(seconds=getattr(cfg, "process_group_timeout", PROCESS_GROUP_TIMEOUT_S))
+        timeout = timedelta(seconds=getattr(self.cfg, "process_group_timeout", PROCESS_GROUP_TIMEOUT_S))
         self.acc = Accelerator(
-            cpu=device == "cpu", mixed_precision="no", log_with=None if report == "none" else report,
+            cpu=device == "cpu", mixed_precision="no", log_with=None if tracker == "none" else tracker,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
-        if resume_from is not None:            # before anything is built: another process count is refused
+
+    def _clean_run_folder(self, resume_from: Path | None) -> None:
+        """Refuse another process count than the checkpoint's (before anything is built); remove what a
+        killed run left (main process), said once."""
+        if resume_from is not None:
             check_processes(resume_from, json.loads((resume_from / "state.json").read_text()),
                             self.acc.num_processes)
         if self.acc.is_main_process:
@@ -191,11 +213,15 @@ class TrainLoop:
             if gone:
                 self.log(f"removed what an interrupted run left: {', '.join(gone)}")
         self.acc.wait_for_everyone()
+
+    def _build(self, resume_from: Path | None) -> None:
+        """This process's device, precision, rank and generator; the trainer's ``build()``; the checkpoint's
+        state loaded when resuming."""
+        precision = getattr(self.cfg, "mixed_precision", "no")
         self.device = self.acc.device
-        self.bf16 = getattr(cfg, "mixed_precision", "no") == "bf16" or (
-            getattr(cfg, "mixed_precision", "no") == "auto" and self.device.type == "cuda")
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + 1 + self.rank)
+        self.gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 1 + self.rank)
         self.build()
         if resume_from is not None:
             models, opts = self.checkpoint_parts()
@@ -203,24 +229,25 @@ class TrainLoop:
                                     weights={k: m.load_state_dict for k, m in models.items()})
             self.step = int(state["step"])
             self.log(f"resumed from {resume_from} (step {self.step})")
-        self.log_checkpoint_size()
+
+    def _start_tracker(self, tracker: str) -> None:
+        """logs/<name>/, the same folder on every resume (events past the resumed step are purged); the
+        configuration as its first text entry."""
+        self.acc.init_trackers(self.name, init_kwargs={tracker: {"purge_step": self.step + 1}})
         if self.acc.is_main_process:
-            atomic_write_json(self.out / "config.json", cfg.to_dict())
-            self.trim_metrics()
-        if report != "none":     # logs/<name>/, the same folder on every resume; later events are purged
-            self.acc.init_trackers(self.name, init_kwargs={report: {"purge_step": self.step + 1}})
-            if self.acc.is_main_process:
-                self.writer = self.acc.get_tracker(report, unwrap=True)
-                text = json.dumps(cfg.to_dict(), indent=1).replace("\n", "\n    ")
-                self.writer.add_text("config", "    " + text, global_step=self.step)
-        if getattr(cfg, "fvd_every", 0) > 0 and self.acc.is_main_process:
-            if self.evaluator is None:
-                self.log("FVD evaluation: no evaluator was given (`sfv-train` gives one); skipped")
-            elif type(self).sample_videos is TrainLoop.sample_videos:
-                self.log(f"FVD evaluation: {type(self).__name__} cannot sample videos (no sample_videos); skipped")
-            else:
-                from .evaluation import FVDMonitor
-                self.fvd = FVDMonitor.start(self, self.evaluator)
+            self.writer = self.acc.get_tracker(tracker, unwrap=True)
+            text = json.dumps(self.cfg.to_dict(), indent=1).replace("\n", "\n    ")
+            self.writer.add_text("config", "    " + text, global_step=self.step)
+
+    def _start_fvd(self) -> None:
+        """The FVD while training (main process), when an evaluator was given and the trainer can sample."""
+        if self.evaluator is None:
+            self.log("FVD evaluation: no evaluator was given (`sfv-train` gives one); skipped")
+        elif type(self).sample_videos is TrainLoop.sample_videos:
+            self.log(f"FVD evaluation: {type(self).__name__} cannot sample videos (no sample_videos); skipped")
+        else:
+            from .evaluation import FVDMonitor
+            self.fvd = FVDMonitor.start(self, self.evaluator)
 
     def save_checkpoint(self) -> Path:
         """Write a checkpoint; warn when writing it took more than half the process-group timeout (the
@@ -234,7 +261,7 @@ class TrainLoop:
         timeout = getattr(self.cfg, "process_group_timeout", PROCESS_GROUP_TIMEOUT_S)
         if self.world > 1 and took > timeout / 2:
             self.log(f"warning: writing {path.name} took {took:.0f} s, more than half of --process-group-timeout "
-                     f"{timeout} s: raise it, or the processes may time out waiting for each other")
+                     f"{timeout} s: raise it, or the processes may time out waiting for each other", logging.WARNING)
         return path
 
     def log_checkpoint_size(self) -> None:
@@ -256,7 +283,7 @@ class TrainLoop:
                  f"{free / 1e9:.0f} GB free on the disk of {self.out}")
         if keep and free < keep * total:
             self.log(f"warning: {self.out}'s disk has less free space than {keep} checkpoints need: free space, "
-                     f"or a lower --checkpoints-total-limit")
+                     f"or a lower --checkpoints-total-limit", logging.WARNING)
 
     def save_milestone(self) -> Path | None:
         """The export, kept as out/milestones/step-XXXXXX (a trainer whose export takes ``final``)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 
 from bench.dist import torchrun
+from sfv_core.logs import setup_console
 
 
 def _launch(code: str, capfd, k: int = 2):
+    setup_console()                     # as the command line does: a failure report is a logged error
     rc = torchrun(k, [sys.executable, "-c", "import os, sys, signal, time\nrank = int(os.environ['RANK'])\n" + code],
                   threads=1)
     return rc, capfd.readouterr()

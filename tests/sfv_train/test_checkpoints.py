@@ -84,7 +84,7 @@ def test_damaged_only_when_the_file_is(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", real_load)
     path = ckpt / "opt.pt"
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(UserError, match=r"opt.pt is damaged \(truncated or not a pt file"):
+    with pytest.raises(UserError, match=r"opt.pt is damaged \(truncated or not a torch.save file"):
         load_checkpoint(ckpt, Proc(), torch.Generator(), weights={}, optimizers={"opt": opt})
 
 

@@ -3,6 +3,7 @@ traceback) and leaves the run folder as it was. Plus the damaged-checkpoint rule
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,14 @@ def test_bad_input_is_one_line_and_changes_nothing(case, run_copy, tmp_path, cap
 
 
 @pytest.mark.parametrize("kind", list(FAULTS))
-def test_damaged_latest_checkpoint_falls_back_to_older(kind, run_copy):
+def test_damaged_latest_checkpoint_falls_back_to_older(kind, run_copy, caplog):
     root = run_copy / "checkpoints"
     assert damage(root / "step-000002") is None
     damage_checkpoints(run_copy, kind, [2])
     assert FAULTS[kind][0] in damage(root / "step-000002")
-    lines = []
-    assert find_resume("latest", root, lambda p: None, lines.append) == root / "step-000001"
+    with caplog.at_level(logging.WARNING, logger="sfv_train.checkpoint"):
+        assert find_resume("latest", root, lambda p: None) == root / "step-000001"
+    lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and f"step-000002 is damaged ({FAULTS[kind][0]}" in lines[0], lines
     assert "resuming from step-000001" in lines[0]
     assert [p.name for p in list_checkpoints(root)] == ["step-000001", "step-000002"]

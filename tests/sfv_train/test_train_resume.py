@@ -56,9 +56,9 @@ def test_damaged_latest_checkpoint_resumes_from_the_older(run_copy, trained_run,
     damage_checkpoints(run_copy, "optimizer", [2])
     capsys.readouterr()
     assert train_main(["--resume", "--out", str(run_copy)]) == 0
-    out = capsys.readouterr().out
-    line = [s for s in out.splitlines() if s.startswith("warning:")]
-    assert len(line) == 1 and "step-000002 is damaged (optimizer_g.pt" in line[0], out
+    out, err = capsys.readouterr()
+    line = [s for s in err.splitlines() if s.startswith("warning:")]
+    assert len(line) == 1 and "step-000002 is damaged (optimizer_g.pt" in line[0], err
     assert "resumed from" in out and "step-000001 (step 1)" in out
     for name in ("generator", "ema", "heads"):
         _same_tensors(trained_run / "checkpoints" / "step-000002" / f"{name}.safetensors",
