@@ -296,7 +296,7 @@ def _method_row(ctx: RunContext, spec, method) -> dict:
         return {**rec, "status": "failed", "error": errors[0], "fvd": None, "n_fake": 0, "latency": None}
     dist.barrier()
     fake, feats = _fake_stats(settings, ctx.refs, ctx.detector, sdir, dist)
-    return _score(rec, ctx.real, fake, feats, settings.protocol, timing, ctx.detector, ctx.passes)
+    return _score(ctx, rec, fake, feats, timing)
 
 
 def _generate(ctx: RunContext, spec, method, sdir: Path, load: bool) -> str | None:
@@ -347,13 +347,15 @@ def _left_to_make(refs, sdir, shape, batch_size, dist) -> tuple[list, list]:
     return [r for b in batches for r in b if r.sample_id in left], batches
 
 
-def _score(rec, real, fake, feats, p, timing, detector, passes=None):
-    """``rec`` with its FVD, interval and latency (``timing``: the method's latency.json, or None)."""
-    res = fvd_from_stats(real, fake, covariance=p.covariance)
-    lo, hi = fvd_interval(real, feats, p.covariance)
+def _score(ctx: RunContext, rec: dict, fake: FeatureStats, feats, timing: Path | None = None) -> dict:
+    """``rec`` with its FVD and interval (``fake``: the generated videos' statistics, ``feats``: their
+    features) and its latency (``timing``: the method's latency.json; None: no UNet)."""
+    covariance, detector = ctx.settings.protocol.covariance, ctx.detector
+    res = fvd_from_stats(ctx.real, fake, covariance=covariance)
+    lo, hi = fvd_interval(ctx.real, feats, covariance)
     interval = [lo, hi] if np.isfinite([lo, hi]).all() else None     # None: too few videos (not NaN in JSON)
     latency = json.loads(timing.read_text()) if timing and timing.is_file() else None
-    unet_pass = passes.lookup(latency.get("pass_key")) if latency and passes else None
+    unet_pass = ctx.passes.lookup(latency.get("pass_key")) if latency else None
     if unet_pass:       # the headline: UNet calls x the run's one time of that pass (see bench.generate)
         latency.update(pass_s=unet_pass["median_s"], calls_x_pass_s=rec["unet_calls"] * unet_pass["median_s"],
                        pass_timed_in=unet_pass.get("timed_in"))
@@ -379,4 +381,4 @@ def _real_row(ctx: RunContext, dataset) -> dict:
     if fake.n < 2:
         return {**rec, "status": "failed", "error": f"only {fake.n} held-out real videos", "fvd": None,
                 "n_fake": fake.n, "latency": None}
-    return _score(rec, ctx.real, fake, feats, p, None, ctx.detector)
+    return _score(ctx, rec, fake, feats)

@@ -24,11 +24,12 @@ import dataclasses
 import gc
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_rss import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "memory"
@@ -42,10 +43,6 @@ VALIDATE = {
     "svd 128x128 (latent 16x16)": ({"stack": "svd", "width": 128, "height": 128}, "bfloat16"),
 }
 COMMON = {"device": "cpu", "mixed_precision": "bf16", "fvd_every": 0}
-
-
-def _status(key: str) -> int:
-    return int(re.search(key + r":\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
 def _summary(e) -> dict:
@@ -69,10 +66,11 @@ def child(kind: str, over: dict, dtype: str) -> dict:
     if over.get("stack") != "svd":        # small cases: code pages and arenas warmed by a first run
         measure(cfg, param_dtype=getattr(torch, dtype))
         gc.collect()
-    base = _status("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")
+    base = rss_bytes()
+    if not reset_peak_rss():
+        raise OSError("bench_memory measures with /proc/self/clear_refs (Linux >= 4.0); this system has none")
     e = measure(cfg, param_dtype=getattr(torch, dtype))
-    return {**_summary(e), "rss_peak_minus_base": _status("VmHWM") - base, "seconds": time.time() - t0}
+    return {**_summary(e), "rss_peak_minus_base": peak_rss_bytes() - base, "seconds": time.time() - t0}
 
 
 def run_child(kind: str, over: dict, dtype: str) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak_rss import peak_rss_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,8 +103,7 @@ def bench(size: str, device: str, r1: str, warmup: int, repeat: int) -> dict:
         n_heads = sum(p.numel() for p in t.D.head_parameters())
         cuda = t.device.type == "cuda"
         times, m = time_steps(t, warmup, repeat)
-        peak = (torch.cuda.max_memory_allocated() if cuda
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peak = torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()
         return {"size": size, "device": str(t.device), "r1": r1, "bf16": t.bf16, "step_s_median": statistics.median(times),
                 "step_s_min": min(times), "repeat": repeat, "peak_bytes": int(peak),
                 "peak_kind": "cuda max_memory_allocated" if cuda else "process peak RSS",

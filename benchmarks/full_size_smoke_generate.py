@@ -31,30 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from peak_rss import peak_rss_bytes, reset_peak_rss  # noqa: E402 - a sibling script module
+
 METHODS = "svd:2,animatelcm:2,onestep:1,sfv:1,ufogen:1,ladd:1,lcm:2"
 XT_METHODS = {"animatelcm"}          # AnimateLCM-SVD-xt: the 25-frame SVD-xt UNet configuration
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0); False where it cannot be."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int:
-    """VmHWM (since the last reset) where /proc has it, else getrusage's lifetime maximum."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    from methods.models.timing import peak_rss_bytes as lifetime
-    return lifetime() or 0
 
 
 def release_freed_memory() -> None:

@@ -35,12 +35,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_rss import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -242,15 +243,14 @@ def one_part(args) -> int:
     fn = {"meta": part_meta, "stack": part_stack}.get(args.one)
     if args.one == "resume2":
         rec = part_resume2(args, args.sfv_peak)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        rec["peak_rss_bytes"] = children
+        rec["peak_rss_bytes"] = peak_rss_bytes(children=True)
     elif args.one in NEEDS and psutil_available() < NEEDS[args.one]:
         rec = {"skipped": f"needs about {_gb(NEEDS[args.one])} GB, {_gb(psutil_available())} GB available"}
         print(f"{args.one} skipped: {rec['skipped']}")
     else:
         rec = fn(args) if fn else part_trainer(args, args.one)
         rec["threads"] = torch.get_num_threads()
-        rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rec["peak_rss_bytes"] = peak_rss_bytes()
     print("PART " + json.dumps(rec))
     return 1 if rec.get("rc") else 0
 

@@ -93,7 +93,8 @@ def _bar(xs, ys, cx, cy, angle, half_len, half_thick):
     return along
 
 
-def _pm(rng):
+def _random_sign(rng):
+    """+1 or -1 with equal odds (the direction of a motion)."""
     return 1.0 if rng.random() < 0.5 else -1.0
 
 
@@ -113,14 +114,14 @@ def _bouncing_ball(rng, t, xs, ys, W, H, S, v):
 
 def _sliding_square(rng, t, xs, ys, W, H, S, v):
     h = rng.uniform(15, 28) * S
-    vx = _pm(rng) * rng.uniform(3, 6) * S * v                                     # horizontal
+    vx = _random_sign(rng) * rng.uniform(3, 6) * S * v                             # horizontal
     x0, y0 = rng.uniform(h, W - h), rng.uniform(h, H - h)
     return _box(xs, ys, _reflect(x0 + vx * t, h, W - h), y0, h, h)
 
 
 def _rotating_bar(rng, t, xs, ys, W, H, S, v):
     cx, cy = W / 2 + rng.uniform(-20, 20) * S, H / 2 + rng.uniform(-20, 20) * S
-    omega = _pm(rng) * rng.uniform(0.06, 0.12) * v                               # rad / frame
+    omega = _random_sign(rng) * rng.uniform(0.06, 0.12) * v                       # rad / frame
     ang = rng.uniform(0, math.pi) + omega * t
     return _bar(xs, ys, cx, cy, ang, rng.uniform(60, 95) * S, rng.uniform(5, 9) * S)
 
@@ -150,7 +151,7 @@ def _drifting_texture(rng, t, xs, ys, W, H, S, v):
 def _orbiting_dot(rng, t, xs, ys, W, H, S, v):
     R, r = rng.uniform(50, 85) * S, rng.uniform(10, 16) * S
     cx, cy = W / 2 + rng.uniform(-15, 15) * S, H / 2 + rng.uniform(-10, 10) * S
-    ang = rng.uniform(0, 2 * math.pi) + _pm(rng) * rng.uniform(0.1, 0.2) * v * t
+    ang = rng.uniform(0, 2 * math.pi) + _random_sign(rng) * rng.uniform(0.1, 0.2) * v * t
     return _disk(xs, ys, cx + R * np.cos(ang), cy + R * np.sin(ang), r)
 
 
