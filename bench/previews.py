@@ -9,6 +9,7 @@ atomically; the GIF is ``sfv_core.data.videoio.gif_bytes`` (one fast-octree pale
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,45 @@ def _frame(clip: np.ndarray, t: int) -> np.ndarray:
     return clip[min(t, len(clip) - 1)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Layout:
+    """Where everything of a preview goes (pixels)."""
+    cols: list          # the columns shown: 0 condition, 1 real (when any row has one), 2 generated
+    xs: dict            # column -> left edge
+    widths: dict        # column -> width
+    height: int         # every picture's height
+    line: int           # one line of text
+    row_h: int          # one row: its label line, its pictures, a gap
+    top: int            # the title and caption lines
+    size: tuple         # (width, height) of the whole frame, both even
+
+    def picture_y(self, row: int) -> int:
+        return self.top + row * self.row_h + self.line
+
+
 def compose(rows, title: str) -> np.ndarray:
     """uint8 (T, H, W, 3) frames of the preview of ``rows`` (see ``write_preview``)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageFont
 
     if not rows:
         raise ValueError("preview: no rows")
+    font = ImageFont.load_default()
+    items = _scaled_items(rows)
+    layout = _layout(items, font, title)
+    canvas = _still_canvas(items, layout, font, title)
+    frames = np.repeat(canvas[None], max(len(g) for *_, g in items), axis=0)
+    for t, out in enumerate(frames):
+        for i, (_, _, real, gen) in enumerate(items):
+            y = layout.picture_y(i)
+            for c, clip in ((1, real), (2, gen)):
+                if clip is not None:
+                    out[y:y + layout.height, layout.xs[c]:layout.xs[c] + clip.shape[2]] = _frame(clip, t)
+    return frames
+
+
+def _scaled_items(rows) -> list:
+    """[(label, condition (1, H, W, 3), real clip or None, generated clip)], checked and scaled to one height:
+    the tallest picture's, within MIN_HEIGHT..MAX_HEIGHT."""
     items = []
     for label, cond, real, gen in rows:
         cond = _check(cond, 3, f"{label} condition")[None]
@@ -60,43 +94,44 @@ def compose(rows, title: str) -> np.ndarray:
         items.append((str(label), cond, real, _check(gen, 4, f"{label} generated clip")))
     tallest = max(x.shape[1] for _, *clips in items for x in clips if x is not None)
     height = min(max(tallest, MIN_HEIGHT), MAX_HEIGHT)
-    items = [(label, *[None if x is None else _scale(x, height) for x in clips]) for label, *clips in items]
-    has_real = any(item[2] is not None for item in items)
-    cols = [0, 1, 2] if has_real else [0, 2]
+    return [(label, *[None if x is None else _scale(x, height) for x in clips]) for label, *clips in items]
+
+
+def _layout(items: list, font, title: str) -> _Layout:
+    height = items[0][1].shape[1]
+    cols = [0, 1, 2] if any(item[2] is not None for item in items) else [0, 2]
     widths = {c: max(item[1 + c].shape[2] for item in items if item[1 + c] is not None) for c in cols}
     xs, x = {}, GAP
     for c in cols:
         xs[c], x = x, x + widths[c] + GAP
-
-    font = ImageFont.load_default()
     line = font.getbbox("Ag")[3] + 6
     width = max(x, font.getbbox(title)[2] + 2 * GAP)
     row_h = line + height + GAP
     top = 2 * line
     total = top + len(items) * row_h
-    width, total = width + width % 2, total + total % 2          # even sizes for the mp4's yuv420p
-    base = Image.new("RGB", (width, total), (BACKGROUND,) * 3)
+    return _Layout(cols=cols, xs=xs, widths=widths, height=height, line=line, row_h=row_h, top=top,
+                   size=(width + width % 2, total + total % 2))          # even sizes for the mp4's yuv420p
+
+
+def _still_canvas(items: list, layout: _Layout, font, title: str) -> np.ndarray:
+    """The parts that do not move: background, title, captions, labels, conditioning images, empty cells."""
+    from PIL import Image, ImageDraw
+
+    base = Image.new("RGB", layout.size, (BACKGROUND,) * 3)
     draw = ImageDraw.Draw(base)
     draw.text((GAP, 3), title, fill=TEXT, font=font)
-    for c in cols:
-        draw.text((xs[c], line + 3), CAPTIONS[c], fill=TEXT, font=font)
+    for c in layout.cols:
+        draw.text((layout.xs[c], layout.line + 3), CAPTIONS[c], fill=TEXT, font=font)
     for i, (label, *_) in enumerate(items):
-        draw.text((GAP, top + i * row_h + 3), label, fill=TEXT, font=font)
+        draw.text((GAP, layout.top + i * layout.row_h + 3), label, fill=TEXT, font=font)
     canvas = np.asarray(base).copy()
-    for i, (_, cond, real, gen) in enumerate(items):
-        y = top + i * row_h + line
-        canvas[y:y + height, xs[0]:xs[0] + cond.shape[2]] = cond[0]
-        if real is None and has_real:
-            canvas[y:y + height, xs[1]:xs[1] + widths[1]] = BACKGROUND + 16   # "no real clip"
-
-    frames = np.repeat(canvas[None], max(len(g) for *_, g in items), axis=0)
-    for t, out in enumerate(frames):
-        for i, (_, _, real, gen) in enumerate(items):
-            y = top + i * row_h + line
-            for c, clip in ((1, real), (2, gen)):
-                if clip is not None:
-                    out[y:y + height, xs[c]:xs[c] + clip.shape[2]] = _frame(clip, t)
-    return frames
+    h = layout.height
+    for i, (_, cond, real, _) in enumerate(items):
+        y = layout.picture_y(i)
+        canvas[y:y + h, layout.xs[0]:layout.xs[0] + cond.shape[2]] = cond[0]
+        if real is None and 1 in layout.cols:
+            canvas[y:y + h, layout.xs[1]:layout.xs[1] + layout.widths[1]] = BACKGROUND + 16   # "no real clip"
+    return canvas
 
 
 def write_preview(path_stem, rows, fps: float, title: str) -> tuple[Path, Path]:

@@ -67,7 +67,8 @@ def build_pool(spec: PoolSpec, folder, log=None, threads: int | None = None) -> 
 
     def one(key):
         slot, group, clip = key
-        return render_clip(spec.seed, slot, group, clip, spec.num_frames, spec.fps, spec.width, spec.height)
+        return render_clip(spec.seed, slot=slot, group=group, clip=clip, num_frames=spec.num_frames, fps=spec.fps,
+                           width=spec.width, height=spec.height)
 
     with ThreadPoolExecutor(max_workers=threads or max(1, min(4, os.cpu_count() or 1))) as pool:
         clips = np.stack(list(pool.map(one, keys)))

@@ -258,7 +258,7 @@ def render_video(seed: int, slot: int, group: int, clip: int, frames: int = 60,
 
 # --------------------------------------------------------------------------- split lists
 
-def render_clip(seed: int, slot: int, group: int, clip: int, num_frames: int, fps: int, width: int,
+def render_clip(seed: int, *, slot: int, group: int, clip: int, num_frames: int, fps: int, width: int,
                 height: int) -> np.ndarray:
     """A real clip straight from the generator, as the evaluation takes one from a dataset video:
     rendered at 320x240 and 25 fps, frames round(k * 25 / fps) from frame 0, stretched (bilinear,
@@ -294,7 +294,7 @@ def _write_lists(list_dir: Path, names: list[str], groups: int, clips: int, firs
 
 # --------------------------------------------------------------------------- the dataset
 
-def make_synthetic(root, seed: int = 0, classes: int = 5, groups: int = 7, clips: int = 2,
+def make_synthetic(root, *, seed: int = 0, classes: int = 5, groups: int = 7, clips: int = 2,
                    frames: int = 60, width: int = 320, height: int = 240, fps: int = 25, first_clip: int = 1,
                    test_fold: int | None = None) -> Path:
     """Write the synthetic dataset under ``root`` and return ``root``.
