@@ -111,6 +111,9 @@ def bench(size: str, device: str, r1: str, warmup: int, repeat: int) -> dict:
 
 
 def main(argv=None) -> int:
+    from sfv_core.logs import setup_console
+
+    setup_console()                                 # the trainer's messages on the console, as sfv-train shows them
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=("auto", "full", "tiny"), default="auto", help="auto: full on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")

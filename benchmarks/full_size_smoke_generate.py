@@ -172,6 +172,9 @@ def markdown(recs: list, args, env: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from sfv_core.logs import setup_console
+
+    setup_console()                                 # the library's messages on the console, as sfv-bench shows them
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=METHODS, help=f"comma list of method specs (default {METHODS})")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma list of float32, bfloat16")

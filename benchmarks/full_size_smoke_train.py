@@ -284,6 +284,9 @@ def write(path: Path, results: dict, args) -> None:
 
 
 def main(argv=None) -> int:
+    from sfv_core.logs import setup_console
+
+    setup_console()                                 # the trainers' messages on the console, as sfv-train shows them
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--train-cli"]:                 # a process of the resume2 launch
         return train_cli(argv[1:])

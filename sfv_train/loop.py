@@ -56,6 +56,7 @@ from .evaluation import fvd_due
 
 log = logging.getLogger(__name__)
 
+
 def _tensorboard_available() -> bool:
     try:
         import tensorboard  # noqa: F401
@@ -164,7 +165,7 @@ class TrainLoop:
             self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
         self._start_accelerator(device, tracker)
         self._clean_run_folder(resume_from)
-        self._build(resume_from)
+        self._build_and_resume(resume_from)
         self.log_checkpoint_size()
         if self.acc.is_main_process:
             atomic_write_json(self.out / "config.json", self.cfg.to_dict())
@@ -214,7 +215,7 @@ class TrainLoop:
                 self.log(f"removed what an interrupted run left: {', '.join(gone)}")
         self.acc.wait_for_everyone()
 
-    def _build(self, resume_from: Path | None) -> None:
+    def _build_and_resume(self, resume_from: Path | None) -> None:
         """This process's device, precision, rank and generator; the trainer's ``build()``; the checkpoint's
         state loaded when resuming."""
         precision = getattr(self.cfg, "mixed_precision", "no")

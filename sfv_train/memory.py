@@ -187,7 +187,7 @@ def stack_configs(stack: str) -> dict:
                         f"pipeline folder with unet/, vae/, image_encoder/ config.json ({e})") from e
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Estimate:
     """Bytes: resident parts after setup, the G phase's peak make-up, and each R1 variant's D-phase peak."""
 
@@ -282,8 +282,10 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
             d_peaks[variant] = (tracker.peak, tracker.at_peak)
         del keep, stash
     rcfg.r1, rcfg.grad_accum = r1, accum
-    g_bytes = sum(p.numel() * p.element_size() for p in trainer.G.parameters() if p.requires_grad)
-    return Estimate(rcfg, target, bf16, accum_run, resident, g_peak, g_at, d_peaks, g_bytes)
+    trained_bytes = sum(p.numel() * p.element_size() for p in trainer.G.parameters() if p.requires_grad)
+    return Estimate(cfg=rcfg, target=target, bf16=bf16, accum_run=accum_run, resident=resident, g_peak=g_peak,
+                    g_at_peak=g_at, d_peaks=d_peaks,
+                    ddp_buckets=trained_bytes)       # DDP's buckets: one more copy of the trained gradients
 
 
 def _build(trainer, tracker: LiveBytes, configs: dict, cfg, bf16: bool, data, param_dtype) -> list:

@@ -123,7 +123,7 @@ def test_run_logs_every_probe_with_the_default_lambda(trained_run):
         assert key == f"acc_real_{BUCKETS[int(bucket_of(torch.tensor([r['sigma_d']])))]}"
         assert r[key] == pytest.approx(r["acc_real"], rel=1e-6)
         # d/dx0_hat of lambda mean_i (sqrt(d_i^2 + c^2) - c) is (lambda / n) d_i / sqrt(d_i^2 + c^2) per element:
-        # norm <= lambda / sqrt(n), reached when every |d_i| >> c (c = 0.00054 per element); no longer lambda
+        # norm <= lambda / sqrt(n) (not lambda: the mean divides by n), reached when every |d_i| >> c (c = 0.00054)
         assert 0.99 * bound < r["gn_rec"] <= bound * (1 + 1e-6)
         assert r["gn_ratio"] == pytest.approx(r["gn_adv"] / r["gn_rec"], rel=1e-9)
 
