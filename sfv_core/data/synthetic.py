@@ -324,34 +324,14 @@ def make_synthetic(root, *, seed: int = 0, classes: int = 5, groups: int = 7, cl
                   clips=int(clips), frames=int(frames), width=int(width), height=int(height), fps=int(fps),
                   codec="mpeg4", bit_rate=BIT_RATE, **({"first_clip": int(first_clip)} if first_clip != 1 else {}))
     manifest = root / MANIFEST
-    folds: list = []
-    if manifest.is_file():
-        old = json.loads(manifest.read_text())
-        if old.get("params") != params:
-            raise UserError(f"{root} already holds a synthetic dataset made with other parameters "
-                            f"({old.get('params')}); choose another folder or delete it")
-        folds = old.get("test_folds_written", [])
-        if old.get("complete") or (test_fold is not None and test_fold in folds):
-            return root
-    elif (root / VIDEO_DIR).exists() or (root / LIST_DIR).exists():
-        raise UserError(f"{root} already has {VIDEO_DIR}/ or {LIST_DIR}/ that make-synthetic did not write; "
-                        "choose an empty folder")
+    earlier = _earlier_manifest(root, params)
+    folds = earlier.get("test_folds_written", [])
+    if earlier.get("complete") or (test_fold is not None and test_fold in folds):
+        return root
     names = class_names(classes)
     atomic_write_json(manifest, dict(params=params, complete=False, test_folds_written=folds))
-
-    wanted = range(1, groups + 1) if test_fold is None else fold_test_groups(groups, test_fold)
-    jobs = [(slot, name, g, c) for slot, name in enumerate(names) for g in wanted
-            for c in range(first_clip, first_clip + clips)
-            if not (root / VIDEO_DIR / name / f"v_{name}_g{g:02d}_c{c:02d}.avi").is_file()]
-
-    def one(job):
-        slot, name, g, c = job
-        video = render_video(seed, slot, g, c, frames, width, height)
-        write_video(root / VIDEO_DIR / name / f"v_{name}_g{g:02d}_c{c:02d}.avi", video, fps, bit_rate=BIT_RATE)
-
-    # numpy and the encoder release the GIL on their big loops: threads give a real speed-up.
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(one, jobs))
+    _render_missing(root, names, range(1, groups + 1) if test_fold is None else fold_test_groups(groups, test_fold),
+                    range(first_clip, first_clip + clips), params)
     _write_lists(root / LIST_DIR, names, groups, clips, first_clip)
     if test_fold is not None:
         atomic_write_json(manifest, dict(params=params, complete=False, test_folds_written=sorted({*folds, test_fold})))
@@ -360,6 +340,40 @@ def make_synthetic(root, *, seed: int = 0, classes: int = 5, groups: int = 7, cl
                                          classes=sorted(names)))
     return root
 
+
+def _earlier_manifest(root: Path, params: dict) -> dict:
+    """What an earlier call with these ``params`` recorded in ``root`` ({} when none); a UserError when
+    ``root`` holds a dataset made with other parameters, or one this function did not write."""
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        earlier = json.loads(manifest.read_text())
+        if earlier.get("params") != params:
+            raise UserError(f"{root} already holds a synthetic dataset made with other parameters "
+                            f"({earlier.get('params')}); choose another folder or delete it")
+        return earlier
+    if (root / VIDEO_DIR).exists() or (root / LIST_DIR).exists():
+        raise UserError(f"{root} already has {VIDEO_DIR}/ or {LIST_DIR}/ that make-synthetic did not write; "
+                        "choose an empty folder")
+    return {}
+
+
+def _render_missing(root: Path, names: list, groups, clips, params: dict) -> None:
+    """Render and write every video of ``names`` x ``groups`` x ``clips`` not written yet (atomic writes: a
+    killed call leaves whole videos only)."""
+    def path(name, g, c):
+        return root / VIDEO_DIR / name / f"v_{name}_g{g:02d}_c{c:02d}.avi"
+
+    jobs = [(slot, name, g, c) for slot, name in enumerate(names) for g in groups for c in clips
+            if not path(name, g, c).is_file()]
+
+    def one(job):
+        slot, name, g, c = job
+        video = render_video(params["seed"], slot, g, c, params["frames"], params["width"], params["height"])
+        write_video(path(name, g, c), video, params["fps"], bit_rate=BIT_RATE)
+
+    # numpy and the encoder release the GIL on their big loops: threads give a real speed-up.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        list(pool.map(one, jobs))
 
 
 def default_dataset_root(**params) -> Path:
