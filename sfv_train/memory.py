@@ -237,8 +237,6 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
     """Build the trainer's models and run its G phase and one D phase per R1 variant under
     :class:`LiveBytes`. ``target``: cuda (default unless --device cpu) decides what --mixed-precision
     auto means; ``param_dtype``: the weights' dtype (the trainer loads float32)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     from .data import sample_indices
     from .train import trainer_class
 
@@ -257,35 +255,47 @@ def count_step(cfg, fake: bool = True, target: str | None = None, r1_variants=R1
     for a in range(accum_run):          # the data order's permutation, made outside the fake mode
         sample_indices(len(data), rcfg.seed, 0, a, accum_run, rcfg.batch_size, 0, 1)
     tracker = LiveBytes(fake)
-    with contextlib.ExitStack() as stack:
-        if fake:
-            stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
-            stack.enter_context(_fake_deepcopy())
-            # d_stats (the D-phase probes: boolean-mask means of logits) has data-dependent shapes,
-            # and fake tensors hold no data: its few bytes of logging are left out
-            stack.enter_context(mock.patch("sfv_train.trainer.d_stats", lambda *a, **k: {}))
-            # Module.to swaps fake parameters for new ones, which the fake mode's weak references forbid;
-            # on the fake run's one device the move is nothing
-            stack.enter_context(mock.patch("sfv_train.disc.Discriminator.to", lambda self, *a, **k: self))
-        stack.enter_context(tracker)
+    with _fake_tensors() if fake else contextlib.nullcontext(), tracker:
         keep = _build(trainer, tracker, configs, rcfg, bf16, data, param_dtype)
         resident = {k: v for k, v in tracker.by_label.items() if v}
-        tracker.reset_peak()
-        m = defaultdict(float)
-        stash = trainer.g_phase(m)
-        g_peak, g_at = tracker.peak, tracker.at_peak
-        d_peaks = {}
-        for variant in r1_variants:
-            rcfg.r1 = variant
-            tracker.reset_peak()
-            trainer.d_phase(stash, m)
-            d_peaks[variant] = (tracker.peak, tracker.at_peak)
-        del keep, stash
+        (g_peak, g_at), d_peaks = _phase_peaks(trainer, tracker, r1_variants)
+        del keep
     rcfg.r1, rcfg.grad_accum = r1, accum
     trained_bytes = sum(p.numel() * p.element_size() for p in trainer.G.parameters() if p.requires_grad)
     return Estimate(cfg=rcfg, target=target, bf16=bf16, accum_run=accum_run, resident=resident, g_peak=g_peak,
-                    g_at_peak=g_at, d_peaks=d_peaks,
-                    ddp_buckets=trained_bytes)       # DDP's buckets: one more copy of the trained gradients
+                    g_at_peak=g_at, d_peaks=d_peaks, ddp_buckets=trained_bytes)   # DDP: a copy of the gradients
+
+
+@contextlib.contextmanager
+def _fake_tensors():
+    """Fake tensors (shapes and dtypes, no memory) and the patches the trainer needs under them."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+        stack.enter_context(_fake_deepcopy())
+        # d_stats (the D-phase probes: boolean-mask means of logits) has data-dependent shapes,
+        # and fake tensors hold no data: its few bytes of logging are left out
+        stack.enter_context(mock.patch("sfv_train.trainer.d_stats", lambda *a, **k: {}))
+        # Module.to swaps fake parameters for new ones, which the fake mode's weak references forbid;
+        # on the fake run's one device the move is nothing
+        stack.enter_context(mock.patch("sfv_train.disc.Discriminator.to", lambda self, *a, **k: self))
+        yield
+
+
+def _phase_peaks(trainer, tracker: LiveBytes, r1_variants) -> tuple[tuple, dict]:
+    """((peak, make-up at the peak) of the G phase, {r1 variant: the same of the D phase})."""
+    tracker.reset_peak()
+    metrics = defaultdict(float)
+    stash = trainer.g_phase(metrics)
+    g_peak = (tracker.peak, tracker.at_peak)
+    d_peaks = {}
+    for variant in r1_variants:
+        trainer.cfg.r1 = variant
+        tracker.reset_peak()
+        trainer.d_phase(stash, metrics)
+        d_peaks[variant] = (tracker.peak, tracker.at_peak)
+    return g_peak, d_peaks
 
 
 def _build(trainer, tracker: LiveBytes, configs: dict, cfg, bf16: bool, data, param_dtype) -> list:
