@@ -65,13 +65,13 @@ def build_pool(spec: PoolSpec, folder, log=None, threads: int | None = None) -> 
     (log or logger.info)(f"rendering {len(keys)} training clips ({spec.num_frames} frames at {spec.fps} fps, "
                          f"{spec.width}x{spec.height}) from training groups {spec.train_groups()}")
 
-    def one(key):
+    def render(key):
         slot, group, clip = key
         return render_clip(spec.seed, slot=slot, group=group, clip=clip, num_frames=spec.num_frames, fps=spec.fps,
                            width=spec.width, height=spec.height)
 
     with ThreadPoolExecutor(max_workers=threads or max(1, min(4, os.cpu_count() or 1))) as pool:
-        clips = np.stack(list(pool.map(one, keys)))
+        clips = np.stack(list(pool.map(render, keys)))
     with atomic_path(data, suffix=".npy") as tmp:
         np.save(tmp, clips)
     atomic_write_json(meta, dataclasses.asdict(spec))

@@ -366,14 +366,14 @@ def _render_missing(root: Path, names: list, groups, clips, params: dict) -> Non
     jobs = [(slot, name, g, c) for slot, name in enumerate(names) for g in groups for c in clips
             if not path(name, g, c).is_file()]
 
-    def one(job):
+    def render_and_write(job):
         slot, name, g, c = job
         video = render_video(params["seed"], slot, g, c, params["frames"], params["width"], params["height"])
         write_video(path(name, g, c), video, params["fps"], bit_rate=BIT_RATE)
 
     # numpy and the encoder release the GIL on their big loops: threads give a real speed-up.
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(one, jobs))
+        list(pool.map(render_and_write, jobs))
 
 
 def default_dataset_root(**params) -> Path:
