@@ -94,3 +94,12 @@ def test_methods_page_is_what_sfv_bench_ls_prints():
     done = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_methods.py"), "--check"], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_readme_is_short_and_its_two_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, flags=re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    assert commands == ["python3 dev.py run", "python3 dev.py test"]
+    assert "exec python3 dev.py test" in (ROOT / ".ci" / "run").read_text()
+    assert len(readme.splitlines()) <= 150
