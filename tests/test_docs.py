@@ -103,3 +103,18 @@ def test_readme_is_short_and_its_two_commands_are_what_ci_runs():
     assert commands == ["python3 dev.py run", "python3 dev.py test"]
     assert "exec python3 dev.py test" in (ROOT / ".ci" / "run").read_text()
     assert len(readme.splitlines()) <= 150
+
+
+def test_readme_headline_table_is_the_recorded_default_run():
+    import json
+
+    records = [json.loads(line) for line in (ROOT / "results/runs/mini-default/results.jsonl").read_text().splitlines()
+               if line.strip()]
+    rows = {r["spec"]: r for r in records}
+    readme = (ROOT / "README.md").read_text()
+    shown = {m.group(1): (m.group(2), m.group(3)) for m in
+             re.finditer(r"^\| [^|]+ \| [^|]+ \| (\S+) \| ([\d.]+) (\[[^\]]+\]) \|", readme, flags=re.M)}
+    assert set(shown) == set(rows)
+    for spec, (fvd, interval) in shown.items():
+        lo, hi = rows[spec]["fvd_interval"]
+        assert (fvd, interval) == (f"{rows[spec]['fvd']:.2f}", f"[{lo:.2f}, {hi:.2f}]"), spec
