@@ -1,4 +1,4 @@
-"""``animatelcm:N`` -- AnimateLCM-SVD-xt with its own sampler (FACTS sec. 3), N in {1, 2, 4, 8}.
+"""``animatelcm:N`` -- AnimateLCM-SVD-xt with its own sampler (docs/reference.md#animatelcm-sampler), N in {1, 2, 4, 8}.
 
 Sampler: 40 training levels (Karras, sigma 0.002..700, rho 7); for N steps the levels
 idx = arange(N) * (40 // N), sigma = Karras(idx / 39), followed by 0; UNet timestep 0.25 ln sigma;

@@ -1,4 +1,4 @@
-"""``onestep`` / ``sfv`` / ``ufogen`` / ``ladd``: ONE EDM step from sigma 700 (FACTS sec. 4).
+"""``onestep`` / ``sfv`` / ``ufogen`` / ``ladd``: ONE EDM step from sigma 700 (docs/reference.md#one-step-generator).
 
 x = 700 * n with n ~ N(0, I) (the latent draw of each sample's generator); the output is
 x0 = c_skip x + c_out F(c_in x; c_noise) at sigma = 700, decoded directly: one batch-1 UNet call

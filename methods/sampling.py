@@ -4,13 +4,13 @@ an explicit sigma tensor. ``noise`` is a unit normal tensor (B, T, 4, h, w).
 * ``sample_euler`` (SVD): x_0 = noise * sqrt(s_0^2 + 1) (diffusers' ``init_noise_sigma`` for
   SVD's ``timestep_spacing="leading"``), then for i = 0..N-1:
   d = (x_i - D(x_i; s_i)) / s_i,  x_{i+1} = x_i + d (s_{i+1} - s_i), with s_N = 0.
-* ``sample_lcm`` (AnimateLCM-SVD-xt, FACTS sec. 3): x_0 = noise * sqrt(sigma_max^2 + 1), then
+* ``sample_lcm`` (AnimateLCM-SVD-xt, docs/reference.md#animatelcm-sampler): x_0 = noise * sqrt(sigma_max^2 + 1), then
   x_{i+1} = D(x_i; s_i) + s_{i+1} z_i with fresh z_i ~ N(0, I) from the per-sample generators
   (drawn at every step when N > 1, also the last, where s_N = 0; none for N = 1).
 * ``sample_onestep`` (UFOGen / LADD / SF-V): x = sigma * noise with sigma = 700, output D(x; 700).
 
 AnimateLCM's levels: 40 training levels (Karras, 0.002..700, rho 7); for N steps
-idx = arange(N) * (40 // N), ramp = idx / 39, then 0 (FACTS sec. 3).
+idx = arange(N) * (40 // N), ramp = idx / 39, then 0 (docs/reference.md#animatelcm-sampler).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def animatelcm_levels(n: int, num_train_timesteps: int = LCM_TRAIN_LEVELS) -> np
 
 
 def animatelcm_sigmas(n: int, num_train_timesteps: int = LCM_TRAIN_LEVELS) -> torch.Tensor:
-    """AnimateLCM's sampling sigmas followed by 0 (float32, N + 1); FACTS sec. 3:
+    """AnimateLCM's sampling sigmas followed by 0 (float32, N + 1); docs/reference.md#animatelcm-sampler:
 
     N=1: 700 | N=2: 700, 13.678 | N=4: 700, 128.56, 13.678, 0.4969 |
     N=8: 700, 315.74, 128.56, 45.851, 13.678, 3.1666, 0.4969, 0.0398.
@@ -59,7 +59,7 @@ def sample_euler(denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.T
 
 def sample_lcm(denoiser, noise: torch.Tensor, sigmas: torch.Tensor, generators,
                sigma_max: float = SIGMA_MAX) -> torch.Tensor:
-    """AnimateLCM's stochastic iterative sampler (FACTS sec. 3).
+    """AnimateLCM's stochastic iterative sampler (docs/reference.md#animatelcm-sampler).
 
     x_0 = noise * sqrt(sigma_max^2 + 1); x_{i+1} = D(x_i; s_i) + s_{i+1} z_i, z_i ~ N(0, I) drawn
     from ``generators`` (one per sample, after the initial noise) at every step when N > 1 -- the
@@ -81,6 +81,6 @@ def sample_lcm(denoiser, noise: torch.Tensor, sigmas: torch.Tensor, generators,
 
 
 def sample_onestep(denoiser, noise: torch.Tensor, sigma: float = SIGMA_MAX) -> torch.Tensor:
-    """One EDM step (UFOGen / LADD / SF-V, FACTS sec. 4): x = sigma * noise, return D(x; sigma) (float32)."""
+    """One EDM step (UFOGen / LADD / SF-V, docs/reference.md#one-step-generator): x = sigma * noise, return D(x; sigma) (float32)."""
     s = _sigma(sigma)
     return denoiser(noise.float() * s, s)

@@ -1,6 +1,6 @@
 """The evaluation protocol: every value that changes a number lives here and is recorded with it.
 
-Rules (SF-V paper sec. 4.2, FACTS.md sec. 1 and 5):
+Rules (SF-V paper sec. 4.2; docs/reference.md#conditioning-geometry and #fvd-statistics):
 
 * Conditioning image (``cond_resize``): frame 0 of the source video, given to the method at its
   native size. ``"stretch"`` (default, the paper's reading and diffusers' own behaviour): the CLIP
@@ -32,7 +32,7 @@ RESIZE_RULES = ("stretch", "cover-center-crop")
 
 @dataclass(frozen=True)
 class GenerationConditions:
-    """What every method generates with: SVD's defaults (FACTS sec. 2), the one place they are typed.
+    """What every method generates with: SVD's defaults (docs/reference.md#svd-conditioning), the one place they are typed.
 
     ``decode_chunk_size`` frames are decoded together by the temporal VAE: it changes the output.
     ``decode_videos`` videos go through the VAE per call, each still decoded as its own video: 1 (SVD's

@@ -187,7 +187,7 @@ class TrainConfig:
                                      "trained network; default: the preset; ema, lcm: raw)", "output",
                                      choices=("ema", "raw"))
     progress: bool = opt(True, "no progress bar", "output", flag="--no-progress", negate=True)
-    # what a run keeps and how long a process waits for the others (README, Training: checkpoints)
+    # what a run keeps and how long a process waits for the others (docs/training.md#checkpoints-weight-and-retention)
     checkpoints_total_limit: int = opt(2, "keep the newest K checkpoints (0: all); the start-up log says what one "
                                        "weighs (18.7 GB at full size with SM3)", "output")
     milestone_every: int = opt(10000, "steps between milestones, exports kept beside the last checkpoints "

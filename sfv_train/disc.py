@@ -1,4 +1,4 @@
-"""Discriminator of SF-V (paper sec. 3.2-3.3, FACTS sec. 6).
+"""Discriminator of SF-V (paper sec. 3.2-3.3, docs/reference.md#discriminator).
 
 Backbone: a FROZEN copy of the pretrained UNet encoder -- ``conv_in``, the time embedding
 (``time_proj`` + ``time_embedding``), the added-time embedding (``add_time_proj`` +

@@ -2,7 +2,7 @@
 discriminator's noise rules. The Karras schedule and EDM scalings are methods.models.edm.
 
 * Generator levels: T_g = 4 Karras levels {0.002, 2.269, 70.54, 700}; training draws sigma uniformly
-  from the upper three, inference is one step from 700 (FACTS sec. 4).
+  from the upper three, inference is one step from 700 (docs/reference.md#one-step-generator).
 * Discriminator noise sigma' (real and fake share it):
   - ``lognormal-discrete`` (SF-V): T_d = 1000 Karras levels, level i >= 1 drawn with
     P(i) proportional to Phi((ln s_i - P_mean)/|P_std|) - Phi((ln s_{i-1} - P_mean)/|P_std|)

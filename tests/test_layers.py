@@ -1,4 +1,4 @@
-"""The house rules of ARCHITECTURE.md: packages in floors (sfv_core < methods < sfv_train < bench), imports
+"""The house rules of docs/architecture.md: packages in floors (sfv_core < methods < sfv_train < bench), imports
 only downward, no import cycle between modules, no source file over 400 lines, a torch-free CLI."""
 from __future__ import annotations
 

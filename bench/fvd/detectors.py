@@ -24,7 +24,7 @@ Kinds:
   bit-identical inputs from our own preprocessing; ``return_features=True`` returns the
   pre-softmax logits.
 * ``i3d400`` -- the PyTorch InceptionI3d state dict of TATS / cd-fvd (``i3d_pretrained_400.pt``),
-  loaded into our own port (bench/i3d.py, same keys and shapes).
+  loaded into our own port (sfv_fvd/i3d.py, same keys and shapes).
 * ``toy`` -- a seeded random-init InceptionI3d at 1/16 width with a temporal-derivative first
   layer and noise-calibrated BatchNorm (the embedded default; bench/fvd/toy.py). Its numbers
   are labelled "toy detector" everywhere and are NOT comparable with any published FVD.

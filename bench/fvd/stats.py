@@ -1,6 +1,6 @@
 """Fréchet Video Distance: feature statistics and the distance.
 
-Rules (FACTS sec. 5):
+Rules (docs/reference.md#fvd-statistics and #frechet-distance):
 
 * Statistics are float64 running sums (N, sum x, sum x x^T) that merge by addition (several
   processes, or ``torch.distributed.all_reduce`` of ``to_tensor()``). mean = sum/N;

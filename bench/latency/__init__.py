@@ -6,7 +6,7 @@ loop), ``benchmark`` (the measurements), ``report`` (JSON and Markdown), ``regre
 between two results), ``command`` (``sfv-bench latency``). This package's ``__init__`` stays
 torch-free (``regress`` needs only the schema).
 
-What is measured (SF-V paper sec. 4.2; FACTS sec. 1, 2, 7):
+What is measured (SF-V paper sec. 4.2; docs/reference.md#latency-column and #cost-floors):
 
 * **UNet pass** -- one forward of the SVD UNet at batch 1 and batch 2 (CFG batches cond + uncond)
   on random inputs of the generation shape. ``paper``: 14 frames at 1024x576, i.e. a

@@ -2,7 +2,7 @@
 
 Inputs: two ``latency.json`` of `sfv-bench latency`, or two ``results.jsonl`` of `sfv-bench run`
 (or the folders holding them). Meant for GPU runners (pytest-benchmark's maintainers call
-saved-run comparison on shared CPU CI unreliable; the CPU gate is ``benchmarks/test_gate_benchmark.py``).
+saved-run comparison on shared CPU CI unreliable; the CPU gate is ``tests/e2e/test_gate_benchmark.py``).
 
 * Only like runs are compared; otherwise a UserError names every differing field (the CLI prints
   one line and exits 2). latency.json: equal ``env.gpu_name``, ``env.torch``, every inference option

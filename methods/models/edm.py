@@ -2,7 +2,7 @@
 
 Used by the samplers (methods.sampling), the trainers (sfv_train) and the latency code.
 
-Parameterisation (paper eq. 2/6, FACTS sec. 4; SVD's v-prediction == EDM with sigma_data = 1)::
+Parameterisation (paper eq. 2/6, docs/reference.md#edm-preconditioning; SVD's v-prediction == EDM with sigma_data = 1)::
 
     c_in = 1 / sqrt(s^2 + 1)     c_skip = 1 / (s^2 + 1)     c_out = -s / sqrt(s^2 + 1)
     c_noise = 0.25 ln s          D(x; s) = c_skip x + c_out F(c_in x; c_noise)

@@ -1,4 +1,4 @@
-"""Frame geometry used by the protocol (see bench/protocol.py for the written rules).
+"""Frame geometry used by the protocol (the written rules: docs/protocol.md).
 
 All functions take and return uint8 frames shaped (T, H, W, 3) (numpy or torch) and resize with
 torch's ``F.interpolate`` (bilinear, align_corners=False, antialias when shrinking), rounding

@@ -1,4 +1,4 @@
-"""Fréchet distance and feature statistics against closed forms and scipy (FACTS sec. 5)."""
+"""Fréchet distance and feature statistics against closed forms and scipy (docs/reference.md#frechet-distance)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The I3D port (bench/i3d.py) and the detector loaders (bench/detectors.py)."""
+"""The I3D port (sfv_fvd/i3d.py) and the detector loaders (sfv_fvd/detectors.py)."""
 from __future__ import annotations
 
 import warnings

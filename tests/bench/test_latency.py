@@ -1,4 +1,4 @@
-"""`sfv-bench latency`: FLOP counts against FACTS sec. 7 and a hand count, the option search and
+"""`sfv-bench latency`: FLOP counts against docs/reference.md#cost-floors and a hand count, the option search and
 its precision check, and a CPU run of the CLI at a tiny shape (JSON + Markdown)."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _keep_threads():
 
 
 def test_full_size_configs_match_the_real_parameter_counts():
-    """FACTS sec. 2: UNet 1.525 B, temporal VAE 97.7 M, CLIP ViT-H/14 632 M (built on meta: no memory)."""
+    """docs/reference.md#full-size-configurations: UNet 1.525 B, temporal VAE 97.7 M, CLIP ViT-H/14 632 M (built on meta: no memory)."""
     meta = L.build_meta(L.FULL_CONFIGS)
     counts = {k: L.param_count(m) for k, m in meta.items()}
     assert round(counts["unet"] / 1e9, 3) == 1.525
@@ -45,7 +45,7 @@ def test_full_size_configs_match_the_real_parameter_counts():
 
 
 def test_full_size_flops_match_facts_and_clip_hand_count():
-    """FACTS sec. 7 (counted on meta): UNet 44.8 T (batch 1, 14x72x128), 89.6 T (batch 2), VAE decode
+    """docs/reference.md#cost-floors (counted on meta): UNet 44.8 T (batch 1, 14x72x128), 89.6 T (batch 2), VAE decode
     97.2 T, VAE encode 2.6 T; CLIP ViT-H/14 at 224 equals the closed-form transformer count."""
     shape = L.make_shape("paper")
     f = L.count_all_flops(L.FULL_CONFIGS, shape, {14}, 14)

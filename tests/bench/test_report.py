@@ -22,7 +22,7 @@ def test_committed_reference_tables_match_the_paper_numbers():
 
 
 def test_paper_latency_consistency():
-    # FACTS sec. 1: 10.79 s / 25 = 0.43 s per batch-2 pass; one-step rows = one batch-1 pass (0.30 s)
+    # docs/reference.md#latency-column: 10.79 s / 25 = 0.43 s per batch-2 pass; one-step rows = one batch-1 pass (0.30 s)
     lat = {r["spec"]: r["latency_s"] for r in paper.table1_rows() if r["spec"]}
     assert abs(lat["svd:25"] / 25 - 0.4316) < 1e-3
     assert lat["sfv:1"] == lat["ufogen:1"] == lat["ladd:1"] == 0.30

@@ -46,7 +46,7 @@ NO_UNET = {"dummy", "static", "real"}   # no model: nothing to count
 
 
 def expected_calls(spec: str) -> tuple[int, int]:
-    """(UNet calls, batch) per video, from the paper's protocol (FACTS sec. 1, 3, 4)."""
+    """(UNet calls, batch) per video, from the paper's protocol (docs/reference.md#latency-column)."""
     s = parse_spec(spec)
     if s.name == "svd":
         return s.steps, 2

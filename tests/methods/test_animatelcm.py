@@ -1,4 +1,4 @@
-"""AnimateLCM-SVD-xt's sampler (FACTS sec. 3): sigma lists, UNet timesteps, step rule, adapter."""
+"""AnimateLCM-SVD-xt's sampler (docs/reference.md#animatelcm-sampler): sigma lists, UNet timesteps, step rule, adapter."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +19,7 @@ def animatelcm_timesteps(n):
     """UNet timesteps of AnimateLCM's sampler: 0.25 ln sigma of the float64 levels (float64, N)."""
     return torch.from_numpy(0.25 * np.log(animatelcm_levels(n)))
 
-# FACTS sec. 3, as written there
+# docs/reference.md#animatelcm-sampler, as written there
 FACTS_SIGMAS = {
     1: ["700"],
     2: ["700", "13.678"],
@@ -34,7 +34,7 @@ def test_sigmas_and_timesteps_match_facts(n):
     assert sig.dtype == torch.float32 and len(sig) == n + 1 and sig[-1] == 0
     for ours, text in zip(sig[:-1].tolist(), FACTS_SIGMAS[n]):
         decimals = len(text.split(".")[1]) if "." in text else 0
-        assert round(ours, decimals) == float(text), (n, ours, text)  # equal to the digits FACTS gives
+        assert round(ours, decimals) == float(text), (n, ours, text)  # equal to the digits published there
     facts = np.array([float(t) for t in FACTS_SIGMAS[n]])
     np.testing.assert_allclose(animatelcm_timesteps(n).numpy(), 0.25 * np.log(facts), atol=2e-3)
     np.testing.assert_allclose(animatelcm_timesteps(n).numpy(), 0.25 * np.log(sig[:-1].double().numpy()),

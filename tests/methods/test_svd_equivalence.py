@@ -48,7 +48,7 @@ def test_karras_sigmas_equal_svd_scheduler():
         sched.set_timesteps(n)
         assert torch.equal(karras_sigmas(n), sched.sigmas), n
         assert torch.equal(0.25 * karras_sigmas(n)[:-1].log(), sched.timesteps), n
-    # FACTS sec. 2: 4 Karras steps are 700, 70.5, 2.27, 0.002, then 0
+    # docs/reference.md#svd-sampler: 4 Karras steps are 700, 70.5, 2.27, 0.002, then 0
     np.testing.assert_allclose(karras_sigmas(4).numpy(), [700, 70.54, 2.269, 0.002, 0], rtol=1e-3)
     assert float(sched.init_noise_sigma) == pytest.approx((700 ** 2 + 1) ** 0.5)
 

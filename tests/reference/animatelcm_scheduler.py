@@ -1,5 +1,5 @@
 """AnimateLCM-SVD-xt's scheduler as a diffusers ``CMStochasticIterativeScheduler`` subclass: the
-reference our ``sample_lcm`` is tested against (FACTS sec. 3).
+reference our ``sample_lcm`` is tested against (docs/reference.md#animatelcm-sampler).
 
 The changes that make diffusers' scheduler AnimateLCM's: timesteps 0.25 ln sigma instead of 1000x
 that; EDM/v-prediction boundary scalings c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1) instead of the

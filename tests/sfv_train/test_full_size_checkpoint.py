@@ -1,7 +1,8 @@
 """The suite's part of the full-size smoke (benchmarks/full_size_smoke_train.py --parts meta): the sfv-train
 trainers' models built from the real SVD configuration on the meta device with the defaults' optimisers,
-and what one checkpoint of each weighs (the README's figures). The full-size steps themselves (minutes and
-13-19 GB each on this CPU at an 8x8 latent) do not fit the suite: README, Training, runs them."""
+and what one checkpoint of each weighs (docs/training.md#checkpoints-weight-and-retention). The full-size
+steps themselves (minutes and 13-19 GB each on this CPU at an 8x8 latent) do not fit the suite:
+docs/training.md#full-size-on-a-cpu runs them."""
 from __future__ import annotations
 
 import sys

@@ -22,7 +22,7 @@ def denoise(unet, x, sigma, cond_latents, image_embeds, added_time_ids):
 
 def test_generator_levels_match_facts_and_diffusers():
     g = generator_sigmas(4)
-    # FACTS sec. 4: {0.002, 2.269, 70.54, 700}
+    # docs/reference.md#one-step-generator: {0.002, 2.269, 70.54, 700}
     assert torch.allclose(g, torch.tensor([0.002, 2.269, 70.54, 700.0], dtype=torch.float64), rtol=3e-4)
     # diffusers' EulerDiscreteScheduler with SVD's config, 4 steps: 700, 70.54, 2.269, 0.002, 0
     from diffusers import EulerDiscreteScheduler
