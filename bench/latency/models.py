@@ -70,7 +70,7 @@ def load_models(stack, configs: dict | None, device, seed: int = 0, variant=None
 
 
 def unet_inputs(unet_config: dict, batch: int, frames: int, hw, device, dtype, seed: int = 0) -> dict:
-    """Seeded random UNet inputs of the real layout (what SVDDenoiser passes at sigma = 700)."""
+    """Seeded random UNet inputs of the real layout (what methods.models.edm.Denoiser passes at sigma = 700)."""
     g = torch.Generator().manual_seed(seed)
     h, w = hw
     sample = torch.randn(batch, frames, unet_config["in_channels"], h, w, generator=g)

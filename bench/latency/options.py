@@ -102,7 +102,7 @@ class UNetRunner:
 
     Holds its own copy of the weights when the options change them (dtype, channels_last). With
     CUDA graphs the returned tensor is the graph's static output, overwritten by the next call
-    (``methods.sampling.SVDDenoiser`` consumes it before the next call).
+    (``methods.models.edm.Denoiser`` consumes it before the next call).
     """
 
     def __init__(self, unet_fp32, opts: Options, device, reset_dynamo: bool = True):
