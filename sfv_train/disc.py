@@ -148,6 +148,11 @@ class DiscHead(nn.Module):
         return (out * cmap).sum(1).flatten(1) / math.sqrt(self.cmap_dim)
 
 
+def interleave(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a0 c0 a1 c1 ... along the batch dimension (real and fake videos in one call of ``--d-norm videos``)."""
+    return torch.stack([a, c], 1).flatten(0, 1)
+
+
 def fourier(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of a float tensor (..., ) -> (..., dim)."""
     half = dim // 2

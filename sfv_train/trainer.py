@@ -38,16 +38,11 @@ from .checkpoint import CKPT_PREFIX, export_model
 from .config import TrainConfig
 from .data import (ClipSettings, LatentDataset, find_videos, prepare_latents, prepare_teacher,
                    sample_indices)
-from .disc import Discriminator, HeadsCheckpoint
+from .disc import Discriminator, HeadsCheckpoint, interleave
 from .ema import ema_update
 from .loop import TrainLoop
 from .noise import NoiseSampler
 from .probes import GradProbe, d_stats
-
-
-def _interleave(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a0 c0 a1 c1 ... along the batch dimension."""
-    return torch.stack([a, c], 1).flatten(0, 1)
 
 
 class Trainer(TrainLoop):
@@ -248,8 +243,8 @@ class Trainer(TrainLoop):
         if self.D.norm != "videos":
             return (self._disc(real_in, sigma_d, b) if want != "fake" else None,
                     self._disc(fake_in, sigma_d, b) if want != "real" else None)
-        both = {k: _interleave(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
-        out = self._disc(_interleave(real_in, fake_in), _interleave(sigma_d, sigma_d), both)
+        both = {k: interleave(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
+        out = self._disc(interleave(real_in, fake_in), interleave(sigma_d, sigma_d), both)
         return [o[0::2] for o in out], [o[1::2] for o in out]
 
     def _recon(self, x0_hat, x0, sigma):
