@@ -92,7 +92,7 @@ class Protocol:
     clip_start: str = "first"      # first | random
     real_crop: str = "none"        # none | match
     max_fail_frac: float = 0.05    # stop if more of the selection than this fails to decode
-    generation: GenerationConditions = GenerationConditions(width=1024, height=576)
+    generation: GenerationConditions = GenerationConditions(width=1024, height=576)   # SVD's, at the paper's size
     # FVD
     detector_size: int = 224
     covariance: str = "biased"     # biased (1/N, StyleGAN-V, cd-fvd) | unbiased (1/(N-1), TF, TATS)

@@ -38,6 +38,14 @@ def test_protocol_holds_the_generation_conditions():
     assert hash(Protocol(num_frames=2)) == hash(Protocol(num_frames=2))
 
 
+def test_every_generation_condition_has_a_protocol_name():
+    from sfv_core.protocol import _conditions
+
+    names = _conditions()
+    assert {c.field for c in names.values()} == {f.name for f in dataclasses.fields(GenerationConditions)}
+    assert set(names) <= set(RECORDED_DEFAULT)
+
+
 def test_protocol_rejects_bad_and_unknown_values():
     with pytest.raises(TypeError, match="width"):
         Protocol(width=64)                       # the protocol's name is gen_width
