@@ -30,10 +30,6 @@ from .svd import SVDFamilyMethod
 class AnimateLCMMethod(SVDFamilyMethod):
     """``animatelcm:N`` and ``lcm:N`` (see module doc). Options: unet, weights_name, gen_frames, decode_*."""
 
-    def __init__(self, name, steps, options=None, user_options=()):
-        super().__init__(name, steps, options, user_options)
-        self.unet_required = name == "lcm"      # trained here: its checkpoint is required off the tiny stack
-
     def frames_to_generate(self, num_frames: int) -> int:
         gen = int(self.options.get("gen_frames") or 0) or num_frames
         if gen < num_frames:

@@ -8,6 +8,8 @@ import numpy as np
 
 from sfv_core.protocol import GenerationConditions
 
+from .registry import METHODS, MethodInfo
+
 
 class NonFiniteOutput(RuntimeError):
     """A generated video holds NaN or inf: that method failed (the harness goes on with the others)."""
@@ -32,23 +34,30 @@ class Method:
 
     Built by ``methods.registry.get_method(spec, **options)``: ``name``, ``steps``, ``options``
     (every option of the method, the registry's defaults filled in), ``user_options`` (the names
-    the user set), ``cfg`` (batch-2 classifier-free guidance), ``default_stack``.
+    the user set). The method's facts are its registry entry, ``info`` (``methods.registry.MethodInfo``):
+    ``cfg`` (batch-2 classifier-free guidance with these options) and ``default_stack`` read it.
 
     Life cycle: ``m.check(stack)`` (resolve files, load nothing), ``m.load(stack, device, dtype)``,
     ``m.warmup(h, w)`` (optional, not timed), then ``m.generate(images, seeds, conditions)`` any
     number of times, reading ``m.last_unet_times()`` and ``m.unet_call_log`` after each call.
     """
 
-    cfg = False
-    default_stack = "svd"
-
     def __init__(self, name: str, steps: int, options: dict | None = None, user_options=()):
+        self.info: MethodInfo = METHODS[name]
         self.name = name
         self.steps = int(steps)
         self.options = dict(options or {})
         self.user_options = set(user_options)
         self.unet_call_log: list[int] = []
         self._unet_times: list[float] = []
+
+    @property
+    def cfg(self) -> bool:
+        return self.info.uses_cfg(self.options)
+
+    @property
+    def default_stack(self) -> str:
+        return self.info.default_stack
 
     # -- to implement -------------------------------------------------------------------------
     def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "Method":

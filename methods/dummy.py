@@ -18,12 +18,6 @@ from .base import Method, check_finite
 
 
 class DummyMethod(Method):
-    default_stack = "none"
-
-    @property
-    def cfg(self) -> bool:
-        return int(self.options["batch"]) == 2
-
     def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "DummyMethod":
         self.device, self.dtype = str(device), str(dtype)
         return self

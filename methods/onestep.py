@@ -16,10 +16,6 @@ from .svd import SVDFamilyMethod
 class OneStepMethod(SVDFamilyMethod):
     """Single-step generator (see module doc). Options: unet, sigma."""
 
-    def __init__(self, name, steps, options=None, user_options=()):
-        super().__init__(name, steps, options, user_options)
-        self.unet_required = name != "onestep"
-
     def sample(self, unet, cond, noise, generators):
         den = Denoiser(unet, cond.image_embeddings, cond.image_latents, cond.added_time_ids)
         return sample_onestep(den, noise, float(self.options["sigma"]))

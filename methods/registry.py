@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from sfv_core.errors import UserError
 from sfv_core.values import parse_bool
@@ -24,18 +25,40 @@ class Option:
 MAX_STEPS = 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MethodInfo:
+    """Everything known of a method before its adapter is imported; the adapter reads its facts here
+    (``Method.info``)."""
     target: str                        # "module:Class", imported only by get_method
     description: str
     valid_steps: tuple | None          # None: any integer >= 1; (0,): a reference row without steps
     default_steps: int
     default_stack: str
-    cfg: bool                          # batch-2 classifier-free guidance with default options
+    cfg: bool | Callable[[dict], bool] = False   # batch-2 classifier-free guidance: fixed, or a rule over the options
+    unet_required: bool = False        # off the tiny stack, the user must name a UNet checkpoint (option ``unet``)
     options: dict = field(default_factory=dict)   # name -> Option
 
     def steps_text(self) -> str:
         return f"any >= 1 (up to {MAX_STEPS})" if self.valid_steps is None else ", ".join(map(str, self.valid_steps))
+
+    def option_defaults(self) -> dict:
+        return {k: o.default for k, o in self.options.items()}
+
+    def uses_cfg(self, options: dict | None = None) -> bool:
+        """Whether a run with ``options`` (unset ones at their defaults) makes batch-2 CFG calls."""
+        if callable(self.cfg):
+            return bool(self.cfg({**self.option_defaults(), **(options or {})}))
+        return self.cfg
+
+
+def _guided(options: dict) -> bool:
+    """svd: CFG runs unless the last frame's scale is <= 1."""
+    return float(options["max_guidance"]) > 1
+
+
+def _pretends_cfg(options: dict) -> bool:
+    """dummy: batch 2 is reported as CFG."""
+    return int(options["batch"]) == 2
 
 
 _UNET_ONESTEP = Option(None, "UNet: a diffusers UNet folder written by `sfv-train` (or with a unet/ "
@@ -46,80 +69,81 @@ _SIGMA = Option(700.0, "the single step's noise level (sigma_max of SVD's schedu
 
 def _onestep_family(label: str) -> MethodInfo:
     return MethodInfo(
-        "methods.onestep:OneStepMethod",
-        f"{label}: one EDM step from sigma 700 with a UNet checkpoint from `sfv-train` "
-        f"(required, except on the tiny stack where the stack's UNet stands in)",
-        (1,), 1, "svd", False,
-        {"unet": Option(None, f"{label} UNet checkpoint folder (from `sfv-train`) -- required"), "sigma": _SIGMA},
+        target="methods.onestep:OneStepMethod",
+        description=f"{label}: one EDM step from sigma 700 with a UNet checkpoint from `sfv-train` "
+                    f"(required, except on the tiny stack where the stack's UNet stands in)",
+        valid_steps=(1,), default_steps=1, default_stack="svd", unet_required=True,
+        options={"unet": Option(None, f"{label} UNet checkpoint folder (from `sfv-train`) -- required"),
+                         "sigma": _SIGMA},
     )
 
 
 METHODS: dict[str, MethodInfo] = {
     "svd": MethodInfo(
-        "methods.svd:SVDMethod",
-        "Stable Video Diffusion, N Euler steps (Karras sigmas 700..0.002), frame-wise CFG 1.0 -> 3.0 "
-        "(cond + uncond in one batch-2 UNet call); equals diffusers' StableVideoDiffusionPipeline",
-        None, 25, "svd", True,
-        {"min_guidance": Option(1.0, "CFG scale of the first frame"),
-         "max_guidance": Option(3.0, "CFG scale of the last frame (<= 1 turns CFG off)"),
-         "unet": Option(None, "replace the stack's UNet (folder, .safetensors or repo id)")},
+        target="methods.svd:SVDMethod",
+        description="Stable Video Diffusion, N Euler steps (Karras sigmas 700..0.002), frame-wise CFG 1.0 -> 3.0 "
+                    "(cond + uncond in one batch-2 UNet call); equals diffusers' StableVideoDiffusionPipeline",
+        valid_steps=None, default_steps=25, default_stack="svd", cfg=_guided,
+        options={"min_guidance": Option(1.0, "CFG scale of the first frame"),
+                 "max_guidance": Option(3.0, "CFG scale of the last frame (<= 1 turns CFG off)"),
+                 "unet": Option(None, "replace the stack's UNet (folder, .safetensors or repo id)")},
     ),
     "animatelcm": MethodInfo(
-        "methods.animatelcm:AnimateLCMMethod",
-        "AnimateLCM-SVD-xt 1.1 with its own consistency sampler (40 Karras levels, no CFG); generates "
-        "gen_frames frames, decodes them all in chunks of 8 and returns the first num_frames (the paper's "
-        "AnimateLCM*, as the official batch script does)",
-        (1, 2, 4, 8), 4, "svd-xt", False,
-        {"unet": Option("wangfuyun/AnimateLCM-SVD-xt", "AnimateLCM UNet: repo id in the HF cache, folder or "
-                        ".safetensors state dict (on the tiny stack the stack's UNet stands in unless set)"),
-         "weights_name": Option("AnimateLCM-SVD-xt-1.1.safetensors", "state-dict file inside the repo/folder: "
-                                "the paper's xt-1.1 (what the official app.py loads); "
-                                "AnimateLCM-SVD-xt.safetensors is the 1.0 release"),
-         "gen_frames": Option(25, "frames generated (the released model is 25-frame SVD-xt); the first "
-                                  "num_frames are returned; 0 = num_frames"),
-         "decode_chunk_size": Option(8, "with decode_frames=all: frames the temporal VAE decodes together "
-                                        "(the official batch_inference.py: 8); 0 = the protocol's"),
-         "decode_frames": Option("all", "all: decode every generated frame, then keep the first num_frames "
-                                        "(the reference); kept: decode only the first num_frames latents, "
-                                        "in chunks of the protocol's decode_chunk_size")},
+        target="methods.animatelcm:AnimateLCMMethod",
+        description="AnimateLCM-SVD-xt 1.1 with its own consistency sampler (40 Karras levels, no CFG); generates "
+                    "gen_frames frames, decodes them all in chunks of 8 and returns the first num_frames (the paper's "
+                    "AnimateLCM*, as the official batch script does)",
+        valid_steps=(1, 2, 4, 8), default_steps=4, default_stack="svd-xt",
+        options={"unet": Option("wangfuyun/AnimateLCM-SVD-xt", "AnimateLCM UNet: repo id in the HF cache, folder or "
+                                ".safetensors state dict (on the tiny stack the stack's UNet stands in unless set)"),
+                 "weights_name": Option("AnimateLCM-SVD-xt-1.1.safetensors", "state-dict file inside the repo/folder: "
+                                        "the paper's xt-1.1 (what the official app.py loads); "
+                                        "AnimateLCM-SVD-xt.safetensors is the 1.0 release"),
+                 "gen_frames": Option(25, "frames generated (the released model is 25-frame SVD-xt); the first "
+                                          "num_frames are returned; 0 = num_frames"),
+                 "decode_chunk_size": Option(8, "with decode_frames=all: frames the temporal VAE decodes together "
+                                                "(the official batch_inference.py: 8); 0 = the protocol's"),
+                 "decode_frames": Option("all", "all: decode every generated frame, then keep the first num_frames "
+                                                "(the reference); kept: decode only the first num_frames latents, "
+                                                "in chunks of the protocol's decode_chunk_size")},
     ),
     "lcm": MethodInfo(
-        "methods.animatelcm:AnimateLCMMethod",
-        "AnimateLCM trained here: a UNet consistency-distilled by `sfv-train --method lcm`, sampled with "
-        "AnimateLCM's sampler at the protocol's frame count (the paper's 'AnimateLCM' rows)",
-        (1, 2, 4, 8), 4, "svd", False,
-        {"unet": Option(None, "UNet folder exported by `sfv-train --method lcm` -- required"),
-         "weights_name": Option(None, "state-dict file when the UNet source holds several"),
-         "gen_frames": Option(0, "frames generated; 0 = num_frames"),
-         "decode_chunk_size": Option(0, "with decode_frames=all: frames decoded together; 0 = the protocol's"),
-         "decode_frames": Option("kept", "kept: decode the generated frames with the protocol's chunk; all: "
-                                         "with decode_chunk_size")},
+        target="methods.animatelcm:AnimateLCMMethod",
+        description="AnimateLCM trained here: a UNet consistency-distilled by `sfv-train --method lcm`, sampled with "
+                    "AnimateLCM's sampler at the protocol's frame count (the paper's 'AnimateLCM' rows)",
+        valid_steps=(1, 2, 4, 8), default_steps=4, default_stack="svd", unet_required=True,
+        options={"unet": Option(None, "UNet folder exported by `sfv-train --method lcm` -- required"),
+                 "weights_name": Option(None, "state-dict file when the UNet source holds several"),
+                 "gen_frames": Option(0, "frames generated; 0 = num_frames"),
+                 "decode_chunk_size": Option(0, "with decode_frames=all: frames decoded together; 0 = the protocol's"),
+                 "decode_frames": Option("kept", "kept: decode the generated frames with the protocol's chunk; all: "
+                                                 "with decode_chunk_size")},
     ),
     "onestep": MethodInfo(
-        "methods.onestep:OneStepMethod",
-        "one EDM step from sigma 700 (x = 700 * noise, output D(x; 700)) with any UNet",
-        (1,), 1, "svd", False, {"unet": _UNET_ONESTEP, "sigma": _SIGMA},
+        target="methods.onestep:OneStepMethod",
+        description="one EDM step from sigma 700 (x = 700 * noise, output D(x; 700)) with any UNet",
+        valid_steps=(1,), default_steps=1, default_stack="svd", options={"unet": _UNET_ONESTEP, "sigma": _SIGMA},
     ),
     "sfv": _onestep_family("SF-V"),
     "ufogen": _onestep_family("UFOGen"),
     "ladd": _onestep_family("LADD"),
     "static": MethodInfo(
-        "methods.static:StaticMethod",
-        "reference row: the conditioning frame repeated (a model that learned no motion); no UNet",
-        (0,), 0, "none", False, {},
+        target="methods.static:StaticMethod",
+        description="reference row: the conditioning frame repeated (a model that learned no motion); no UNet",
+        valid_steps=(0,), default_steps=0, default_stack="none",
     ),
     "real": MethodInfo(
-        "",
-        "reference row: held-out real clips of the same classes, not the scored ones (the FVD floor at this "
-        "N); made by `sfv-bench run` itself, no model",
-        (0,), 0, "none", False, {},
+        target="",
+        description="reference row: held-out real clips of the same classes, not the scored ones (the FVD floor "
+                    "at this N); made by `sfv-bench run` itself, no model",
+        valid_steps=(0,), default_steps=0, default_stack="none",
     ),
     "dummy": MethodInfo(
-        "methods.dummy:DummyMethod",
-        "cheap deterministic fake (the image drifting by a seeded offset per frame); no models",
-        None, 1, "none", False,
-        {"batch": Option(1, "UNet batch per video to report (2 pretends CFG)"),
-         "nan": Option(False, "produce NaN videos (tests the harness's NonFiniteOutput path)")},
+        target="methods.dummy:DummyMethod",
+        description="cheap deterministic fake (the image drifting by a seeded offset per frame); no models",
+        valid_steps=None, default_steps=1, default_stack="none", cfg=_pretends_cfg,
+        options={"batch": Option(1, "UNet batch per video to report (2 pretends CFG)"),
+                 "nan": Option(False, "produce NaN videos (tests the harness's NonFiniteOutput path)")},
     ),
 }
 
@@ -224,20 +248,14 @@ def get_method(spec, **options):
         raise UserError(f"{spec.name} is a reference row that `sfv-bench run` makes itself, not a generator")
     given = check_options(spec.name, options)
     module, cls = info.target.split(":")
-    method = getattr(importlib.import_module(module), cls)(spec.name, spec.steps, {**option_defaults(spec.name), **given},
-                                                           user_options=given)
-    method.default_stack = info.default_stack
-    return method
-
-
-def option_defaults(name: str) -> dict:
-    return {k: o.default for k, o in METHODS[name].options.items()}
+    adapter = getattr(importlib.import_module(module), cls)
+    return adapter(spec.name, spec.steps, {**info.option_defaults(), **given}, user_options=given)
 
 
 def list_methods() -> list[dict]:
     """One row per method: name, steps, default_steps, stack, cfg, description, options."""
     return [{"name": n, "steps": i.steps_text(), "default_steps": i.default_steps, "stack": i.default_stack,
-             "cfg": i.cfg, "description": i.description,
+             "cfg": i.uses_cfg(), "description": i.description,
              "options": {k: {"default": o.default, "help": o.help} for k, o in i.options.items()}}
             for n, i in METHODS.items()]
 

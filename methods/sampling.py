@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.edm import SIGMA_MAX, _sigma, karras
+from .models.edm import SIGMA_MAX, karras, noise_scale, scalar_sigma
 
 LCM_TRAIN_LEVELS = 40  # AnimateLCM-SVD-xt's scheduler: num_train_timesteps
 
@@ -47,7 +47,7 @@ def sample_euler(denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.T
     EulerDiscreteScheduler.step, s_churn = 0). Returns x_N in the model dtype.
     """
     sigmas = sigmas.detach().to("cpu", torch.float32)
-    x = noise * ((sigmas.max() ** 2 + 1) ** 0.5)
+    x = noise * noise_scale(sigmas.max())
     for i in range(len(sigmas) - 1):
         s = sigmas[i]
         x0 = denoiser(x, s)
@@ -69,7 +69,7 @@ def sample_lcm(denoiser, noise: torch.Tensor, sigmas: torch.Tensor, generators,
 
     sigmas = sigmas.detach().to("cpu", torch.float32)
     n = len(sigmas) - 1
-    x = noise * ((sigma_max ** 2 + 1) ** 0.5)
+    x = noise * noise_scale(sigma_max)
     for i in range(n):
         x0 = denoiser(x, sigmas[i])
         if n > 1:
@@ -82,5 +82,5 @@ def sample_lcm(denoiser, noise: torch.Tensor, sigmas: torch.Tensor, generators,
 
 def sample_onestep(denoiser, noise: torch.Tensor, sigma: float = SIGMA_MAX) -> torch.Tensor:
     """One EDM step (UFOGen / LADD / SF-V, docs/reference.md#one-step-generator): x = sigma * noise, return D(x; sigma) (float32)."""
-    s = _sigma(sigma)
+    s = scalar_sigma(sigma)
     return denoiser(noise.float() * s, s)

@@ -13,8 +13,6 @@ from .base import Method
 
 
 class StaticMethod(Method):
-    default_stack = "none"
-
     def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "StaticMethod":
         return self
 

@@ -31,8 +31,6 @@ class SVDFamilyMethod(Method):
     UNet callable (the model, a timing wrapper, an options-applied runner).
     """
 
-    unet_required = False  # True: a non-tiny stack needs an explicit UNet checkpoint
-
     def __init__(self, name, steps, options=None, user_options=()):
         super().__init__(name, steps, options, user_options)
         self.pipe = None
@@ -43,7 +41,7 @@ class SVDFamilyMethod(Method):
         src = unet if unet is not None else self.options.get("unet")
         user_set = unet is not None or "unet" in self.user_options
         if src in (None, "stack") or (not user_set and is_tiny_stack(folder)):
-            if self.unet_required and src is None and not is_tiny_stack(folder):
+            if self.info.unet_required and src is None and not is_tiny_stack(folder):
                 raise UserError(f"method {self.name} needs its UNet checkpoint: pass --{self.name}-unet DIR "
                                 f"(or the option {self.name}.unet=DIR), a UNet folder exported by `sfv-train`")
             return None
@@ -187,10 +185,6 @@ class SVDMethod(SVDFamilyMethod):
     max_guidance_scale, fps, motion_bucket_id, noise_aug_strength, decode_chunk_size,
     generator=torch.Generator(device).manual_seed(seed))`` for a batch of one.
     """
-
-    @property
-    def cfg(self) -> bool:
-        return float(self.options["max_guidance"]) > 1
 
     def sample(self, unet, cond, noise, generators):
         guidance = None

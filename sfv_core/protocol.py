@@ -63,34 +63,63 @@ class GenerationConditions:
 GEN = GenerationConditions()
 
 
-@dataclass(frozen=True)
+class _Condition:
+    """A Protocol attribute that reads one field of the protocol's generation conditions."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def __get__(self, protocol, owner=None):
+        return self if protocol is None else getattr(protocol.generation, self.field)
+
+
+@dataclass(frozen=True, init=False)
 class Protocol:
+    """The evaluation protocol: selection, scoring geometry, FVD, and the generation conditions every method
+    runs with (``generation``, a GenerationConditions: the one home of those values).
+
+    Built and read with flat names: ``Protocol(num_frames=2, gen_width=64)``, ``p.num_frames``; a generation
+    condition's protocol name is its GenerationConditions name, except gen_width, gen_height and cond_resize
+    (width, height, resize). ``to_dict`` is flat too (what results and caches record)."""
     dataset: str = "ucf101"
     split: str = "test"            # train | test | all
     fold: int = 1                  # 1, 2, 3 (ucfTrainTestlist)
     num_videos: int = 2048         # N: videos selected (before skips)
     seed: int = 0
     balanced: bool = False         # round-robin over classes when selecting
-    num_frames: int = GEN.num_frames
-    fps: int = GEN.fps
-    gen_width: int = 1024
-    gen_height: int = 576
     score_width: int = 320
     score_height: int = 240
-    cond_resize: str = "stretch"   # stretch | cover-center-crop
     clip_start: str = "first"      # first | random
     real_crop: str = "none"        # none | match
     max_fail_frac: float = 0.05    # stop if more of the selection than this fails to decode
-    # generation conditions shared by every method
-    motion_bucket_id: int = GEN.motion_bucket_id
-    noise_aug_strength: float = GEN.noise_aug_strength
-    decode_chunk_size: int = GEN.decode_chunk_size
-    decode_videos: int = GEN.decode_videos
+    generation: GenerationConditions = GenerationConditions(width=1024, height=576)   # SVD's, at the paper's size
     # FVD
     detector_size: int = 224
     covariance: str = "biased"     # biased (1/N, StyleGAN-V, cd-fvd) | unbiased (1/(N-1), TF, TATS)
 
-    def __post_init__(self):
+    num_frames = _Condition("num_frames")
+    fps = _Condition("fps")
+    gen_width = _Condition("width")
+    gen_height = _Condition("height")
+    cond_resize = _Condition("resize")     # stretch | cover-center-crop
+    motion_bucket_id = _Condition("motion_bucket_id")
+    noise_aug_strength = _Condition("noise_aug_strength")
+    decode_chunk_size = _Condition("decode_chunk_size")
+    decode_videos = _Condition("decode_videos")
+
+    def __init__(self, generation: GenerationConditions | None = None, **values):
+        conditions = {c.field: values.pop(name) for name, c in _conditions().items() if name in values}
+        fields = {f.name: f.default for f in dataclasses.fields(self) if f.name != "generation"}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown protocol value(s) {sorted(unknown)}")
+        for name, default in fields.items():
+            object.__setattr__(self, name, values.get(name, default))
+        base = generation if generation is not None else type(self).generation
+        object.__setattr__(self, "generation", GenerationConditions.of(base, **conditions))
+        self._check()
+
+    def _check(self) -> None:
         checks = [
             (self.split in ("train", "test", "all"), f"split must be train, test or all (got {self.split!r})"),
             (self.fold in (1, 2, 3), f"fold must be 1, 2 or 3 (got {self.fold!r})"),
@@ -110,15 +139,15 @@ class Protocol:
                 raise ValueError(msg)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every value by its flat protocol name."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "generation"}
+        return {**own, **{name: getattr(self, name) for name in _conditions()}}
 
     def replace(self, **kw) -> "Protocol":
         return dataclasses.replace(self, **kw)
 
     def conditions(self) -> GenerationConditions:
-        return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength,
-                                    self.decode_chunk_size, self.gen_width, self.gen_height, self.cond_resize,
-                                    self.decode_videos)
+        return self.generation
 
     @property
     def metric_name(self) -> str:
@@ -126,7 +155,12 @@ class Protocol:
         return f"fvd{self.num_videos}_{self.num_frames}f_{self.fps}fps_{self.score_width}x{self.score_height}"
 
 
-@dataclass(frozen=True)
+def _conditions() -> dict[str, _Condition]:
+    """Protocol name -> the generation condition it reads."""
+    return {name: c for name, c in vars(Protocol).items() if isinstance(c, _Condition)}
+
+
+@dataclass(frozen=True, kw_only=True)
 class World:
     """The defaults `sfv-bench run` uses in one world: protocol values, dataset, stacks, detector, methods."""
     name: str
@@ -145,16 +179,21 @@ class World:
 
 
 WORLDS = {
-    "mini": World("mini", dict(num_videos=64, gen_width=32, gen_height=32, score_width=32, score_height=32,
-                               balanced=True, decode_videos=2),
-                  "mini", "mini", "mini", "svd:25,svd:8,svd:4,onestep:1,static,real",
-                  "lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", None, True,
-                  dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16,
+    "mini": World(name="mini", protocol=dict(num_videos=64, gen_width=32, gen_height=32, score_width=32,
+                                             score_height=32, balanced=True, decode_videos=2),
+                  stack="mini", xt_stack="mini", detector="mini", methods="svd:25,svd:8,svd:4,onestep:1,static,real",
+                  optional_methods="lcm:8,lcm:4,lcm:2,ufogen:1,ladd:1,sfv:1", animatelcm_frames=None, toy=True,
+                  dataset=dict(seed=0, classes=10, groups=10, clips=5, frames=48), batch_size=16,
                   label="mini world (trained on synthetic data): not comparable with the paper"),
-    "tiny": World("tiny", dict(num_videos=16, gen_width=64, gen_height=64, balanced=True, max_fail_frac=0.25),
-                  "tiny", "tiny", "toy", "svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", "", None, True,
-                  dict(seed=0), label="tiny world (random-init models, toy detector): not comparable with the paper"),
-    "ucf101": World("ucf101", {}, "svd", "svd-xt", "stylegan-v", "", "", 25, False),  # methods: paper.DEFAULT_SPECS
+    "tiny": World(name="tiny", protocol=dict(num_videos=16, gen_width=64, gen_height=64, balanced=True,
+                                             max_fail_frac=0.25),
+                  stack="tiny", xt_stack="tiny", detector="toy",
+                  methods="svd:8,svd:4,animatelcm:4,animatelcm:2,onestep:1", optional_methods="",
+                  animatelcm_frames=None, toy=True, dataset=dict(seed=0),
+                  label="tiny world (random-init models, toy detector): not comparable with the paper"),
+    "ucf101": World(name="ucf101", protocol={}, stack="svd", xt_stack="svd-xt", detector="stylegan-v",
+                    methods="",  # the default specs: sfv_core.paper.DEFAULT_SPECS
+                    optional_methods="", animatelcm_frames=25, toy=False),
 }
 
 

@@ -47,6 +47,7 @@ from sfv_core.data.videoio import VideoDecodeError, list_videos, read_video, vid
 from sfv_core.errors import UserError
 from sfv_core.fsutil import (atomic_write_json, cache_dir, file_signature, load_safetensors, save_safetensors,
                              sha256_json)
+from sfv_core.protocol import GenerationConditions
 from sfv_core.seeds import sample_seed
 
 CACHE_VERSION = 1
@@ -55,29 +56,36 @@ KEYS = ("latents", "cond_latent", "image_embeds", "added_time_ids")
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """What the cached latents depend on; built from TrainConfig, which holds the defaults."""
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    motion_bucket_id: int
-    noise_aug_strength: float
+    """What the cached latents depend on: the clips' generation conditions (``sfv_core.protocol``; width and
+    height are the training size, ``resize`` how a source frame gets there) and the seed of the per-video
+    noise."""
+    conditions: GenerationConditions
     seed: int
-    resize: str = "stretch"      # how a source frame becomes width x height: stretch | cover-center-crop
+
+    def __post_init__(self):
+        if self.conditions.width is None or self.conditions.height is None:
+            raise ValueError("training clips need a width and a height")
+
+    @classmethod
+    def of(cls, cfg) -> "ClipSettings":
+        """From a TrainConfig (or anything with its clip fields)."""
+        return cls(GenerationConditions.of(None, width=cfg.width, height=cfg.height, num_frames=cfg.num_frames,
+                                           fps=cfg.fps, motion_bucket_id=cfg.motion_bucket_id,
+                                           noise_aug_strength=cfg.noise_aug_strength, resize=cfg.resize), cfg.seed)
 
     def fit(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (T, H, W, 3) source frames -> (T, height, width, 3), by the protocol's rule."""
-        if self.resize == "stretch":
-            return resize_frames(frames, self.width, self.height)
-        return resize_cover_crop(frames, self.width, self.height)
+        c = self.conditions
+        if c.resize == "stretch":
+            return resize_frames(frames, c.width, c.height)
+        return resize_cover_crop(frames, c.width, c.height)
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def conditions(self):
-        from sfv_core.protocol import GenerationConditions
-
-        return GenerationConditions(self.num_frames, self.fps, self.motion_bucket_id, self.noise_aug_strength)
+    def cache_key(self) -> dict:
+        """The values a clip's latents depend on (the decode settings are not among them)."""
+        c = self.conditions
+        return {"width": c.width, "height": c.height, "num_frames": c.num_frames, "fps": c.fps,
+                "motion_bucket_id": c.motion_bucket_id, "noise_aug_strength": c.noise_aug_strength,
+                "seed": self.seed, "resize": c.resize}
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,8 @@ def find_videos(root, split: str = "train", fold: int = 1) -> list[VideoItem]:
 
 def clip_frame_indices(n_src: int, src_fps: float, settings: ClipSettings) -> list[int] | None:
     """Source frames of the clip (from frame 0), or None when the video is too short."""
-    return clip_indices(n_src, src_fps if src_fps > 0 else float(settings.fps), settings.num_frames, settings.fps)
+    c = settings.conditions
+    return clip_indices(n_src, src_fps if src_fps > 0 else float(c.fps), c.num_frames, c.fps)
 
 
 def load_clip(item: VideoItem, settings: ClipSettings) -> np.ndarray | None:
@@ -142,9 +151,9 @@ def encode_clip(pipe, clip: np.ndarray, settings: ClipSettings, rel: str, device
     lat = torch.cat([vae.encode(x[i:i + 8].to(vae.dtype)).latent_dist.mode() for i in range(0, len(x), 8)])
     lat = lat.float() * vae.config.scaling_factor
     gen = torch.Generator(device).manual_seed(sample_seed(settings.seed, rel))
-    cond = encode_condition(pipe, clip[:1], [gen], device, num_frames=1, fps=settings.fps,
-                            motion_bucket_id=settings.motion_bucket_id,
-                            noise_aug_strength=settings.noise_aug_strength)
+    c = settings.conditions
+    cond = encode_condition(pipe, clip[:1], [gen], device, num_frames=1, fps=c.fps,
+                            motion_bucket_id=c.motion_bucket_id, noise_aug_strength=c.noise_aug_strength)
     return {"latents": lat.cpu(), "cond_latent": cond.image_latents[0, 0].float().cpu(),
             "image_embeds": cond.image_embeddings[0].float().cpu(),
             "added_time_ids": cond.added_time_ids[0].float().cpu()}
@@ -173,7 +182,7 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
                     cache_root: Path | None = None, rank: int = 0, world: int = 1, wait=None,
                     log=print) -> list[tuple[VideoItem, Path]]:
     """Encode (once) every video's clip; return (item, cached file) of the usable videos, in item order."""
-    key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.to_dict(),
+    key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.cache_key(),
            "stack": component_signature(stack_dir, ("vae", "image_encoder", "feature_extractor"))}
     cache = LatentCache(cache_root or cache_dir("train-latents"), key)
     missing = [it for it in items if not cache.path(it).exists() and not cache.path(it, SKIP).exists()]
@@ -194,9 +203,10 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
         wait()
     pairs = [(it, cache.path(it)) for it in items if cache.path(it).exists()]
     if not pairs:
-        need = frames_needed(25.0, settings.num_frames, settings.fps)
-        raise UserError(f"none of the {len(items)} videos gives a clip of {settings.num_frames} frames at "
-                        f"{settings.fps} fps (a 25 fps video needs {need} frames): use longer videos or "
+        c = settings.conditions
+        need = frames_needed(25.0, c.num_frames, c.fps)
+        raise UserError(f"none of the {len(items)} videos gives a clip of {c.num_frames} frames at "
+                        f"{c.fps} fps (a 25 fps video needs {need} frames): use longer videos or "
                         f"ask for fewer --num-frames / a lower --fps")
     skipped = len(items) - len(pairs)
     if skipped and rank == 0:
@@ -220,7 +230,7 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
 
     precision = str(half).replace("torch.", "") if half is not None else "float32"
     key = {"version": CACHE_VERSION, "what": "teacher", "steps": steps, "max_guidance": max_guidance,
-           "clip": settings.to_dict(), "precision": precision,
+           "clip": settings.cache_key(), "precision": precision,
            "stack": component_signature(stack_dir, ("unet", "vae", "image_encoder"))}
     cache = LatentCache(cache_root or cache_dir("teacher"), key)
     out = [cache.path(it, "teacher") for it, _ in pairs]
@@ -243,7 +253,7 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
             images = np.concatenate([settings.fit(read_video(pairs[i][0].path, [0])) for i in chunk])
             seeds = [sample_seed(settings.seed, pairs[i][0].rel) for i in chunk]
             with autocast:
-                lat = method.generate_latents(images, seeds, settings.conditions())
+                lat = method.generate_latents(images, seeds, settings.conditions)
             for i, x in zip(chunk, lat):
                 save_safetensors({"latents": x.float().cpu()}, out[i])
         method.unload()
@@ -269,8 +279,8 @@ def unet_call_seconds(unet, n: int, settings: ClipSettings, device, autocast) ->
     from methods.models.timing import sync
 
     c = unet.config
-    h, w = settings.height // 8, settings.width // 8
-    x = torch.zeros(n, settings.num_frames, c.in_channels, h, w, device=device)
+    h, w = settings.conditions.height // 8, settings.conditions.width // 8
+    x = torch.zeros(n, settings.conditions.num_frames, c.in_channels, h, w, device=device)
     emb = torch.zeros(n, 1, c.cross_attention_dim, device=device)
     ids = torch.zeros(n, c.projection_class_embeddings_input_dim // c.addition_time_embed_dim, device=device)
     with autocast:

@@ -82,7 +82,7 @@ class BatchNormLocal(nn.Module):
 
     ``videos=None``: a sample is a row of the input (a frame for spatial heads, a spatial position for
     temporal ones), so a group is 8 consecutive frames or positions, mostly of one video (``--d-norm
-    frames``, the previous behaviour; a group spans two videos where the frame count is not a multiple). ``videos=b``:
+    frames``, the default; a group spans two videos where the frame count is not a multiple). ``videos=b``:
     the rows are b videos' (video-major) and a group is all rows of up to 8 whole videos
     (``--d-norm videos``). ``none``: no normalisation (the affine part only)."""
 
@@ -148,6 +148,11 @@ class DiscHead(nn.Module):
         return (out * cmap).sum(1).flatten(1) / math.sqrt(self.cmap_dim)
 
 
+def interleave(a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a0 c0 a1 c1 ... along the batch dimension (real and fake videos in one call of ``--d-norm videos``)."""
+    return torch.stack([a, c], 1).flatten(0, 1)
+
+
 def fourier(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal features of a float tensor (..., ) -> (..., dim)."""
     half = dim // 2
@@ -184,6 +189,11 @@ class Discriminator(nn.Module):
 
     def head_parameters(self):
         return [p for m in (self.spatial, self.temporal) for p in m.parameters()]
+
+    def train_heads(self, on: bool) -> None:
+        """Heads get gradients (D phase) or not (G phase)."""
+        for p in self.head_parameters():
+            p.requires_grad_(on)
 
     def head_state_dict(self) -> dict:
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
@@ -223,3 +233,16 @@ class Discriminator(nn.Module):
                 logits = self.temporal[i](ft, ct, b)                           # (b*h*w, t)
                 out.append(logits.reshape(b, -1))
         return out
+
+
+class HeadsCheckpoint:
+    """The discriminator's trainable heads as one checkpoint entry (the backbone is the frozen pretrained encoder)."""
+
+    def __init__(self, disc: Discriminator):
+        self.disc = disc
+
+    def state_dict(self) -> dict:
+        return self.disc.head_state_dict()
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.disc.load_head_state_dict(sd)

@@ -24,23 +24,24 @@ import torch
 import torch.nn.functional as F
 
 
-def _up(x: torch.Tensor) -> torch.Tensor:
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """At least float32 (bf16 under autocast -> float32; float64 stays float64)."""
     return x if x.dtype == torch.float64 else x.float()
 
 
 def score(logits: list[torch.Tensor]) -> torch.Tensor:
     """Per-video score (b,): mean over heads of the mean logit."""
-    return torch.stack([_up(lg).mean(dim=1) for lg in logits]).mean(0)
+    return torch.stack([_at_least_float32(lg).mean(dim=1) for lg in logits]).mean(0)
 
 
 def hinge_d(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
-    terms = [F.relu(1 - _up(r)).mean() + F.relu(1 + _up(f)).mean() for r, f in zip(real, fake)]
+    terms = [F.relu(1 - _at_least_float32(r)).mean() + F.relu(1 + _at_least_float32(f)).mean()
+             for r, f in zip(real, fake)]
     return torch.stack(terms).mean()
 
 
 def hinge_g(fake: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([-_up(f).mean() for f in fake]).mean()
+    return torch.stack([-_at_least_float32(f).mean() for f in fake]).mean()
 
 
 def accuracy(logits: list[torch.Tensor], real: bool) -> float:
@@ -56,7 +57,7 @@ def huber_c_auto(x: torch.Tensor) -> float:
 def pseudo_huber(x0_hat: torch.Tensor, x0: torch.Tensor, c: float, reduction: str = "video") -> torch.Tensor:
     """``video``: per video sqrt(||d||^2 + c^2) - c over all its elements (eq. 9); ``element``: the mean
     over elements of sqrt(d^2 + c^2) - c."""
-    d2 = (_up(x0_hat) - _up(x0)).square()
+    d2 = (_at_least_float32(x0_hat) - _at_least_float32(x0)).square()
     if reduction == "element":
         return (torch.sqrt(d2 + c * c) - c).flatten(1).mean(1).mean()
     return (torch.sqrt(d2.flatten(1).sum(1) + c * c) - c).mean()
@@ -69,7 +70,7 @@ def _reduce(per_element: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def mse(x0_hat: torch.Tensor, x0: torch.Tensor, reduction: str = "element", weight=None) -> torch.Tensor:
     """Squared error, optionally weighted per video (``weight`` (b,)), reduced per ``reduction``."""
-    d2 = (_up(x0_hat) - _up(x0)).square()
+    d2 = (_at_least_float32(x0_hat) - _at_least_float32(x0)).square()
     if weight is not None:
         d2 = d2 * weight.to(d2).view(-1, *([1] * (d2.ndim - 1)))
     return _reduce(d2, reduction)
@@ -83,8 +84,22 @@ def diffusion_weight(sigma: torch.Tensor) -> torch.Tensor:
 
 def r1_exact(score_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     (grad,) = torch.autograd.grad(score_real.sum(), x_real, create_graph=True)
-    return _up(grad).square().flatten(1).sum(1).mean()
+    return _at_least_float32(grad).square().flatten(1).sum(1).mean()
 
 
 def r1_approx(score_real: torch.Tensor, score_perturbed: torch.Tensor, eps: float) -> torch.Tensor:
-    return ((_up(score_perturbed) - _up(score_real)).square() / (eps * eps)).mean()
+    return ((_at_least_float32(score_perturbed) - _at_least_float32(score_real)).square() / (eps * eps)).mean()
+
+
+def reconstruction(x0_hat: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, kind: str, reduction: str,
+                   huber_c: float | None) -> torch.Tensor:
+    """The reconstruction term ``kind`` (none | mse | diffusion | pseudo-huber); ``huber_c`` None: the auto c
+    (with ``reduction="element"`` scaled to one element)."""
+    if kind == "none":
+        return torch.zeros((), device=x0.device)
+    if kind in ("mse", "diffusion"):
+        return mse(x0_hat, x0, reduction, diffusion_weight(sigma) if kind == "diffusion" else None)
+    c = huber_c
+    if c is None:
+        c = huber_c_auto(x0) / (x0[0].numel() ** 0.5 if reduction == "element" else 1)
+    return pseudo_huber(x0_hat, x0, c, reduction)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from methods.models.edm import SIGMA_MAX, Denoiser
+from methods.models.edm import SIGMA_MAX, Denoiser, c_noise, scale_input
 from sfv_core.errors import UserError
 
 from . import losses
@@ -38,24 +38,11 @@ from .checkpoint import CKPT_PREFIX, export_model
 from .config import TrainConfig
 from .data import (ClipSettings, LatentDataset, find_videos, prepare_latents, prepare_teacher,
                    sample_indices)
-from .disc import Discriminator
+from .disc import Discriminator, HeadsCheckpoint, interleave
 from .ema import ema_update
 from .loop import TrainLoop
 from .noise import NoiseSampler
 from .probes import GradProbe, d_stats
-
-
-class _Heads:
-    """The discriminator's trainable heads as one checkpoint entry."""
-
-    def __init__(self, disc):
-        self.disc = disc
-
-    def state_dict(self) -> dict:
-        return self.disc.head_state_dict()
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.disc.load_head_state_dict(sd)
 
 
 class Trainer(TrainLoop):
@@ -69,8 +56,7 @@ class Trainer(TrainLoop):
     # the probes (sfv_train.probes): grad_x0/adv, grad_x0/ratio, accuracy/real_spatial, logit_abs/fake, ...
     tracker_prefixes = {**TrainLoop.tracker_prefixes, "gn_": "grad_x0/", "acc_": "accuracy/", "logit_abs_": "logit_abs/"}
 
-    # the stack's dtype: G, EMA, D and so the optimiser state (benchmarks/full_size_smoke_train.py takes
-    # bfloat16 so that the full-size model fits a CPU's memory; mixed precision is --mixed-precision)
+    # G, EMA, D and so the optimiser state (bfloat16 lets the full-size model fit a CPU; see --mixed-precision)
     weights_dtype = torch.float32
 
     def __init__(self, cfg: TrainConfig, log=None):
@@ -97,8 +83,7 @@ class Trainer(TrainLoop):
         with acc.main_process_first():              # the tiny stack is built once, by the main process
             stack_dir = resolve_stack(cfg.stack)
         pipe = load_pipeline(stack_dir, device=self.device, dtype=self.weights_dtype)
-        settings = ClipSettings(cfg.width, cfg.height, cfg.num_frames, cfg.fps, cfg.motion_bucket_id,
-                                cfg.noise_aug_strength, cfg.seed, cfg.resize)
+        settings = ClipSettings.of(cfg)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
         pairs = prepare_latents(pipe, items, settings, stack_dir, self.device, cache_root, self.rank, self.world,
                                 acc.wait_for_everyone, self.log)
@@ -159,7 +144,7 @@ class Trainer(TrainLoop):
 
     # ------------------------------------------------------------------------------- checkpoints
     def checkpoint_parts(self) -> tuple[dict, dict]:
-        return ({"generator": self.acc.unwrap_model(self.G), "ema": self.ema, "heads": _Heads(self.D)},
+        return ({"generator": self.acc.unwrap_model(self.G), "ema": self.ema, "heads": HeadsCheckpoint(self.D)},
                 {"optimizer_g": self.opt_g, "optimizer_d": self.opt_d})
 
     def checkpoint_state(self) -> dict:
@@ -242,13 +227,14 @@ class Trainer(TrainLoop):
 
     # ------------------------------------------------------------------------------- one step
     def _d_input(self, x, sigma_d, eps_d):
+        """D's input c_in(sigma') (x + sigma' eps') (eq. 8), float32."""
         s = sigma_d.to(self.device, torch.float32).view(-1, 1, 1, 1, 1)
-        return (x.float() + s * eps_d) / (s * s + 1).sqrt()
+        return scale_input(x.float() + s * eps_d, s)
 
     def _disc(self, x_in, sigma_d, b):
-        c_noise = 0.25 * sigma_d.to(self.device, torch.float32).log()
+        timestep = c_noise(sigma_d.to(self.device, torch.float32))
         with self.autocast():
-            return self.D(x_in, c_noise, b["cond_latent"], b["image_embeds"], b["added_time_ids"])
+            return self.D(x_in, timestep, b["cond_latent"], b["image_embeds"], b["added_time_ids"])
 
     def _disc_pair(self, real_in, fake_in, sigma_d, b, want: str = "both"):
         """(real logits, fake logits). ``--d-norm videos``: ONE call on the interleaved batch r0 f0 r1 f1 ...,
@@ -257,22 +243,12 @@ class Trainer(TrainLoop):
         if self.D.norm != "videos":
             return (self._disc(real_in, sigma_d, b) if want != "fake" else None,
                     self._disc(fake_in, sigma_d, b) if want != "real" else None)
-        two = lambda a, c: torch.stack([a, c], 1).flatten(0, 1)                       # noqa: E731
-        bb = {k: two(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
-        out = self._disc(two(real_in, fake_in), two(sigma_d, sigma_d), bb)
+        both = {k: interleave(b[k], b[k]) for k in ("cond_latent", "image_embeds", "added_time_ids")}
+        out = self._disc(interleave(real_in, fake_in), interleave(sigma_d, sigma_d), both)
         return [o[0::2] for o in out], [o[1::2] for o in out]
 
     def _recon(self, x0_hat, x0, sigma):
-        cfg = self.cfg
-        if cfg.recon == "none":
-            return torch.zeros((), device=self.device)
-        if cfg.recon in ("mse", "diffusion"):
-            weight = losses.diffusion_weight(sigma) if cfg.recon == "diffusion" else None
-            return losses.mse(x0_hat, x0, cfg.recon_reduction, weight)
-        c = cfg.huber_c if cfg.huber_c is not None else losses.huber_c_auto(x0)
-        if cfg.recon_reduction == "element" and cfg.huber_c is None:
-            c = c / x0[0].numel() ** 0.5             # the same per-element scale
-        return losses.pseudo_huber(x0_hat, x0, c, cfg.recon_reduction)
+        return losses.reconstruction(x0_hat, x0, sigma, self.cfg.recon, self.cfg.recon_reduction, self.cfg.huber_c)
 
     def train_step(self) -> dict:
         m = {k: 0.0 for k in ("g_adv", "g_rec", "g_loss", "d_loss", "acc_real", "acc_fake", "sigma_d")}
@@ -284,94 +260,124 @@ class Trainer(TrainLoop):
     def g_phase(self, m: dict) -> list:
         """G's micro-batches, its optimiser step and the EMA; adds to the metrics ``m``; returns the stash
         the D phase reuses: (batch, x0_hat detached, sigma', eps') per micro-batch."""
-        cfg, acc, gen = self.cfg, self.acc, self.gen
-        accum = cfg.grad_accum
+        accum = self.cfg.grad_accum
         stash, probe = [], GradProbe()
-        # heads frozen in this phase
-        for p in self.D.head_parameters():
-            p.requires_grad_(False)
+        self.D.train_heads(False)
         self.G.train()
-        for a in range(accum):
-            idx = sample_indices(len(self.data), cfg.seed, self.step, a, accum, cfg.batch_size, self.rank, self.world)
-            b = self.data.batch(idx, self.device)
-            x0 = b["latents"]
-            g_idx, sigma = self.noise.sample_g(len(idx), gen)
-            eps = torch.randn(x0.shape, generator=gen).to(self.device)
-            sigma_d = self.noise.sample_d(g_idx, gen)
-            eps_d = torch.randn(x0.shape, generator=gen).to(self.device)
-            x_t = x0 + sigma.to(self.device, torch.float32).view(-1, 1, 1, 1, 1) * eps
-            sync = contextlib.nullcontext() if a == accum - 1 else acc.no_sync(self.G)
-            with sync:
-                with self.autocast():
-                    x0_hat = Denoiser(self.G, b["image_embeds"], b["cond_latent"], b["added_time_ids"])(x_t, sigma)
-                x0_hat = x0_hat.float()
-                # each term differentiated w.r.t. its own copy of x0_hat (the probe's two gradients), then
-                # their sum sent back through G: the gradient of l_adv + lambda l_rec, one G backward
-                x_adv, x_rec = (x0_hat.detach().requires_grad_(True) for _ in range(2))
-                fake_in = self._d_input(x_adv, sigma_d, eps_d)
-                logits = self._disc_pair(self._d_input(x0, sigma_d, eps_d), fake_in, sigma_d, b, "fake")[1]
-                l_adv = losses.hinge_g(logits)
-                l_rec = self._recon(x_rec, x0, sigma)
-                loss = l_adv + cfg.recon_weight * l_rec
-                (g_adv,) = torch.autograd.grad(l_adv, x_adv)
-                g_rec = (torch.autograd.grad(cfg.recon_weight * l_rec, x_rec)[0] if l_rec.requires_grad
-                         else torch.zeros_like(x_rec))
-                probe.add(g_adv, g_rec)
-                acc.backward(x0_hat, gradient=(g_adv + g_rec) / accum)     # = (l_adv + lambda l_rec) / accum
+        for micro in range(accum):
+            b, x0_hat, sigma_d, eps_d, terms = self._g_micro_batch(micro, probe)
             stash.append((b, x0_hat.detach(), sigma_d, eps_d))
-            m["g_adv"] += l_adv.item() / accum
-            m["g_rec"] += l_rec.item() / accum
-            m["g_loss"] += loss.item() / accum
+            for k, v in terms.items():
+                m[k] += v / accum
             m["sigma_d"] += float(sigma_d.mean()) / accum
         m.update(probe.metrics())
+        self._g_optimizer_step(m)
+        return stash
+
+    def _g_draws(self, micro: int):
+        """Batch ``micro`` of this step and its draws, in this order: sigma, eps, sigma', eps'."""
+        cfg, gen = self.cfg, self.gen
+        idx = sample_indices(len(self.data), cfg.seed, self.step, micro, cfg.grad_accum, cfg.batch_size,
+                             self.rank, self.world)
+        b = self.data.batch(idx, self.device)
+        g_idx, sigma = self.noise.sample_g(len(idx), gen)
+        eps = torch.randn(b["latents"].shape, generator=gen).to(self.device)
+        sigma_d = self.noise.sample_d(g_idx, gen)
+        eps_d = torch.randn(b["latents"].shape, generator=gen).to(self.device)
+        return b, sigma, eps, sigma_d, eps_d
+
+    def _g_micro_batch(self, micro: int, probe: GradProbe):
+        """One G micro-batch: forward, loss and G's backward. Returns (batch, x0_hat, sigma', eps', loss terms)."""
+        cfg, accum = self.cfg, self.cfg.grad_accum
+        b, sigma, eps, sigma_d, eps_d = self._g_draws(micro)
+        x0 = b["latents"]
+        x_t = x0 + sigma.to(self.device, torch.float32).view(-1, 1, 1, 1, 1) * eps
+        sync = contextlib.nullcontext() if micro == accum - 1 else self.acc.no_sync(self.G)
+        with sync:
+            with self.autocast():
+                x0_hat = Denoiser(self.G, b["image_embeds"], b["cond_latent"], b["added_time_ids"])(x_t, sigma)
+            x0_hat = x0_hat.float()
+            # each term differentiated w.r.t. its own copy of x0_hat (the probe's two gradients), then
+            # their sum sent back through G: the gradient of l_adv + lambda l_rec, one G backward
+            x_adv, x_rec = (x0_hat.detach().requires_grad_(True) for _ in range(2))
+            fake_in = self._d_input(x_adv, sigma_d, eps_d)
+            logits = self._disc_pair(self._d_input(x0, sigma_d, eps_d), fake_in, sigma_d, b, "fake")[1]
+            l_adv = losses.hinge_g(logits)
+            l_rec = self._recon(x_rec, x0, sigma)
+            loss = l_adv + cfg.recon_weight * l_rec
+            (g_adv,) = torch.autograd.grad(l_adv, x_adv)
+            g_rec = (torch.autograd.grad(cfg.recon_weight * l_rec, x_rec)[0] if l_rec.requires_grad
+                     else torch.zeros_like(x_rec))
+            probe.add(g_adv, g_rec)
+            self.acc.backward(x0_hat, gradient=(g_adv + g_rec) / accum)     # = (l_adv + lambda l_rec) / accum
+        terms = {"g_adv": l_adv.item(), "g_rec": l_rec.item(), "g_loss": loss.item()}
+        return b, x0_hat, sigma_d, eps_d, terms
+
+    def _g_optimizer_step(self, m: dict) -> None:
         m["grad_norm_g"] = self.clip_grad(self.G.parameters(), self.cfg.max_grad_norm)
         self.opt_g.step()
         self.opt_g.zero_grad(set_to_none=True)
-        ema_update(self.ema, acc.unwrap_model(self.G), cfg.ema)
-        return stash
+        ema_update(self.ema, self.acc.unwrap_model(self.G), self.cfg.ema)
 
     def d_phase(self, stash: list, m: dict) -> None:
         """D's micro-batches on the G phase's stash (heads train, the backbone stays frozen), R1 as
         ``--r1`` asks, and D's optimiser step; adds to the metrics ``m``."""
-        cfg, gen, accum = self.cfg, self.gen, self.cfg.grad_accum
+        accum = self.cfg.grad_accum
         seen = {"real": [], "fake": [], "sigma": []}
-        for p in self.D.head_parameters():
-            p.requires_grad_(True)
+        self.D.train_heads(True)
         self.opt_d.zero_grad(set_to_none=True)
-        r1_on = cfg.r1 in ("exact", "approx") or (cfg.r1 == "lazy" and self.step % cfg.r1_every == 0)
-        r1_on = r1_on and cfg.r1_gamma > 0
-        r1_w = cfg.r1_gamma * (cfg.r1_every if cfg.r1 == "lazy" else 1)
-        exact = r1_on and cfg.r1 in ("exact", "lazy")
+        r1 = self._r1_plan()
         r1_total = 0.0
         for b, fake, sigma_d, eps_d in stash:
-            real_in = self._d_input(b["latents"], sigma_d, eps_d)
-            fake_in = self._d_input(fake, sigma_d, eps_d)
-            kernel = contextlib.nullcontext()
-            if exact:
-                from torch.nn.attention import SDPBackend, sdpa_kernel
-                kernel = sdpa_kernel(SDPBackend.MATH)
-                real_in.requires_grad_(True)
-            with kernel:
-                lr, lf = self._disc_pair(real_in, fake_in, sigma_d, b)
-                loss = losses.hinge_d(lr, lf)
-                r1 = None
-                if exact:
-                    r1 = losses.r1_exact(losses.score(lr), real_in)
-                elif r1_on:
-                    n = torch.randn(real_in.shape, generator=gen).to(self.device)
-                    lp = self._disc_pair(real_in + cfg.r1_eps * n, fake_in, sigma_d, b, "real")[0]
-                    r1 = losses.r1_approx(losses.score(lr), losses.score(lp), cfg.r1_eps)
-                total = loss if r1 is None else loss + r1_w * r1
-                (total / accum).backward()
+            loss, lr, lf, r1_value = self._d_micro_batch(b, fake, sigma_d, eps_d, r1)
             m["d_loss"] += loss.item() / accum
             m["acc_real"] += losses.accuracy(lr, True) / accum
             m["acc_fake"] += losses.accuracy(lf, False) / accum
             seen["real"].append(lr), seen["fake"].append(lf), seen["sigma"].append(sigma_d)
-            if r1 is not None:
-                r1_total += r1.item() / accum
-        if r1_on:
+            if r1_value is not None:
+                r1_total += r1_value.item() / accum
+        if r1["on"]:
             m["r1"] = r1_total
         m.update(d_stats(seen["real"], seen["fake"], self.D.head_kinds, seen["sigma"]))
+        self._d_optimizer_step(m)
+
+    def _r1_plan(self) -> dict:
+        """This step's R1: on (``--r1`` exact / approx every step, lazy every ``r1_every`` steps; never with
+        gamma 0), its weight (lazy: gamma k) and whether it is the exact gradient (exact, lazy)."""
+        cfg = self.cfg
+        on = cfg.r1 in ("exact", "approx") or (cfg.r1 == "lazy" and self.step % cfg.r1_every == 0)
+        on = on and cfg.r1_gamma > 0
+        weight = cfg.r1_gamma * (cfg.r1_every if cfg.r1 == "lazy" else 1)
+        return {"on": on, "weight": weight, "exact": on and cfg.r1 in ("exact", "lazy")}
+
+    def _d_micro_batch(self, b, fake, sigma_d, eps_d, r1: dict):
+        """One D micro-batch: hinge loss (+ weighted R1), backward. -> (hinge loss, real/fake logits, R1 or None)"""
+        real_in = self._d_input(b["latents"], sigma_d, eps_d)
+        fake_in = self._d_input(fake, sigma_d, eps_d)
+        kernel = contextlib.nullcontext()
+        if r1["exact"]:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            kernel = sdpa_kernel(SDPBackend.MATH)             # double backward through attention
+            real_in.requires_grad_(True)
+        with kernel:
+            lr, lf = self._disc_pair(real_in, fake_in, sigma_d, b)
+            loss = losses.hinge_d(lr, lf)
+            r1_value = self._r1(lr, real_in, fake_in, sigma_d, b, r1) if r1["on"] else None
+            total = loss if r1_value is None else loss + r1["weight"] * r1_value
+            (total / self.cfg.grad_accum).backward()
+        return loss, lr, lf, r1_value
+
+    def _r1(self, lr, real_in, fake_in, sigma_d, b, r1: dict) -> torch.Tensor:
+        """R1 on the real inputs: exact (double backward) or the finite difference along one normal draw."""
+        if r1["exact"]:
+            return losses.r1_exact(losses.score(lr), real_in)
+        eps = self.cfg.r1_eps
+        n = torch.randn(real_in.shape, generator=self.gen).to(self.device)
+        lp = self._disc_pair(real_in + eps * n, fake_in, sigma_d, b, "real")[0]
+        return losses.r1_approx(losses.score(lr), losses.score(lp), eps)
+
+    def _d_optimizer_step(self, m: dict) -> None:
+        """Heads' gradients averaged over the processes (DDP cannot double-backward through R1), then the step."""
         if self.world > 1:
             for p in self.D.head_parameters():
                 if p.grad is not None:

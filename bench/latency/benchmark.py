@@ -170,25 +170,11 @@ def _run_benchmark(s: Settings, log) -> dict:
     log("precision check / option search")
     inputs1 = unet_inputs(configs["unet"], 1, shape.num_frames, shape.latent_hw(), device, torch.float32, s.seed)
     runner, opts, precision = choose_runner(models["unet"], space, inputs1, s, log)
-    dtype = runner.dtype
-    if runner.model is not models["unet"]:
-        models["unet"] = None  # the fp32 copy is no longer needed
-        gc.collect()
-        if is_cuda(device):
-            torch.cuda.empty_cache()
-    for k in ("vae", "image_encoder"):
-        models[k] = models[k].to(dtype)
-        if opts.channels_last:
-            to_channels_last(models[k])
-    vae, clip = models["vae"], models["image_encoder"]
-    vae_enc = vae
-    if dtype == torch.float16 and vae.config.force_upcast:  # the pipeline encodes in fp32 then
-        vae_enc = copy.deepcopy(vae).float()
+    vae, vae_enc, clip = _models_for_timing(models, runner, opts, device)
 
     peak: dict = {}
     unet_pass = time_unet_passes(s, runner, configs["unet"], plan, frame_counts, peak, log)
-    tflops = {f"unet_{k}": flops[f"unet_{k}"] / (v["median_ms"] / 1e3) / 1e12 for k, v in unet_pass.items()}
-    components = time_components(s, vae, vae_enc, clip, dtype, frame_counts, peak, log)
+    components = time_components(s, vae, vae_enc, clip, runner.dtype, frame_counts, peak, log)
     rows = time_method_loops(s, runner, configs["unet"], plan, unet_pass, components, flops, peak, log)
     if s.method_check and stack is not None and plan:
         log("method check: real adapters (load + generate)")
@@ -207,7 +193,8 @@ def _run_benchmark(s: Settings, log) -> dict:
         "unet_pass": unet_pass,
         "components": components,
         "flops": flops,
-        "tflops_achieved": tflops,
+        "tflops_achieved": {f"unet_{k}": flops[f"unet_{k}"] / (v["median_ms"] / 1e3) / 1e12
+                            for k, v in unet_pass.items()},
         "peak_mem_bytes": peak.get("unet_batch1"),
         "peak_mem": peak,
         "peak_rss_bytes": None if is_cuda(device) else peak_rss_bytes(),
@@ -215,6 +202,24 @@ def _run_benchmark(s: Settings, log) -> dict:
         "methods": rows,
         "precision_check": precision,
     }
+
+
+def _models_for_timing(models: dict, runner, opts, device):
+    """(VAE, the VAE that encodes, image encoder) in the runner's dtype, channels-last when the options are;
+    the fp32 UNet is dropped when the runner holds its own copy. The encoding VAE is an fp32 copy where the
+    pipeline upcasts (fp16 with ``force_upcast``)."""
+    if runner.model is not models["unet"]:
+        models["unet"] = None
+        gc.collect()
+        if is_cuda(device):
+            torch.cuda.empty_cache()
+    for k in ("vae", "image_encoder"):
+        models[k] = models[k].to(runner.dtype)
+        if opts.channels_last:
+            to_channels_last(models[k])
+    vae = models["vae"]
+    vae_enc = copy.deepcopy(vae).float() if runner.dtype == torch.float16 and vae.config.force_upcast else vae
+    return vae, vae_enc, models["image_encoder"]
 
 
 def _paper(spec: str):

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 import torch
 
 from methods.models.configs import build_models
 from methods.models.conditioning import decode_latents
-from methods.models.edm import SIGMA_MAX
+from methods.models.edm import SIGMA_MAX, c_noise, scalar_sigma
 from methods.models.stacks import load_pipeline, resolve_stack
 from sfv_core.errors import UserError
 
@@ -71,13 +70,13 @@ def load_models(stack, configs: dict | None, device, seed: int = 0, variant=None
 
 
 def unet_inputs(unet_config: dict, batch: int, frames: int, hw, device, dtype, seed: int = 0) -> dict:
-    """Seeded random UNet inputs of the real layout (what SVDDenoiser passes at sigma = 700)."""
+    """Seeded random UNet inputs of the real layout (what methods.models.edm.Denoiser passes at sigma = 700)."""
     g = torch.Generator().manual_seed(seed)
     h, w = hw
     sample = torch.randn(batch, frames, unet_config["in_channels"], h, w, generator=g)
     ehs = torch.randn(batch, 1, unet_config["cross_attention_dim"], generator=g)
     ids = torch.tensor([[6.0, 127.0, 0.02]]).repeat(batch, 1)
-    return {"sample": sample.to(device, dtype), "timestep": torch.tensor(0.25 * math.log(SIGMA_MAX), device=device),
+    return {"sample": sample.to(device, dtype), "timestep": c_noise(scalar_sigma(SIGMA_MAX)).to(device),
             "encoder_hidden_states": ehs.to(device, dtype), "added_time_ids": ids.to(device, dtype)}
 
 

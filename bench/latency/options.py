@@ -102,7 +102,7 @@ class UNetRunner:
 
     Holds its own copy of the weights when the options change them (dtype, channels_last). With
     CUDA graphs the returned tensor is the graph's static output, overwritten by the next call
-    (``methods.sampling.SVDDenoiser`` consumes it before the next call).
+    (``methods.models.edm.Denoiser`` consumes it before the next call).
     """
 
     def __init__(self, unet_fp32, opts: Options, device, reset_dynamo: bool = True):
@@ -183,6 +183,34 @@ def cast_inputs(inputs: dict, dtype) -> dict:
     return {k: (v if k == "timestep" else v.to(dtype)) for k, v in inputs.items()}
 
 
+def _measure(unet_fp32, opts: Options, device, inputs_fp32: dict, ref: torch.Tensor, *, tolerance: float,
+             warmup: int, repeats: int, reset_dynamo: bool):
+    """(record, runner) of one candidate: its median time and its relative L2 error against ``ref``; runner None
+    when the candidate does not run here (the record then holds the error)."""
+    rec = {"options": opts.to_dict(), "label": opts.label()}
+    try:
+        runner = UNetRunner(unet_fp32, opts, device, reset_dynamo=reset_dynamo)
+        inputs = cast_inputs(inputs_fp32, runner.dtype)
+        ms = time_ms(lambda: runner.run(inputs), device, warmup, repeats)
+        out = runner.run(inputs).float().clone()
+        sync(device)
+        err = rel_l2(out, ref)
+        rec.update(rel_l2=err, passed=bool(math.isfinite(err) and err <= tolerance),
+                   median_ms=float(np.median(ms)), n=len(ms))
+        return rec, runner
+    except Exception as e:  # a backend that does not apply here (no triton, no flash kernel ...)
+        rec.update(rel_l2=None, passed=False, median_ms=None,
+                   error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return rec, None
+
+
+def _candidate_line(rec: dict) -> str:
+    if rec.get("error") is not None:
+        return f"  candidate {rec['label']}: {rec['error']}"
+    return (f"  candidate {rec['label']}: {rec['median_ms']:.2f} ms, rel L2 {rec['rel_l2']:.2e} "
+            f"({'pass' if rec['passed'] else 'FAIL'})")
+
+
 def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, tolerance: float, warmup: int,
                    repeats: int, log=print, keep: dict | None = None) -> tuple[Options, dict]:
     """Greedy search over ``space`` (see module doc). Returns (chosen Options, precision_check dict).
@@ -201,31 +229,17 @@ def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, toleran
     def evaluate(opts: Options) -> dict:
         if opts in results:
             return results[opts]
-        rec = {"options": opts.to_dict(), "label": opts.label()}
-        runner = None
-        try:
-            kept = best.get("runner")
-            runner = UNetRunner(unet_fp32, opts, device, reset_dynamo=not (kept and kept.opts.compile))
-            inputs = cast_inputs(inputs_fp32, runner.dtype)
-            ms = time_ms(lambda: runner.run(inputs), device, warmup, repeats)
-            out = runner.run(inputs).float().clone()
-            sync(device)
-            err = rel_l2(out, ref)
-            rec.update(rel_l2=err, passed=bool(math.isfinite(err) and err <= tolerance),
-                       median_ms=float(np.median(ms)), n=len(ms))
-            if keep is not None and rec["passed"] and rec["median_ms"] < best.get("ms", math.inf):
-                best.update(opts=opts, ms=rec["median_ms"], runner=runner)
-        except Exception as e:  # a backend that does not apply here (no triton, no flash kernel ...)
-            rec.update(rel_l2=None, passed=False, median_ms=None, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        finally:
-            runner = None
-            gc.collect()
-            if is_cuda(device):
-                with cuda_device(device):
-                    torch.cuda.empty_cache()
-        log(f"  candidate {rec['label']}: " + (f"{rec['median_ms']:.2f} ms, rel L2 {rec['rel_l2']:.2e} "
-                                               f"({'pass' if rec['passed'] else 'FAIL'})" if rec.get("error") is None
-                                               else rec["error"]))
+        kept = best.get("runner")
+        rec, runner = _measure(unet_fp32, opts, device, inputs_fp32, ref, tolerance=tolerance, warmup=warmup,
+                               repeats=repeats, reset_dynamo=not (kept and kept.opts.compile))
+        if keep is not None and rec["passed"] and rec["median_ms"] < best.get("ms", math.inf):
+            best.update(opts=opts, ms=rec["median_ms"], runner=runner)
+        runner = kept = None
+        gc.collect()
+        if is_cuda(device):
+            with cuda_device(device):
+                torch.cuda.empty_cache()
+        log(_candidate_line(rec))
         results[opts] = rec
         return rec
 

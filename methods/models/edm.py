@@ -56,10 +56,33 @@ def karras_levels(n: int) -> torch.Tensor:
 def scalings(sigma: torch.Tensor):
     """(c_skip, c_out, c_in, c_noise) for a tensor of sigmas (any shape)."""
     s2 = sigma * sigma + 1
-    return 1 / s2, -sigma / s2.sqrt(), 1 / s2.sqrt(), 0.25 * sigma.log()
+    return 1 / s2, -sigma / s2.sqrt(), 1 / s2.sqrt(), c_noise(sigma)
 
 
-def _sigma(s) -> torch.Tensor:
+def c_noise(sigma: torch.Tensor) -> torch.Tensor:
+    """The UNet's timestep for noise level ``sigma``: 0.25 ln sigma (same dtype and device)."""
+    return 0.25 * sigma.log()
+
+
+def scale_input(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """c_in x, computed as x / sqrt(sigma^2 + 1) (diffusers' ``scale_model_input``); ``sigma`` broadcasts."""
+    return x / (sigma * sigma + 1).sqrt()
+
+
+def denoised(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """D = c_skip x + c_out v in float32, computed as v c_out + x / (sigma^2 + 1) (diffusers' scheduler step).
+
+    With a float16 ``v`` and a 0-dim ``sigma`` the product v c_out is taken in float16 first."""
+    s2 = sigma * sigma + 1
+    return v * (-sigma / s2.sqrt()) + x.float() / s2
+
+
+def noise_scale(sigma):
+    """sqrt(sigma^2 + 1) = 1 / c_in: the first sample's scale (diffusers' ``init_noise_sigma``); float or tensor."""
+    return (sigma ** 2 + 1) ** 0.5
+
+
+def scalar_sigma(s) -> torch.Tensor:
     """A scalar sigma as a 0-dim float32 CPU tensor (the scheduler's representation)."""
     if isinstance(s, torch.Tensor):
         return s.detach().to("cpu", torch.float32).reshape(())
@@ -94,22 +117,22 @@ class Denoiser:
         self.dtype = image_latents.dtype
         self.device = image_latents.device
 
-    def _sigmas(self, sigma, x):
-        """(s broadcastable over x in float32, UNet timestep)."""
+    def _sigma_and_timestep(self, sigma, x):
+        """(sigma broadcastable over x in float32, the UNet timestep c_noise)."""
         if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:
             s = sigma.to(x.device, torch.float32).view(-1, 1, 1, 1, 1)
-            t = 0.25 * s.flatten().log()
+            t = c_noise(s.flatten())
             return s, (torch.cat([t, t]) if self.guidance is not None else t)
-        s = _sigma(sigma)
-        return s, (0.25 * s.log()).to(self.device)
+        s = scalar_sigma(sigma)
+        return s, c_noise(s).to(self.device)
 
     def model_output(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """F(c_in x; c_noise) after guidance (the v-prediction), in the model dtype."""
-        s, t = self._sigmas(sigma, x)
+        s, t = self._sigma_and_timestep(sigma, x)
         x_in = torch.cat([x, x]) if self.guidance is not None else x
         if s.ndim and self.guidance is not None:
             s = torch.cat([s, s])
-        x_in = (x_in / ((s ** 2 + 1) ** 0.5)).to(self.dtype)
+        x_in = scale_input(x_in, s).to(self.dtype)
         lat = self.image_latents
         if lat.ndim == 4:
             lat = lat[:, None].expand(-1, x.shape[1], -1, -1, -1)
@@ -123,6 +146,5 @@ class Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """D(x; sigma) = c_out F + x / (s^2 + 1), in float32."""
-        s, _ = self._sigmas(sigma, x)
-        v = self.model_output(x, sigma)
-        return v * (-s / (s ** 2 + 1) ** 0.5) + x.float() / (s ** 2 + 1)
+        s, _ = self._sigma_and_timestep(sigma, x)
+        return denoised(x, self.model_output(x, sigma), s)

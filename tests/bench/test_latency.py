@@ -133,6 +133,30 @@ def test_search_keeps_only_configurations_within_tolerance(tiny_unet):
     assert check["chosen_rel_l2"] == pytest.approx(by_label["bf16 eager"]["rel_l2"])
 
 
+def test_a_candidate_that_does_not_run_is_recorded_and_skipped(tiny_unet, monkeypatch):
+    """A backend that raises is a failed candidate with its error (logged), and the search goes on."""
+    import bench.latency.options as options
+
+    unet, cfg = tiny_unet
+    inputs = L.unet_inputs(cfg, 1, 4, (4, 4), "cpu", torch.float32)
+    real_runner = options.UNetRunner
+
+    def runner(model, opts, device, **kw):
+        if opts.channels_last:
+            raise RuntimeError("no such kernel\nsecond line")
+        return real_runner(model, opts, device, **kw)
+
+    monkeypatch.setattr(options, "UNetRunner", runner)
+    lines = []
+    opts, check = L.search_options(unet, L.option_space({"channels_last": "off,on"}, "cpu"), inputs, "cpu",
+                                   tolerance=1e-4, warmup=0, repeats=1, log=lines.append)
+    failed = {c["label"]: c for c in check["candidates"]}["fp32+channels_last"]
+    assert failed["error"] == "RuntimeError: no such kernel" and not failed["passed"]
+    assert not opts.channels_last and check["passed"]
+    assert "  candidate fp32+channels_last: RuntimeError: no such kernel" in lines
+    assert any(line.startswith("  candidate fp32 eager: ") and "(pass)" in line for line in lines)
+
+
 def _args(tmp_path, **kw):
     base = dict(shape="tiny", stack=None, methods="svd:2,sfv:1", device="cpu", dtype="fp32,bf16",
                 attention="auto", channels_last="auto", compile="auto", cuda_graphs="auto", tolerance=0.02,

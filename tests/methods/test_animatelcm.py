@@ -10,7 +10,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from methods import get_method
 from reference.animatelcm_scheduler import AnimateLCMScheduler
-from methods.models.edm import Denoiser as SVDDenoiser
+from methods.models.edm import Denoiser
 from methods.sampling import animatelcm_levels, animatelcm_sigmas, sample_lcm
 from methods.models.stacks import load_pipeline
 
@@ -67,7 +67,7 @@ def _toy_unet(sample, t, encoder_hidden_states=None, added_time_ids=None, return
 
 def _toy_denoiser(b=2, t=3):
     lat = torch.linspace(-1, 1, b * t * 4 * 2 * 3).reshape(b, t, 4, 2, 3)
-    return SVDDenoiser(_toy_unet, torch.zeros(b, 1, 8), lat, torch.zeros(b, 3)), lat
+    return Denoiser(_toy_unet, torch.zeros(b, 1, 8), lat, torch.zeros(b, 3)), lat
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8])

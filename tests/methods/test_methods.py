@@ -255,6 +255,32 @@ def test_onestep_family_needs_a_checkpoint_off_the_tiny_stack(img, tmp_path):
     assert np.array_equal(sfv.generate(img, [2], num_frames=2), m.generate(img, [2], num_frames=2))
 
 
+def test_an_adapter_reads_its_facts_from_its_registry_entry():
+    for name, info in METHODS.items():
+        if not info.target:
+            continue
+        m = get_method(name)
+        assert m.info is info and m.default_stack == info.default_stack and m.cfg == info.uses_cfg()
+    assert get_method("svd").cfg and not get_method("svd", max_guidance=1.0).cfg     # the rule over the options
+    assert get_method("dummy", batch=2).cfg and not get_method("dummy").cfg
+    known = ("svd", "animatelcm", "lcm", "onestep", "sfv", "ufogen", "ladd", "static", "real", "dummy")
+    assert {n for n in known if METHODS[n].unet_required} == {"sfv", "ufogen", "ladd", "lcm"}
+    assert {r["name"]: r["cfg"] for r in list_methods() if r["name"] in known} == {n: n == "svd" for n in known}
+
+
+def test_lcm_needs_its_checkpoint_off_the_tiny_stack_and_animatelcm_does_not(tmp_path):
+    import shutil
+
+    from methods.models.stacks import tiny_stack_dir
+
+    stack = tmp_path / "my-svd"
+    shutil.copytree(tiny_stack_dir(), stack)
+    with pytest.raises(UserError, match="method lcm needs its UNet checkpoint"):
+        get_method("lcm")._unet_source(stack, None)
+    assert get_method("animatelcm", unet="stack")._unet_source(stack, None) is None
+    assert get_method("onestep")._unet_source(stack, None) is None
+
+
 def test_generate_rejects_bad_inputs(img):
     m = get_method("onestep").load("tiny")
     with pytest.raises(ValueError, match="uint8"):

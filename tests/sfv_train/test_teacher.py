@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sfv_core.fsutil import load_safetensors
+from sfv_core.protocol import GenerationConditions
 from sfv_train.data import ClipSettings, find_videos, my_share, prepare_teacher
 
 # bf16 autocast (CLIP, VAE encode and UNet, as the run autocasts) against float32, svd:2 with CFG on the
@@ -26,7 +27,7 @@ def teacher(train_data, tmp_path_factory):
     from methods.models.stacks import tiny_stack_dir
 
     pairs = [(it, None) for it in find_videos(train_data)]
-    settings = ClipSettings(64, 64, 6, 7, 127, 0.02, 0)
+    settings = ClipSettings(GenerationConditions.of(None, width=64, height=64, num_frames=6, fps=7), seed=0)
     return dict(stack_dir=tiny_stack_dir(), pairs=pairs, settings=settings, steps=2, max_guidance=3.0,
                 device="cpu"), tmp_path_factory.mktemp("teacher-cache")
 

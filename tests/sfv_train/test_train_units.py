@@ -197,3 +197,21 @@ def test_reconstruction_reductions_and_presets():
     assert (paper.recon, paper.recon_reduction, paper.recon_weight) == ("pseudo-huber", "video", 0.1)
     assert (ufo.recon, ufo.recon_reduction, ufo.recon_weight) == ("diffusion", "element", 1.0)
     assert TrainConfig(data="d", out="o", method="ufogen", recon_weight=0.3).resolved().recon_weight == 0.3
+
+
+def test_clip_settings_hold_the_generation_conditions_and_keep_their_cache_key():
+    from sfv_core.protocol import GenerationConditions
+    from sfv_train.config import TrainConfig
+    from sfv_train.data import ClipSettings
+
+    cfg = TrainConfig()
+    s = ClipSettings.of(cfg)
+    assert s.conditions == GenerationConditions.of(None, width=cfg.width, height=cfg.height, num_frames=cfg.num_frames,
+                                                   fps=cfg.fps, motion_bucket_id=cfg.motion_bucket_id,
+                                                   noise_aug_strength=cfg.noise_aug_strength, resize=cfg.resize)
+    # the latent caches' key: the same values under the same names as the earlier flat settings
+    assert s.cache_key() == {"width": cfg.width, "height": cfg.height, "num_frames": cfg.num_frames, "fps": cfg.fps,
+                             "motion_bucket_id": cfg.motion_bucket_id, "noise_aug_strength": cfg.noise_aug_strength,
+                             "seed": cfg.seed, "resize": cfg.resize}
+    with pytest.raises(ValueError, match="width"):
+        ClipSettings(GenerationConditions(), seed=0)
