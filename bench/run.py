@@ -167,7 +167,7 @@ def _run(settings, dist, progress) -> int:
         m.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves and checks files, loads nothing
         methods[spec.key] = (spec, m)
     detector = load_detector(settings.detector, device=settings.device, trust=settings.trust_detector)
-    check_run_json(out, settings.key(refs), dist)
+    check_run_json(out, settings.shared_settings(refs), dist)
 
     real, meta, hit = _real_stats(settings, refs, detector, dist, progress)
     if dist.main:
