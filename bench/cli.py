@@ -1,8 +1,10 @@
 """The command line of the suite: every parser of `sfv-bench` and `sfv-train`, and their mains.
 
 Torch-free: a command's module is imported only when the command runs ("module:function" below),
-so `--help` stays fast. The `sfv-train` parser is generated from ``sfv_train.config.TrainConfig``
-(field name, type, default, help, choices). A UserError becomes one line on stderr and exit 2.
+so `--help` stays fast. The options of `sfv-bench run` and `sfv-train` are typed dataclasses
+(``bench.run_config.RunConfig``, ``sfv_train.config.TrainConfig``): their parsers are generated from the
+fields and every value, typed or from ``--config FILE``, is validated by ``sfv_core.typed_config``. A
+UserError becomes one line on stderr and exit 2.
 """
 from __future__ import annotations
 
