@@ -106,11 +106,14 @@ def validate(cls, values: dict, source: str = ""):
     an unknown key: a UserError naming the option, what it got and what it takes)."""
     import pydantic
 
+    where = f"{source}: " if source else ""
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        where = f"{source}: " if source else ""
         raise UserError(f"{where}unknown option {unknown[0]!r}; valid: {', '.join(sorted(names))}")
+    for name, value in values.items():      # pydantic's lax mode reads true as 1: a switch is not a number
+        if isinstance(value, bool) and _number_field(cls, name):
+            raise UserError(f"{where}{name} = {value!r}: {_flag(cls, name)} takes a number, not true/false")
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
     try:
         return _adapter(cls).validate_python(values)
@@ -128,9 +131,13 @@ def _adapter(cls):
 def _one_line(error: dict, cls, source: str) -> str:
     key = str(error["loc"][0]) if error["loc"] else "?"
     where = f"{source}: " if source else ""
-    flag = _flag(cls, key)
     message = error["msg"].replace("Input should be", "takes", 1)
-    return f"{where}{key} = {error['input']!r}: {flag} {message}"
+    return f"{where}{key} = {error['input']!r}: {_flag(cls, key)} {message}"
+
+
+def _number_field(cls, name: str) -> bool:
+    hint = _without_none(_hints(cls)[name])
+    return hint in (int, float) or any(type(v) is int for v in _literal(hint) or ())
 
 
 def _flag(cls, name: str) -> str:

@@ -58,6 +58,8 @@ def test_clip_defaults_are_the_protocols_and_presets_cover_the_methods():
     ({"max_steps": 2.5}, "max_steps = 2.5: --max-steps takes a valid integer"),
     ({"recon_weight": "heavy"}, "recon_weight = 'heavy': --lambda takes a valid number"),
     ({"mixed_precision": "fp8"}, "--mixed-precision takes 'auto', 'no' or 'bf16'"),
+    ({"max_steps": True}, "max_steps = True: --max-steps takes a number, not true/false"),
+    ({"fold": True}, "fold = True: --fold takes a number, not true/false"),
 ])
 def test_a_configuration_built_in_code_is_validated_as_the_command_line_is(kw, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
