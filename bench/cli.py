@@ -29,7 +29,7 @@ def _add_run(sub):
                        description="With no arguments: the mini world (the synthetic dataset, small SVD-architecture "
                                    "models trained on it and shipped with the project, its trained detector). Its "
                                    "numbers measure real differences between methods; they are not the paper's.")
-    add_options(p, RunConfig, group_order=("options", "UNets"))
+    add_options(p, RunConfig)
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML/YAML/JSON file of these options (keys as above without --); flags override it")
     p.set_defaults(func="bench.run:cli_run")
