@@ -151,14 +151,21 @@ def _flag(cls, name: str) -> str:
 def config_file_values(cls, path) -> dict:
     """The options a ``--config FILE`` (TOML, YAML or JSON; keys: option names, dashes or underscores) sets,
     each validated as the command line's are (a UserError naming the file and the key); a null value
-    keeps the option's default; a repeatable option takes a list or one value."""
+    keeps the option's default; a repeatable option takes a list or one value. Options may sit in sections
+    named as --help's groups (TOML ``[objective]``, a YAML mapping ``objective:``)."""
     data = read_config_file(path)
     source = f"config file {path}"
-    names = {f.name for f in dataclasses.fields(cls)}
-    given = {}
+    names = {f.name: f.name for f in dataclasses.fields(cls)}
+    names.update({_flag(cls, f.name)[2:].replace("-", "_"): f.name for f in dataclasses.fields(cls)
+                  if not f.metadata.get("negate")})                   # --lambda: key lambda or recon_weight
+    sections = {f.metadata.get("group") for f in dataclasses.fields(cls)} - set(names)
+    items = []
     for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in names:
+        items += value.items() if isinstance(value, dict) and key in sections else [(key, value)]
+    given = {}
+    for key, value in items:
+        name = names.get(str(key).replace("-", "_"))
+        if name is None:
             raise UserError(f"{source}: unknown option {key!r}; valid: {', '.join(sorted(names))}")
         if value is None:
             continue

@@ -93,3 +93,15 @@ def test_resume_config_is_the_runs_config_with_the_changes(tmp_path):
     assert cfg.resolved() == train_config(["--resume", str(run), "--max-steps", "9"]).resolved()   # the CLI's
     with pytest.raises(UserError, match="holds no run"):
         resume_config(Path(tmp_path / "none"))
+
+
+def test_a_config_file_may_group_options_in_the_help_sections_and_name_them_as_the_flags(tmp_path):
+    """Keys: the option names without -- (``lambda``) or the field names (``recon_weight``)."""
+    from bench.cli import train_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('stack = "tiny"\n[objective]\nheads = "spatial"\nlambda = 0.5\n[optimisation]\nema = 0.9\n')
+    cfg = train_config(["--config", str(path), "--out", str(tmp_path / "o"), "--ema", "0.8"])
+    assert (cfg.stack, cfg.heads, cfg.recon_weight, cfg.ema) == ("tiny", "spatial", 0.5, 0.8)
+    path.write_text('recon_weight = 0.25\n')
+    assert train_config(["--config", str(path), "--out", str(tmp_path / "o")]).recon_weight == 0.25
