@@ -14,7 +14,7 @@ from sfv_core.typed_config import choices, run_only_fields
 from sfv_train.config import METHODS, PRESETS, RUN_ONLY, TrainConfig, resume_config
 from sfv_train.loop_config import LoopConfig
 
-# the run-only options as one list held them before they were marked on the fields
+# the options a resume may change: sfv-train's and those every trainer shares
 RECORDED_RUN_ONLY = {"out", "resume", "max_steps", "checkpoint_every", "checkpoints_total_limit", "log_every",
                      "preview_every", "device", "latent_cache", "report_to", "progress", "export_weights",
                      "fvd_every", "fvd_videos", "fvd_detector", "fvd_data", "fvd_split", "milestone_every",
