@@ -107,7 +107,10 @@ class TrainConfig(LoopConfig):
     method: Method = option("sfv", "sfv / ufogen / ladd: latent adversarial training of a one-step generator; lcm: "
                             "AnimateLCM consistency distillation (sample it with `sfv-bench run --methods lcm:N`); "
                             "sets the presets below", "run")
-    stack: str = option("svd", "SVD stack: svd | svd-xt | tiny | pipeline folder | HF repo id (cache only)", "run")
+    stack: str = option("svd", "SVD stack: svd | svd-xt | tiny | mini | pipeline folder | HF repo id (cache only)",
+                        "run")
+    mini_world: str = option("", "the mini world's folder that --stack mini and --fvd-detector mini read (default: "
+                             "the shipped one, or $SFV_MINI_WORLD)", "run")
     estimate_memory: bool = option(False, "print this run's per-GPU memory (weights, gradients, optimiser state, "
                                    "EMA, D, VAE/CLIP, activations, each R1) counted on fake tensors from the stack's "
                                    "configurations (no GPU, weights or data needed; minutes at full size) and exit",
