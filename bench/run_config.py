@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sfv_core.paper import DEFAULT_SPECS
-from sfv_core.protocol import WORLDS
+from sfv_core.protocol import FOLDS, SPLITS, WORLDS
 from sfv_core.typed_config import option
 
 VARIANT_HELP = ("weight files of the stacks: fp16 = the *.fp16.safetensors that `from_pretrained(..., "
@@ -27,9 +27,8 @@ class RunConfig:
     world: Literal["mini", "tiny"] | None = option(
         None, "without --data: mini (default; small models trained on the synthetic classes, shipped with the "
               "project) or tiny (random-init models, for tests); neither is the paper's numbers")
-    split: Literal["train", "test", "all"] | None = option(None, "UCF-101 split list the videos come from "
-                                                                 "(default: test)")
-    fold: Literal[1, 2, 3] | None = option(None, "split fold (default: 1)")
+    split: Literal[SPLITS] | None = option(None, "UCF-101 split list the videos come from (default: test)")
+    fold: Literal[FOLDS] | None = option(None, "split fold (default: 1)")
     num_videos: int | None = option(None, "N videos (tiny: 16, real: 2048)", aliases=("-n",))
     balanced: bool | None = option(None, "round-robin over classes")
     methods: list[str] | None = option(

@@ -51,7 +51,7 @@ from typing import Literal, get_args
 from methods.registry import METHODS as GENERATORS
 from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
-from sfv_core.protocol import GEN
+from sfv_core.protocol import FOLDS, GEN, RESIZE_RULES, SPLITS
 from sfv_core.typed_config import option, run_only_fields, validate
 
 from .loop_config import LoopConfig, MixedPrecision, loop_option
@@ -64,8 +64,9 @@ Recon = Literal["pseudo-huber", "mse", "diffusion", "none"]
 ReconReduction = Literal["video", "element"]
 R1 = Literal["exact", "lazy", "approx", "none"]
 Optimizer = Literal["sm3", "adamw"]
-Split = Literal["train", "test", "all"]
-Resize = Literal["stretch", "cover-center-crop"]
+Split = Literal[SPLITS]
+Fold = Literal[FOLDS]
+Resize = Literal[RESIZE_RULES]
 
 METHODS = get_args(Method)
 HEAD_CHOICES = get_args(Heads)
@@ -117,7 +118,7 @@ class TrainConfig(LoopConfig):
                                    "run", run_only=True)
     # data
     split: Split = option("train", "UCF-101 split list (UCF-101 roots only)", "data")
-    fold: Literal[1, 2, 3] = option(1, "UCF-101 split fold", "data")
+    fold: Fold = option(1, "UCF-101 split fold", "data")
     width: int = option(0, "training width (0: the paper's 768, or the world's size with --stack mini / tiny)",
                         "data")
     height: int = option(0, "training height (0: the paper's 448, or the world's size with --stack mini / tiny)",

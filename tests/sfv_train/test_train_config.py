@@ -58,6 +58,13 @@ def test_clip_defaults_are_the_protocols_and_presets_cover_the_methods():
     assert set(PRESETS) == set(METHODS) == set(choices(TrainConfig, "method"))
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_presets_hold_values_the_options_take(method):
+    from sfv_core.typed_config import validate
+
+    assert validate(TrainConfig, PRESETS[method]).to_dict().items() >= PRESETS[method].items()
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"heads": "one"}, "heads = 'one': --heads takes 'both', 'spatial' or 'temporal'"),
     ({"fold": 4}, "fold = 4: --fold takes 1, 2 or 3"),
