@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from methods.registry import METHODS as GENERATORS
 from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
 from sfv_core.protocol import FOLDS, GEN, RESIZE_RULES, SPLITS
@@ -131,9 +130,9 @@ class TrainConfig(LoopConfig):
     noise_aug_strength: float = option(GEN.noise_aug_strength, "noise on the conditioning image", "data")
     latent_cache: str = option("", "latent cache folder (default: $SFV_BENCH_CACHE/train-latents)", "data",
                                run_only=True)
-    teacher_steps: int = option(GENERATORS["svd"].default_steps, "LADD: steps of the svd teacher", "data")
-    teacher_max_guidance: float = option(GENERATORS["svd"].options["max_guidance"].default,
-                                         "LADD: teacher CFG max scale", "data")
+    # the svd method's defaults (methods.registry, not imported here: `sfv-train --help` would load numpy)
+    teacher_steps: int = option(25, "LADD: steps of the svd teacher", "data")
+    teacher_max_guidance: float = option(3.0, "LADD: teacher CFG max scale", "data")
     teacher_batch: int = option(4, "LADD: videos per teacher call (x2 with CFG), in the run's precision", "data",
                                 run_only=True)
     # objective

@@ -52,7 +52,7 @@ def test_clip_defaults_are_the_protocols_and_presets_cover_the_methods():
     assert (c.num_frames, c.fps, c.motion_bucket_id, c.noise_aug_strength, c.resize) == \
         (GEN.num_frames, GEN.fps, GEN.motion_bucket_id, GEN.noise_aug_strength, GEN.resize) == (14, 7, 127, 0.02,
                                                                                                  "stretch")
-    svd = GENERATORS["svd"]
+    svd = GENERATORS["svd"]                                    # the LADD teacher is the svd method
     assert (c.teacher_steps, c.teacher_max_guidance) == (svd.default_steps, svd.options["max_guidance"].default) \
         == (25, 3.0)
     assert set(PRESETS) == set(METHODS) == set(choices(TrainConfig, "method"))
