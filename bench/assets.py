@@ -3,7 +3,6 @@ parsers (torch-free, for bench.cli) and make-synthetic."""
 from __future__ import annotations
 
 
-
 def add_make_synthetic(sub):
     p = sub.add_parser("make-synthetic", help="write a synthetic dataset in UCF-101's exact layout")
     p.add_argument("dir", help="output folder (gets UCF-101/ and ucfTrainTestlist/)")

@@ -1,8 +1,10 @@
 """The command line of the suite: every parser of `sfv-bench` and `sfv-train`, and their mains.
 
 Torch-free: a command's module is imported only when the command runs ("module:function" below),
-so `--help` stays fast. The `sfv-train` parser is generated from ``sfv_train.config.TrainConfig``
-(field name, type, default, help, choices). A UserError becomes one line on stderr and exit 2.
+so `--help` stays fast. The options of `sfv-bench run` and `sfv-train` are typed dataclasses
+(``bench.run_config.RunConfig``, ``sfv_train.config.TrainConfig``): their parsers are generated from the
+fields and every value, typed or from ``--config FILE``, is validated by ``sfv_core.typed_config``. A
+UserError becomes one line on stderr and exit 2.
 """
 from __future__ import annotations
 
@@ -11,85 +13,24 @@ import dataclasses
 import importlib
 import os
 import sys
-import typing
 
 from sfv_core.errors import UserError
 from sfv_core.logs import setup_console
 from sfv_core.paper import DEFAULT_SPECS
-from sfv_core.protocol import GEN, WORLDS
-from sfv_core.values import parse_bool
+from sfv_core.protocol import GEN
+from sfv_core.typed_config import add_options, apply_config_file, validate
 
 from .assets import add_ablations, add_build_mini, add_make_synthetic, add_study
-from .config_file import apply_config
 from .latency import DEFAULT_TOLERANCE
+from .run_config import VARIANT_HELP, RunConfig
 
 
 def _add_run(sub):
-    mini, tiny = WORLDS["mini"], WORLDS["tiny"]
     p = sub.add_parser("run", help="generate, score and time methods; write Table 1 (no arguments: the mini world)",
                        description="With no arguments: the mini world (the synthetic dataset, small SVD-architecture "
                                    "models trained on it and shipped with the project, its trained detector). Its "
                                    "numbers measure real differences between methods; they are not the paper's.")
-    p.add_argument("--data", default=None, help="UCF-101 root (holding UCF-101/ and ucfTrainTestlist/); "
-                                                 "default: a synthetic world's dataset (see --world)")
-    p.add_argument("--world", choices=("mini", "tiny"), default=None,
-                   help="without --data: mini (default; small models trained on the synthetic classes, shipped "
-                        "with the project) or tiny (random-init models, for tests); neither is the paper's numbers")
-    p.add_argument("--split", choices=("train", "test", "all"), default=None,
-                   help="UCF-101 split list the videos come from (default: test)")
-    p.add_argument("--fold", type=int, choices=(1, 2, 3), default=None, help="split fold (default: 1)")
-    p.add_argument("-n", "--num-videos", type=int, default=None, help="N videos (tiny: 16, real: 2048)")
-    p.add_argument("--balanced", action="store_true", default=None, help="round-robin over classes")
-    p.add_argument("--methods", action="append", default=None,
-                   help=f"method specs, comma separated, repeatable (mini world: {mini.methods} and the distilled "
-                        f"rows it ships; tiny world: {tiny.methods}; with --data: {DEFAULT_SPECS}); reference rows: "
-                        f"static, real; methods accumulate in a run folder")
-    p.add_argument("--stack", default=None, help="SVD stack for svd and one-step methods: tiny | svd | svd-xt | PATH")
-    p.add_argument("--xt-stack", default=None, help="stack for animatelcm (default: svd-xt; a synthetic world: its own)")
-    p.add_argument("--variant", default=None, help=VARIANT_HELP)
-    p.add_argument("--animatelcm-unet", default=None, help="AnimateLCM-SVD-xt UNet folder or repo id "
-                                                           "(default wangfuyun/AnimateLCM-SVD-xt from the HF cache)")
-    for fam in ("sfv", "ufogen", "ladd", "lcm"):
-        p.add_argument(f"--{fam}-unet", default=None, help=f"UNet folder exported by `sfv-train --method {fam}` "
-                                                           f"(= --method-option {fam}.unet=DIR)")
-    p.add_argument("--onestep-unet", default=None, help="UNet folder for `onestep` (default: the stack's UNet)")
-    p.add_argument("--animatelcm-frames", type=int, default=None,
-                   help="frames AnimateLCM generates (25 = the released xt model, first 14 scored: AnimateLCM*; "
-                        "tiny world default 14)")
-    p.add_argument("--method-option", action="append", default=[], metavar="NAME.KEY=VALUE",
-                   help="adapter option, repeatable (e.g. svd.max_guidance=2.5); `sfv-bench ls` lists them")
-    p.add_argument("--detector", default=None, help="toy | stylegan-v | tats | PATH (default: toy in the tiny "
-                                                     "world, stylegan-v with --data)")
-    p.add_argument("--trust-detector", action="store_true",
-                   help="allow a TorchScript detector file that matches no published pin (loading it runs its code)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
-                   help="model dtype (default: float16 on cuda, float32 on cpu)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<world>-<hash of settings>)")
-    p.add_argument("--seed", type=int, default=None, help="selection and per-video generation seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="videos per generate call, for throughput (default 1; mini world 16); latency is timed "
-                        "apart at batch 1")
-    p.add_argument("--fvd-batch-size", type=int, default=8, help="clips per detector call")
-    p.add_argument("--save-size", choices=("score", "gen"), default="score",
-                   help="store samples at the scoring size (default; FVD needs nothing more) or generation size")
-    p.add_argument("--no-previews", action="store_true", help="do not write previews/")
-    p.add_argument("--force", action="append", default=None, metavar="SPECS",
-                   help="regenerate (and re-time) these methods' samples even if finished, e.g. --force sfv:1")
-    p.add_argument("--redo-latency", action="store_true",
-                   help="re-measure every method's latency (the timing pass) without regenerating samples")
-    p.add_argument("--timing-videos", type=int, default=3,
-                   help="videos in the timing pass (batch 1, after one warm-up video)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads of the CPU timing pass (default 1: several threads on a shared small "
-                        "machine give wild numbers; 0 = torch's default); generation uses cores/--procs threads per process")
-    p.add_argument("--procs", type=int, default=None,
-                   help="processes on a CPU (under torchrun, gloo), each generating and scoring its share of the "
-                        "videos with cores/K threads; the timing pass runs in the first alone (default: one per core, up to 4, in the "
-                        "mini world; 1 otherwise). Several GPUs: torchrun or accelerate launch")
-    p.add_argument("--max-fail-frac", type=float, default=None,
-                   help="stop when more than this share of the selected videos is undecodable or too short "
-                        "(default 0.05; tiny world 0.25)")
+    add_options(p, RunConfig)
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML/YAML/JSON file of these options (keys as above without --); flags override it")
     p.set_defaults(func="bench.run:cli_run")
@@ -130,10 +71,6 @@ def _add_fvd(sub):
     p.add_argument("--batch-size", type=int, default=8, help="clips per detector call")
     p.add_argument("--device", default="cpu", help="cpu | cuda for the detector")
     p.set_defaults(func="bench.fvd.command:cli_fvd")
-
-
-VARIANT_HELP = ("weight files of the stacks: fp16 = the *.fp16.safetensors that `from_pretrained(..., "
-                "variant='fp16')` downloads (default: the plain files, else the one variant every component has)")
 
 
 def _add_latency(sub):
@@ -234,7 +171,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "run":
         try:
-            apply_config(_subparser(parser, "run"), argv[1:])
+            apply_config_file(_subparser(parser, "run"), RunConfig, argv[1:])
         except UserError as e:
             print(f"sfv-bench run: error: {e}", file=sys.stderr)
             return 2
@@ -248,16 +185,6 @@ def main(argv=None) -> int:
 
 # --------------------------------------------------------------------------------------- sfv-train
 
-class _TrainFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows '(default: X)' for every option that has a default (not for None / '' / switches)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default in (None, "", argparse.SUPPRESS) or isinstance(action.default, bool) and not action.type:
-            return text
-        return f"{text} (default: %(default)s)".strip()
-
-
 class _OneLineParser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block): ``prog: error: ...``, exit 2."""
 
@@ -265,43 +192,12 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _bool_arg(text: str) -> bool:
-    try:
-        return parse_bool(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_dataclass_arguments(parser, cls) -> None:
-    """One option per field of a config dataclass, from its type, default and metadata
-    (help, group, choices, flag, metavar, nargs/const, negate)."""
-    hints = typing.get_type_hints(cls)
-    groups: dict = {}
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if "help" not in meta:
-            continue
-        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
-        kw = {"dest": f.name, "help": meta["help"], "default": f.default}
-        if meta.get("negate"):
-            group.add_argument(flag, action="store_false", **kw)
-            continue
-        typ = hints[f.name]
-        base = next((t for t in typing.get_args(typ) if t is not type(None)), typ)
-        kw["type"] = _bool_arg if base is bool else base
-        for key in ("choices", "metavar", "nargs", "const"):
-            if key in meta:
-                kw[key] = meta[key]
-        group.add_argument(flag, **kw)
-
-
 def build_train_parser() -> argparse.ArgumentParser:
-    from sfv_train.config import PRESETS, TrainConfig
+    from sfv_train.config import GROUPS, PRESETS, TrainConfig
 
     presets = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in p.items()) for m, p in PRESETS.items())
     p = _OneLineParser(
-        prog="sfv-train", formatter_class=_TrainFormatter,
+        prog="sfv-train",
         description="Latent adversarial training of a one-step SVD generator (SF-V, sec. 3-4), with UFOGen "
                     "and LADD on the same framework; --method lcm: AnimateLCM's consistency distillation (a "
                     "few-step UNet: `sfv-bench run --methods lcm:4 --lcm-unet OUT/export/unet`). "
@@ -312,28 +208,35 @@ def build_train_parser() -> argparse.ArgumentParser:
         epilog=f"Method presets (explicit options win): {presets}. Several GPUs: "
                f"accelerate launch --num_processes 8 $(which sfv-train) ... (or torchrun).")
     p.add_argument("--config", default=None, metavar="FILE",
-                   help="TOML/YAML/JSON file of these options (keys: option names without --); flags override it")
-    add_dataclass_arguments(p, TrainConfig)
+                   help="TOML/YAML/JSON file of these options (keys: option names without --, at the top or in "
+                        "sections named as the groups below, e.g. [objective]); flags override it")
+    add_options(p, TrainConfig, show_defaults=True, group_order=GROUPS)
     return p
+
+
+def train_config(argv) -> "TrainConfig":
+    """The ``TrainConfig`` of an sfv-train command line (validated; presets not yet filled)."""
+    from sfv_train.config import TrainConfig, resume_defaults
+
+    parser = build_train_parser()
+    apply_config_file(parser, TrainConfig, argv)
+    args = parser.parse_args(argv)
+    run = resume_defaults(args.resume, args.out)
+    if run:
+        parser.set_defaults(**run)
+        apply_config_file(parser, TrainConfig, argv)        # the file, then the command line, over the run's
+        args = parser.parse_args(argv)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return validate(TrainConfig, {k: v for k, v in vars(args).items() if k in names}, "sfv-train")
 
 
 def train_main(argv=None) -> int:
     """`sfv-train`. Options in order of precedence: the command line, --config FILE, the resumed run's
     config.json (``--resume OUT``), the defaults."""
-    from sfv_train.config import TrainConfig, resume_defaults
-
     setup_console()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_train_parser()
-        apply_config(parser, argv)
-        args = parser.parse_args(argv)
-        run = resume_defaults(args.resume, args.out)
-        if run:
-            parser.set_defaults(**run)
-            apply_config(parser, argv)
-            args = parser.parse_args(argv)
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+        cfg = train_config(argv)
         if cfg.estimate_memory:
             from sfv_train.memory import estimate
             from sfv_train.memory_report import report

@@ -202,7 +202,7 @@ def _check_inputs(settings, dist):
             method.check(stack=settings.stack_for(spec), variant=settings.variant)  # resolves files, loads nothing
         methods[spec.key] = (spec, method)
     detector = load_detector(settings.detector, device=settings.device, trust=settings.trust_detector)
-    check_run_json(out, settings.key(refs), dist)
+    check_run_json(out, settings.shared_settings(refs), dist)
     return dataset, refs, out, list(methods.values()), detector
 
 

@@ -9,6 +9,7 @@ method's samples and record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -23,74 +24,61 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, folder_lock, sha256_json
 from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import WORLDS, Protocol
+from sfv_core.typed_config import validate
 
-UNET_FLAGS = ("animatelcm", "lcm", "sfv", "ufogen", "ladd", "onestep")
+from .run_config import RunConfig
 
 
 class Settings:
-    """Everything that changes a run's numbers, resolved from the command line."""
+    """Everything that changes a run's numbers, resolved from the run's options (a ``RunConfig``, or the
+    namespace `sfv-bench run`'s parser gives: validated into one)."""
 
     def __init__(self, args):
-        # --data alone: UCF-101; --world mini/tiny with --data: that world's models and protocol on another
-        # dataset in UCF-101's layout (`sfv-bench study` scores the mini world's validation clips so)
-        name = getattr(args, "world", None) or ("ucf101" if args.data else "mini")
-        if name not in WORLDS:
-            raise UserError(f"unknown --world {name!r}: mini (the default: trained small models), tiny "
-                            f"(random-init, for tests) or pass --data for UCF-101")
-        self.world = world = WORLDS[name]
-        self.device = resolve_device(args.device)
-        self.dtype = args.dtype or ("float16" if self.device.startswith("cuda") else "float32")
+        cfg = args if isinstance(args, RunConfig) else validate(RunConfig, _fields_of(args), "sfv-bench run")
+        self.world = _world(cfg)
+        self.device = resolve_device(cfg.device)
+        self.dtype = cfg.dtype or ("float16" if self.device.startswith("cuda") else "float32")
         self.torch_dtype = getattr(torch, self.dtype)
-        for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
-                          ("threads", 0), ("num_videos", 2), ("procs", 1)):
-            value = getattr(args, name, None)
-            if value is not None and value < low:
-                why = " (an FVD compares the covariances of N videos)" if name == "num_videos" else ""
-                raise UserError(f"--{name.replace('_', '-')} must be >= {low}{why} (got {value})")
-        proto_kw = {k: v for k, v in dict(split=args.split, fold=args.fold, num_videos=args.num_videos,
-                                          balanced=args.balanced, seed=args.seed,
-                                          max_fail_frac=args.max_fail_frac).items() if v is not None}
-        try:
-            self.protocol = Protocol(**{**world.protocol, **proto_kw})
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        methods = [m for m in (args.methods or [])]
-        if methods and not ",".join(methods).strip(", "):
+        _check_ranges(cfg)
+        self.protocol = _protocol(self.world, cfg)
+        self._resolve_methods(cfg)
+        self.stack = cfg.stack or self.world.stack
+        self.xt_stack = cfg.xt_stack or self.world.xt_stack
+        self.variant = parse_variant(cfg.variant)
+        self.detector = cfg.detector or self.world.detector
+        self.trust_detector = cfg.trust_detector
+        self.batch_size = cfg.batch_size or self.world.batch_size
+        self.fvd_batch_size = cfg.fvd_batch_size
+        self.save_size = cfg.save_size
+        self.previews = not cfg.no_previews
+        self.data = str(Path(cfg.data).expanduser().resolve()) if cfg.data else None
+        self.redo_latency = cfg.redo_latency
+        self.timing_videos = cfg.timing_videos
+        self.threads = cfg.threads
+        self.procs = self._procs(cfg.procs)
+        self.argv = getattr(args, "argv", None)          # the command line `--procs K` starts K times
+        self.out_arg = cfg.out
+        self._held = contextlib.ExitStack()
+
+    def _resolve_methods(self, cfg: RunConfig) -> None:
+        """The methods (default: the world's, with the mini world's shipped distilled rows), their options
+        (``--method-option`` and the ``--NAME-unet`` flags, one parser) and ``--force``."""
+        if cfg.methods and not ",".join(cfg.methods).strip(", "):
             raise UserError("--methods is empty: give method specs such as svd:25,sfv:1 (`sfv-bench ls` lists them)")
-        self.options = parse_method_options(args.method_option)
-        shipped = _mini_unets(world, self.options) if world.name == "mini" else []
-        if methods:
-            self.method_text = ",".join(methods)
+        self.options = parse_method_options(cfg.unet_options())
+        shipped = _mini_unets(self.world, self.options) if self.world.name == "mini" else []
+        if cfg.methods:
+            self.method_text = ",".join(cfg.methods)
         else:
-            self.method_text = ",".join([world.methods] + shipped) if world.methods else DEFAULT_SPECS
+            self.method_text = ",".join([self.world.methods] + shipped) if self.world.methods else DEFAULT_SPECS
         self.specs = parse_specs(self.method_text)           # a spec given twice is refused there
-        self.stack = args.stack or world.stack
-        self.xt_stack = args.xt_stack or world.xt_stack
-        self.variant = parse_variant(getattr(args, "variant", None))
-        for fam in UNET_FLAGS:
-            if getattr(args, f"{fam}_unet"):
-                self.options.setdefault(fam, {})["unet"] = getattr(args, f"{fam}_unet")
-        frames = args.animatelcm_frames or world.animatelcm_frames or self.protocol.num_frames
+        frames = cfg.animatelcm_frames or self.world.animatelcm_frames or self.protocol.num_frames
         self.options.setdefault("animatelcm", {}).setdefault("gen_frames", frames)
-        self.detector = args.detector or world.detector
-        self.trust_detector = bool(getattr(args, "trust_detector", False))
-        self.batch_size = args.batch_size or world.batch_size
-        self.fvd_batch_size = args.fvd_batch_size
-        self.save_size = args.save_size
-        self.previews = not args.no_previews
-        self.data = str(Path(args.data).expanduser().resolve()) if args.data else None
-        self.force = set(parse_specs(",".join(args.force)) if getattr(args, "force", None) else ())
+        self.force = set(parse_specs(",".join(cfg.force)) if cfg.force else ())
         stray = sorted(s.key for s in self.force - set(self.specs))
         if stray:
             raise UserError(f"--force {','.join(stray)}: not among the methods of this run "
                             f"({self.method_text}); add it to --methods or drop it from --force")
-        self.redo_latency = bool(getattr(args, "redo_latency", False))
-        self.timing_videos = getattr(args, "timing_videos", 3) or 3
-        self.threads = getattr(args, "threads", 1)
-        self.procs = self._procs(getattr(args, "procs", None))
-        self.argv = getattr(args, "argv", None)          # the command line `--procs K` starts K times
-        self.out_arg = args.out
-        self._held = contextlib.ExitStack()
 
     def _procs(self, asked) -> int:
         """Local processes: on a CPU the mini world runs one per core (up to 4): small models give each
@@ -110,8 +98,9 @@ class Settings:
     def stack_for(self, spec) -> str:
         return self.xt_stack if spec.name == "animatelcm" else self.stack
 
-    def key(self, refs) -> dict:
-        """The run-level settings a later call into the same folder must share."""
+    def shared_settings(self, refs) -> dict:
+        """The run-level settings a later call into the same folder must share (run.json; the default
+        folder's name hashes them)."""
         selection = sha256_json([[r.rel, r.path.stat().st_size if r.path.exists() else None] for r in refs])
         return {"protocol": self.protocol.to_dict(), "world": self.world.name,
                 "data": {"root": self.data or f"synthetic {self.world.dataset}", "selection_sha256": selection},
@@ -133,7 +122,7 @@ class Settings:
         if self.out_arg:
             out = Path(self.out_arg).expanduser()
         else:
-            out = Path("runs") / f"{self.world.name}-{sha256_json(self.key(refs))[:10]}"
+            out = Path("runs") / f"{self.world.name}-{sha256_json(self.shared_settings(refs))[:10]}"
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file: pass a folder for the run")
         try:
@@ -161,6 +150,36 @@ def check_run_json(out: Path, key: dict, dist) -> None:
     dist.barrier()
     if dist.main:
         atomic_write_json(path, {"settings": key, "argv": sys.argv[1:]})
+
+
+def _fields_of(args) -> dict:
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _world(cfg: RunConfig):
+    """--world; default: mini, or ucf101 with --data. --world with --data: that world's models and protocol on
+    another dataset in UCF-101's layout (`sfv-bench study` scores the mini world's validation clips so)."""
+    return WORLDS[cfg.world or ("ucf101" if cfg.data else "mini")]
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    for name, low in (("seed", 0), ("batch_size", 1), ("fvd_batch_size", 1), ("timing_videos", 1),
+                      ("threads", 0), ("num_videos", 2), ("procs", 1)):
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            why = " (an FVD compares the covariances of N videos)" if name == "num_videos" else ""
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}{why} (got {value})")
+
+
+def _protocol(world, cfg: RunConfig) -> Protocol:
+    """The world's protocol with the selection options given."""
+    given = {k: v for k, v in dict(split=cfg.split, fold=cfg.fold, num_videos=cfg.num_videos, balanced=cfg.balanced,
+                                   seed=cfg.seed, max_fail_frac=cfg.max_fail_frac).items() if v is not None}
+    try:
+        return Protocol(**{**world.protocol, **given})
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _mini_unets(world, options: dict) -> list[str]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 
 RESIZE_RULES = ("stretch", "cover-center-crop")
+SPLITS = ("train", "test", "all")     # the split lists of ucfTrainTestlist, and its folds
+FOLDS = (1, 2, 3)
 
 
 @dataclass(frozen=True)

@@ -73,53 +73,75 @@ def test_refused_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("config, flag, message", [
-    ({"num_videos": [4]}, ["-n", "[4]"], "argument -n/--num-videos: invalid int value: '[4]'"),
-    ({"batch_size": 2.5}, ["--batch-size", "2.5"], "argument --batch-size: invalid int value: '2.5'"),
-    ({"world": "huge"}, ["--world", "huge"], "argument --world: invalid choice: 'huge'"),
-    ({"balanced": "maybe"}, None, "argument --balanced takes on/off"),
+    ({"num_videos": [4]}, ["-n", "[4]"], "num_videos = [4]: --num-videos takes a valid integer"),
+    ({"batch_size": 2.5}, ["--batch-size", "2.5"], "batch_size = 2.5: --batch-size takes a valid integer"),
+    ({"world": "huge"}, ["--world", "huge"], "world = 'huge': --world takes 'mini' or 'tiny'"),
+    ({"fold": 4}, ["--fold", "4"], "fold = 4: --fold takes 1, 2 or 3"),
+    ({"balanced": "maybe"}, ["--balanced", "maybe"], "balanced = 'maybe': --balanced takes a valid boolean"),
+    ({"methods": {"a": 1}}, None, "methods = {'a': 1}: --methods takes a valid string"),
 ])
 def test_run_config_values_are_checked_as_flags_are(config, flag, message, tmp_path, capsys):
+    """A config file's bad value: one line naming the file, the key, the option and what it takes; the same
+    value typed on the command line is refused too (argparse's line, naming the option)."""
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
-    assert message in _one_line_error(capsys, main(["run", "--config", str(path)]))
-    if flag:                                   # the command line's own message
+    err = _one_line_error(capsys, main(["run", "--config", str(path)]))
+    assert f"config file {path}: {message}" in err
+    if flag:
         with pytest.raises(SystemExit):
             main(["run", *flag])
-        assert message in capsys.readouterr().err
+        option = message.split(": ")[1].split(" takes")[0]             # --num-videos
+        line = capsys.readouterr().err.splitlines()[-1]
+        assert line.startswith("sfv-bench run: error: argument ") and option in line, line
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"max_steps": [3]}, "argument --max-steps: invalid int value: '[3]'"),
-    ({"batch_size": 2.5}, "argument --batch-size: invalid int value: '2.5'"),
+    ({"max_steps": [3]}, "max_steps = [3]: --max-steps takes a valid integer"),
+    ({"batch_size": 2.5}, "batch_size = 2.5: --batch-size takes a valid integer"),
+    ({"heads": "one"}, "heads = 'one': --heads takes 'both', 'spatial' or 'temporal'"),
+    ({"recon_weight": "x"}, "recon_weight = 'x': --lambda takes a valid number"),
+    ({"gradient_checkpointing": "sometimes"},
+     "gradient_checkpointing = 'sometimes': --gradient-checkpointing takes a valid boolean"),
+    ({"width": 64, "bogus": 1}, "unknown option 'bogus'"),
 ])
 def test_train_config_values_are_checked_as_flags_are(config, message, tmp_path, capsys):
     path = tmp_path / "c.json"
     path.write_text(json.dumps(config))
-    assert message in _one_line_error(capsys, train_main(["--config", str(path), "--out", str(tmp_path / "t")]))
+    err = _one_line_error(capsys, train_main(["--config", str(path), "--out", str(tmp_path / "t")]))
+    assert f"config file {path}: {message}" in err
     assert not (tmp_path / "t").exists()
 
 
-def test_config_boolean_as_text_is_a_boolean(tmp_path):
-    from bench.cli import _subparser, apply_config, build_parser
+def _run_args(tmp_path, text, *argv):
+    from bench.cli import _subparser, build_parser
+    from bench.run_config import RunConfig
+    from sfv_core.typed_config import apply_config_file
 
     path = tmp_path / "c.json"
-    path.write_text('{"balanced": "false", "no_previews": "yes"}')
+    path.write_text(text)
     parser = build_parser()
-    apply_config(_subparser(parser, "run"), ["--config", str(path)])
-    args = parser.parse_args(["run", "--config", str(path)])
-    assert args.balanced is False and args.no_previews is True
+    apply_config_file(_subparser(parser, "run"), RunConfig, ["--config", str(path), *argv])
+    return parser.parse_args(["run", "--config", str(path), *argv])
+
+
+def test_config_boolean_as_text_is_a_boolean(tmp_path):
+    args = _run_args(tmp_path, '{"balanced": "false", "no_previews": "yes", "trust_detector": "off"}')
+    assert args.balanced is False and args.no_previews is True and args.trust_detector is False
 
 
 def test_config_null_keeps_the_default(tmp_path):
-    from bench.cli import _subparser, apply_config, build_parser
+    from bench.cli import build_parser
 
     default = build_parser().parse_args(["run"])
-    path = tmp_path / "c.json"
-    path.write_text('{"threads": null, "fvd_batch_size": null}')
-    parser = build_parser()
-    apply_config(_subparser(parser, "run"), ["--config", str(path)])
-    args = parser.parse_args(["run", "--config", str(path)])
+    args = _run_args(tmp_path, '{"threads": null, "fvd_batch_size": null}')
     assert (args.threads, args.fvd_batch_size) == (default.threads, default.fvd_batch_size) != (None, None)
+
+
+def test_config_one_value_for_a_repeatable_option_and_flags_over_the_file(tmp_path):
+    args = _run_args(tmp_path, '{"methods": "dummy:2", "force": ["dummy:2"], "seed": 3, "fvd_batch_size": 4}',
+                     "--seed", "5")
+    assert args.methods == ["dummy:2"] and args.force == ["dummy:2"]
+    assert (args.seed, args.fvd_batch_size) == (5, 4)
 
 
 # ---------------------------------------------------------------------------------------------- bad data

@@ -321,5 +321,5 @@ def test_config_presets_and_validation():
     assert (d.recon_reduction, d.d_norm) == ("element", "frames")                 # the SF-V study's choices
     with pytest.raises(UserError, match="--p-std must not be 0"):
         TrainConfig(data="d", out="o", p_std=0.0).resolved()
-    with pytest.raises(UserError, match="unknown --method"):
+    with pytest.raises(UserError, match="method = .x.: --method takes .sfv., .ufogen., .ladd. or .lcm."):
         TrainConfig(data="d", out="o", method="x").resolved()

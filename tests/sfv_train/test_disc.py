@@ -284,7 +284,7 @@ def test_d_norm_option_is_validated_and_compared_on_resume(tmp_path, capsys):
         return TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), stack="tiny", **kw)
 
     assert D_NORM_CHOICES == ("videos", "frames", "none") and cfg().resolved().d_norm == "frames"
-    with pytest.raises(UserError, match=r"--d-norm must be one of videos, frames, none \(got 'batch'\)"):
+    with pytest.raises(UserError, match=r"d_norm = 'batch': --d-norm takes 'videos', 'frames' or 'none'"):
         cfg(d_norm="batch").resolved()
     assert train_main(["--stack", "tiny", "--out", str(tmp_path / "o"), "--d-norm", "batch"]) == 2
     err = capsys.readouterr().err.strip()
