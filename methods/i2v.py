@@ -16,6 +16,7 @@ import gc
 import inspect
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,13 @@ def _folder_identity(folder: Path) -> str:
     return sha256_json([folder_sha256(folder, WEIGHT_FILES), *[[p.name, folder_sha256(p, WEIGHT_FILES)] for p in subs]])
 
 
+def _check_prompt_cleaner(cls) -> None:
+    """Wan-family pipelines clean prompts with ftfy, which diffusers imports only when present."""
+    module = sys.modules.get(cls.__module__)
+    if module is not None and hasattr(module, "basic_clean") and not hasattr(module, "ftfy"):
+        raise UserError(f"{cls.__name__} cleans its prompts with the ftfy package: pip install ftfy")
+
+
 class I2VMethod(Method):
     default_stack = "none"
     takes_labels = True          # the harness passes each video's class name (``labels=``)
@@ -81,10 +89,16 @@ class I2VMethod(Method):
         if not {"image", "num_frames"} <= set(params):
             raise UserError(f"{folder} holds {cls_name or 'an unknown class'}, not a diffusers image-to-video "
                             f"pipeline (its __call__ must take image and num_frames)")
+        _check_prompt_cleaner(getattr(diffusers, cls_name))
         default = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
         guidance = self.options.get("guidance")
+        try:
+            guidance = float(default.get("guidance_scale", 1.0) if guidance in (None, "") else guidance)
+        except ValueError:
+            raise UserError(f"option {self.name}.guidance={guidance!r} is not a number") from None
+        self.cfg = guidance > 1.0
         self.plan = {"folder": folder, "class": cls_name, "params": set(params), "default": default,
-                     "guidance": float(default.get("guidance_scale", 1.0) if guidance in (None, "") else guidance),
+                     "guidance": guidance,
                      "fps": native_fps(cls_name, float(self.options.get("fps") or 0)),
                      "transformer": self._transformer_folder(), "lora": self._lora_path()}
         ids = [_folder_identity(folder)]
@@ -139,6 +153,8 @@ class I2VMethod(Method):
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe, self.clocks = pipe, PipelineClocks(pipe, self.device)
+        log.info("%s: %s from %s (%s, %s; denoiser %s)", self.name, self.plan["class"], self.plan["folder"],
+                 self.device, self.dtype, self.plan["transformer"] or "the pipeline's")
         return self
 
     def unload(self) -> None:

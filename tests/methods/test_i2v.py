@@ -3,6 +3,7 @@ own ``__call__`` (tiny random-init Wan 2.1, LTX-Video and CogVideoX pipelines sa
 one-step and multi-step rows made by `sfv-bench run`."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import types
 from pathlib import Path
@@ -172,6 +173,7 @@ def test_frames_equal_the_pipelines_own_call(name, folders, _no_ftfy):
     kw = PIPELINES[name][1]
     m = get_method(f"i2v:{folders[name]}:2:{options}:fps=7:guidance=3:max_sequence_length=16")
     m.check()
+    assert m.cfg                                      # guidance 3 > 1: CFG (Wan: two calls, the others: batch 2)
     assert m.unet_calls_per_video() == {"calls": len(calls), "batch": calls[0]}
     m.load(device="cpu", dtype="fp32")
     rng = np.random.default_rng(0)
@@ -224,11 +226,15 @@ def test_bad_pipeline_folders(tmp_path, folders):
         get_method(f"i2v:{tmp_path / 'nope'}:4").check()
     with pytest.raises(UserError, match="no model_index.json"):
         get_method(f"i2v:{tmp_path}:4").check()
+    if importlib.util.find_spec("ftfy") is None:            # a one-line error, not diffusers' NameError mid-run
+        with pytest.raises(UserError, match="pip install ftfy"):
+            get_method(f"i2v:{folders['wan']}:4").check()
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(UserError, match="not a diffusers image-to-video pipeline"):
         get_method(f"i2v:{tmp_path}:4").check()
 
 
+@pytest.mark.slow
 def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path, _no_ftfy):
     """`sfv-bench run` on the tiny world: the same ids, seeds, FVD, table and resume as every method."""
     from bench.cli import main
