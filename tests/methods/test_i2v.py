@@ -229,6 +229,11 @@ def test_bad_pipeline_folders(tmp_path, folders):
     if importlib.util.find_spec("ftfy") is None:            # a one-line error, not diffusers' NameError mid-run
         with pytest.raises(UserError, match="pip install ftfy"):
             get_method(f"i2v:{folders['wan']}:4").check()
+    if importlib.util.find_spec("peft") is None:            # LoRA loading is diffusers' and needs peft
+        with pytest.raises(UserError, match="pip install peft"):
+            get_method(f"i2v:{folders['ltx']}:4:lora={tmp_path}").check()
+    with pytest.raises(UserError, match="guidance='strong' is not a number"):
+        get_method(f"i2v:{folders['ltx']}:4", guidance="strong").check()
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(UserError, match="not a diffusers image-to-video pipeline"):
         get_method(f"i2v:{tmp_path}:4").check()
@@ -267,3 +272,43 @@ def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path, _no_ftf
         desc = m.describe()
         assert stored == {"spec": r["spec"], "options": desc["options"],
                           **{k: desc.get(k) for k in ("stack", "unet", "stack_sha256", "unet_sha256")}}
+
+
+class _Recorder:
+    """A method as the harness sees it: records the classes it is given, reports part times when asked."""
+
+    def __init__(self, takes_labels: bool, parts: bool):
+        self.takes_labels, self.seen = takes_labels, []
+        if parts:
+            self.last_part_times = lambda: {"text_encoder": 0.5, "vae_decode": 0.25}
+
+    def generate(self, images, seeds, conditions=None, labels=None):
+        self.seen.append(labels)
+        return np.zeros((len(images), 14, 8, 8, 3), np.uint8)
+
+    timed_part = generate
+
+    def unet_calls_per_video(self):
+        return {"calls": 1, "batch": 1}
+
+    def last_unet_times(self):
+        return [0.125]
+
+
+def test_harness_gives_each_video_its_class_and_records_part_times(tmp_path):
+    from bench.generate import generate_method, time_method
+    from sfv_core.protocol import Protocol
+
+    refs = [types.SimpleNamespace(sample_id=f"{c}/v_{c}_g01_c01", label=c) for c in ("YoYo", "Archery", "Rowing")]
+    image = np.zeros((8, 8, 3), np.uint8)
+    for takes, want in ((True, [["YoYo", "Archery"], ["Rowing"]]), (False, [None, None])):
+        m = _Recorder(takes, parts=takes)
+        generate_method(m, refs, {r.sample_id: 0 for r in refs}, tmp_path / str(takes), Protocol(),
+                        lambda r: image, batch_size=2, save_size="gen")
+        assert m.seen == want
+        lat = time_method(m, [image] * 2, [0, 1], None, "cpu", 1)
+        assert lat["median_s"] == 0.125
+        if takes:
+            assert lat["parts"]["text_encoder"]["median_s"] == 0.5 and lat["parts"]["vae_decode"]["n"] == 2
+        else:
+            assert "parts" not in lat                      # the SVD family's latency.json stays as it was
