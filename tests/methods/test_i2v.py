@@ -240,27 +240,28 @@ def test_bad_pipeline_folders(tmp_path, folders):
 
 
 @pytest.mark.slow
-def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path, _no_ftfy):
+def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path):
     """`sfv-bench run` on the tiny world: the same ids, seeds, FVD, table and resume as every method."""
     from bench.cli import main
 
-    wan = f"i2v:{folders['wan']}"
-    opts = "height=16:width=16:frames=17:fps=8:max_sequence_length=16"      # 14 frames at 7 fps of a 17-frame clip
-    specs = f"{wan}:1:{opts}:guidance=1,{wan}:3:{opts}"
+    ltx = f"i2v:{folders['ltx']}"
+    opts = "height=32:width=32:frames=17:fps=8:max_sequence_length=16"      # 14 frames at 7 fps of a 17-frame clip
+    specs = f"{ltx}:1:{opts}:guidance=1,{ltx}:3:{opts}"
     args = ["run", "--world", "tiny", "--methods", specs, "-n", "4", "--out", str(tmp_path / "r"),
             "--timing-videos", "1", "--no-previews"]
     assert main(args) == 0
     rows = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
-    assert [(r["steps"], r["unet_calls"], r["unet_batch"]) for r in rows] == [(1, 1, 1), (3, 6, 1)]  # Wan CFG 5
+    assert [(r["steps"], r["unet_calls"], r["unet_batch"], r["cfg"]) for r in rows] == [(1, 1, 1, False),
+                                                                                       (3, 3, 2, True)]  # LTX: CFG 3
     for r in rows:
         assert r["status"] == "ok" and r["n_fake"] == 4 and r["fvd"] > 0
-        assert {"text_encoder", "image_encoder", "vae_decode"} <= set(r["latency"]["parts"])
+        assert {"text_encoder", "vae_encode", "vae_decode"} <= set(r["latency"]["parts"])
         assert r["latency"]["pass_s"] > 0
         mapping = r["adapter"]["protocol_mapping"]
         assert mapping["frames_scored_14_at_7fps"] == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15]
         assert r["adapter"]["options"]["prompt"] == "a video of {words}"
     table = (tmp_path / "r" / "table.md").read_text()
-    assert f"{wan}:1:" in table and f"{wan}:3:" in table
+    assert f"{ltx}:1:" in table and f"{ltx}:3:" in table
     # resume keeps a row's samples while what made them is equal (bench.generate.prepare_dir): a fresh method
     # of the same spec describes the same identity as the one stored
     from bench.generate import spec_dirname
