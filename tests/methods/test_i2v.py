@@ -200,10 +200,18 @@ def test_frames_equal_the_pipelines_own_call(name, folders, _no_ftfy):
     assert "forward" not in vars(pipe.transformer)                        # nothing left wrapped in a fresh load
 
 
-def test_transformer_option_replaces_the_denoiser(folders, tmp_path):
-    """A distilled student as a transformer folder: the row loads it over the pipeline's own."""
+def test_teacher_from_the_offline_cache_and_a_student_transformer(folders, tmp_path, monkeypatch):
+    """The teacher by repo id from the offline HF cache, a distilled student as a transformer folder: one table."""
+    import shutil
+
+    import huggingface_hub.constants as c
     from diffusers import DiffusionPipeline
 
+    repo = tmp_path / "hub" / "models--tiny-org--ltx-i2v"
+    shutil.copytree(folders["ltx"], repo / "snapshots" / ("2" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("2" * 40)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     pipe = DiffusionPipeline.from_pretrained(folders["ltx"], local_files_only=True)
     with torch.no_grad():
         for p in pipe.transformer.parameters():
@@ -211,12 +219,14 @@ def test_transformer_option_replaces_the_denoiser(folders, tmp_path):
     pipe.transformer.save_pretrained(tmp_path / "student" / "transformer")
     opts = "height=32:width=32:frames=9:fps=7:max_sequence_length=16:guidance=1"
     image = np.full((1, 32, 32, 3), 90, np.uint8)
-    rows = [get_method(spec).load() for spec in
-            (f"i2v:{folders['ltx']}:1:{opts}", f"i2v:{folders['ltx']}:1:{opts}:transformer={tmp_path / 'student'}")]
-    teacher, student = (m.generate(image, [3], num_frames=9, fps=7) for m in rows)
-    assert rows[0].unet_call_log == rows[1].unet_call_log == [1]           # guidance 1: no CFG, one call
-    assert not np.array_equal(teacher, student)
-    assert rows[0].describe()["stack_sha256"] != rows[1].describe()["stack_sha256"]   # samples kept apart
+    specs = (f"i2v:tiny-org/ltx-i2v:1:{opts}", f"i2v:{folders['ltx']}:1:{opts}",
+             f"i2v:{folders['ltx']}:1:{opts}:transformer={tmp_path / 'student'}")
+    rows = [get_method(spec).load() for spec in specs]
+    cached, teacher, student = (m.generate(image, [3], num_frames=9, fps=7) for m in rows)
+    assert all(m.unet_call_log == [1] for m in rows)                      # guidance 1: no CFG, one call
+    assert np.array_equal(cached, teacher) and not np.array_equal(teacher, student)
+    ids = [m.describe()["stack_sha256"] for m in rows]
+    assert ids[0] == ids[1] != ids[2]                    # the student's samples are never taken for the teacher's
 
 
 def test_bad_pipeline_folders(tmp_path, folders):
