@@ -60,6 +60,24 @@ def _check_prompt_cleaner(cls) -> None:
         raise UserError(f"{cls.__name__} cleans its prompts with the ftfy package: pip install ftfy")
 
 
+def _pipeline_call(folder: Path) -> tuple[str, dict]:
+    """(class name, ``__call__`` parameters) of the pipeline in ``folder``; UserError unless image-to-video."""
+    import diffusers
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"{folder} has no model_index.json: expected a diffusers pipeline folder "
+                        f"(save_pretrained layout)")
+    cls_name = json.loads(index.read_text()).get("_class_name", "")
+    cls = getattr(diffusers, cls_name, None)
+    params = inspect.signature(cls.__call__).parameters if cls is not None and hasattr(cls, "__call__") else {}
+    if not {"image", "num_frames"} <= set(params):
+        raise UserError(f"{folder} holds {cls_name or 'an unknown class'}, not a diffusers image-to-video "
+                        f"pipeline (its __call__ must take image and num_frames)")
+    _check_prompt_cleaner(cls)
+    return cls_name, dict(params)
+
+
 class I2VMethod(Method):
     default_stack = "none"
     takes_labels = True          # the harness passes each video's class name (``labels=``)
@@ -73,23 +91,11 @@ class I2VMethod(Method):
     def check(self, stack=None, variant=None) -> None:
         """Resolve the pipeline (and transformer / LoRA), read its class and ``__call__`` defaults, take the
         content identity of its files; loads no weights. ``stack`` is not used (the pipeline is the stack)."""
-        import diffusers
-
         if not self.options.get("pipeline"):
             raise UserError(f"method {self.name} needs a pipeline: {self.name}:FOLDER_OR_REPO[:STEPS] "
                             f"(or the option {self.name}.pipeline=FOLDER)")
         folder = resolve_folder(self.options["pipeline"], "image-to-video pipeline")
-        index = folder / "model_index.json"
-        if not index.is_file():
-            raise UserError(f"{folder} has no model_index.json: expected a diffusers pipeline folder "
-                            f"(save_pretrained layout)")
-        cls_name = json.loads(index.read_text()).get("_class_name", "")
-        params = inspect.signature(getattr(getattr(diffusers, cls_name, None), "__call__", None) or (lambda: 0))
-        params = params.parameters
-        if not {"image", "num_frames"} <= set(params):
-            raise UserError(f"{folder} holds {cls_name or 'an unknown class'}, not a diffusers image-to-video "
-                            f"pipeline (its __call__ must take image and num_frames)")
-        _check_prompt_cleaner(getattr(diffusers, cls_name))
+        cls_name, params = _pipeline_call(folder)
         default = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
         guidance = self.options.get("guidance")
         try:
@@ -132,8 +138,6 @@ class I2VMethod(Method):
 
     # -- loading --------------------------------------------------------------------------------
     def load(self, stack=None, device="cpu", dtype=None, variant=None) -> "I2VMethod":
-        from diffusers import DiffusionPipeline
-
         import diffusers
 
         if self.plan is None:
@@ -146,7 +150,7 @@ class I2VMethod(Method):
             cfg = json.loads((self.plan["transformer"] / "config.json").read_text())
             kw["transformer"] = getattr(diffusers, cfg["_class_name"]).from_pretrained(
                 self.plan["transformer"], torch_dtype=self.dtype, local_files_only=True, use_safetensors=True)
-        pipe = DiffusionPipeline.from_pretrained(self.plan["folder"], **kw)
+        pipe = diffusers.DiffusionPipeline.from_pretrained(self.plan["folder"], **kw)
         if self.plan["lora"]:
             pipe.load_lora_weights(str(self.plan["lora"]))
             pipe.fuse_lora(lora_scale=float(self.options.get("lora_scale", 1.0)))
@@ -249,7 +253,8 @@ class I2VMethod(Method):
         except (UserError, TypeError) as e:
             scored = str(e)
         out.update(self.weights, pipeline_class=self.plan["class"], guidance_scale=self.plan["guidance"],
-                   prompt_template=o.get("prompt"), example_prompt=prompt_for(TIMING_LABEL, o.get("prompt") or "{words}"),
+                   prompt_template=o.get("prompt"),
+                   example_prompt=prompt_for(TIMING_LABEL, o.get("prompt") or "{words}"),
                    protocol_mapping={"native": native, "frame_rule": o.get("frame_rule"),
                                      f"frames_scored_{GEN.num_frames}_at_{GEN.fps}fps": scored,
                                      "resize": "native -> conditioning size -> scoring size (320x240), as SVD"})
