@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from methods.i2v_clock import CallClock
 from methods.i2v_spec import class_words, frame_indices, prompt_for
 from methods.registry import get_method, parse_spec, parse_specs
 from sfv_core.errors import UserError
@@ -196,8 +197,10 @@ def test_frames_equal_the_pipelines_own_call(name, folders, _no_ftfy):
     assert what["inputs"]["hidden_states"][0] == calls[0] and replay() is not None
     desc = m.describe()
     assert desc["pipeline_class"] == type(pipe).__name__ and len(desc["stack_sha256"]) == 64
-    m.unload()
-    assert "forward" not in vars(pipe.transformer)                        # nothing left wrapped in a fresh load
+    loaded = m.pipe
+    assert isinstance(vars(loaded.transformer)["forward"], CallClock)
+    m.unload()                                                            # the clocks come off
+    assert "forward" not in vars(loaded.transformer) and "decode" not in vars(loaded.vae)
 
 
 def test_teacher_from_the_offline_cache_and_a_student_transformer(folders, tmp_path, monkeypatch):
@@ -272,6 +275,9 @@ def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path):
         assert r["adapter"]["options"]["prompt"] == "a video of {words}"
     table = (tmp_path / "r" / "table.md").read_text()
     assert f"{ltx}:1:" in table and f"{ltx}:3:" in table
+    sample = next((tmp_path / "r" / "samples").rglob("*.npz"))
+    stamp = sample.stat().st_mtime_ns
+    assert main(args) == 0 and sample.stat().st_mtime_ns == stamp          # resumed: nothing regenerated
     # resume keeps a row's samples while what made them is equal (bench.generate.prepare_dir): a fresh method
     # of the same spec describes the same identity as the one stored
     from bench.generate import spec_dirname
