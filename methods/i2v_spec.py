@@ -56,7 +56,7 @@ def parse_i2v_spec(item: str, name: str = "i2v"):
     check_options(name, options)                 # names and values refused here, before anything runs
     opts = tuple(sorted(options.items()))
     key = ":".join([name, *([source] if source else []), str(steps),
-                    *(f"{k}={v}" for k, v in opts if k != "pipeline")])
+                    *(f"{k}={v}" for k, v in opts if not (source and k == "pipeline"))])
     return MethodSpec(name, steps, key, opts)
 
 

@@ -128,6 +128,7 @@ def test_spec_keys_and_row_options():
     assert dict(s.options) == {"pipeline": "/models/wan", "guidance": "1", "transformer": "/ckpt/student"}
     assert parse_spec("i2v:Wan-AI/Wan2.1-I2V-14B-480P-Diffusers").key == "i2v:Wan-AI/Wan2.1-I2V-14B-480P-Diffusers:50"
     assert parse_spec("i2v:8").key == "i2v:8"                       # the pipeline from i2v.pipeline=...
+    assert parse_spec("i2v:8:pipeline=/m/ltx").key == "i2v:8:pipeline=/m/ltx"
     teacher, student = parse_specs("i2v:/m/wan:50,i2v:/m/wan:4:transformer=/s")
     assert teacher.key != student.key
     m = get_method(student, guidance="5", prompt="{label}")         # the row's options over the method's
