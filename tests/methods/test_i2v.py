@@ -279,6 +279,16 @@ def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path):
     sample = next((tmp_path / "r" / "samples").rglob("*.npz"))
     stamp = sample.stat().st_mtime_ns
     assert main(args) == 0 and sample.stat().st_mtime_ns == stamp          # resumed: nothing regenerated
+    # sharded over two processes: the same bits, the same FVD
+    from sfv_core.data.videoio import read_video
+
+    assert main([*args[:8], str(tmp_path / "r2"), *args[9:], "--procs", "2"]) == 0
+    made = sorted((tmp_path / "r" / "samples").rglob("*.npz"))
+    assert len(made) == 8
+    for npz in made:
+        assert np.array_equal(read_video(npz), read_video(tmp_path / "r2" / npz.relative_to(tmp_path / "r")))
+    sharded = [json.loads(line) for line in (tmp_path / "r2" / "results.jsonl").read_text().splitlines()]
+    assert [r["fvd"] for r in sharded] == [r["fvd"] for r in rows] and sharded[0]["processes"] == 2
     # resume keeps a row's samples while what made them is equal (bench.generate.prepare_dir): a fresh method
     # of the same spec describes the same identity as the one stored
     from bench.generate import spec_dirname
