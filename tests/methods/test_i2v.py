@@ -255,7 +255,7 @@ def test_bad_pipeline_folders(tmp_path, folders):
 
 @pytest.mark.slow
 def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path):
-    """`sfv-bench run` on the tiny world: the same ids, seeds, FVD, table and resume as every method."""
+    """`sfv-bench run` on the tiny world: the same ids, seeds, FVD, table, resume and sharding as every method."""
     from bench.cli import main
 
     ltx = f"i2v:{folders['ltx']}"
