@@ -159,7 +159,9 @@ def generate_method(method, todo, seeds: dict, sdir: Path, protocol, conditions_
     chunks = [c for c in batches if any(r.sample_id in wanted for r in c)]
     bar = tqdm(total=len(todo), desc=f"{label:>14}", disable=not progress, unit="video")
     for chunk in chunks:
-        videos = method.generate([conditions_of(r) for r in chunk], [seeds[r.sample_id] for r in chunk], conditions)
+        labels = {"labels": [r.label for r in chunk]} if getattr(method, "takes_labels", False) else {}
+        videos = method.generate([conditions_of(r) for r in chunk], [seeds[r.sample_id] for r in chunk], conditions,
+                                 **labels)
         calls = method.unet_calls_per_video()
         for j, ref in enumerate(chunk):
             if ref.sample_id not in wanted:             # finished already: the same bits, kept as they are
@@ -223,10 +225,12 @@ def time_method(method, images: list, seeds: list, conditions, device: str, thre
     try:
         method.timed_part(images[:1], seeds[:1], conditions)       # warm-up at this thread count
         tick()
-        times = []
+        times, parts = [], {}
         for image, seed in zip(images, seeds):
             method.timed_part([image], [seed], conditions)
             times.append(method.last_unet_times()[0])
+            for part, seconds in getattr(method, "last_part_times", dict)().items():   # text encoder, VAE ...
+                parts.setdefault(part, []).append(seconds)
             tick()
         pass_key = _time_pass(method, device, passes, tick)
         env = {"device_name": device_name(device), "threads": torch.get_num_threads(), "cpu": cpu_name(),
@@ -235,6 +239,8 @@ def time_method(method, images: list, seeds: list, conditions, device: str, thre
         torch.set_num_threads(old)
     out = {**summarize(times, "s"), "clock": clock_name(device), "batch": 1, **env, "pass_key": pass_key}
     out["spread"] = out["p90_s"] / out["p10_s"] if out["p10_s"] > 0 else None
+    if parts:
+        out["parts"] = {part: summarize(values, "s") for part, values in parts.items()}
     return out
 
 

@@ -37,6 +37,7 @@ class MethodInfo:
     cfg: bool | Callable[[dict], bool] = False   # batch-2 classifier-free guidance: fixed, or a rule over the options
     unet_required: bool = False        # off the tiny stack, the user must name a UNet checkpoint (option ``unet``)
     options: dict = field(default_factory=dict)   # name -> Option
+    spec_parser: str = ""              # "module:function" parsing this method's own spec syntax (item -> MethodSpec)
 
     def steps_text(self) -> str:
         return f"any >= 1 (up to {MAX_STEPS})" if self.valid_steps is None else ", ".join(map(str, self.valid_steps))
@@ -138,6 +139,33 @@ METHODS: dict[str, MethodInfo] = {
                     "at this N); made by `sfv-bench run` itself, no model",
         valid_steps=(0,), default_steps=0, default_stack="none",
     ),
+    "i2v": MethodInfo(
+        target="methods.i2v:I2VMethod",
+        description="any diffusers image-to-video pipeline (Wan, LTX-Video, CogVideoX, ...) from a folder or the "
+                    "offline HF cache: i2v:SOURCE[:STEPS][:KEY=VALUE...]; the pipeline's own __call__ per video, "
+                    "then the protocol's frames (docs/i2v.md)",
+        valid_steps=None, default_steps=50, default_stack="none", cfg=False,
+        spec_parser="methods.i2v_spec:parse_i2v_spec",
+        options={
+            "pipeline": Option(None, "pipeline folder (model_index.json) or repo id in the HF cache; the spec's "
+                                     "SOURCE sets it"),
+            "transformer": Option(None, "replace the pipeline's transformer: a save_pretrained folder (or one with "
+                                        "a transformer/ subfolder), e.g. a distilled student"),
+            "lora": Option(None, "LoRA weights (file or folder) loaded with load_lora_weights and fused (needs peft)"),
+            "lora_scale": Option(1.0, "scale of the fused LoRA"),
+            "guidance": Option(None, "guidance_scale; default: the pipeline's own (CFG when > 1)"),
+            "height": Option(0, "generation height; 0 = the pipeline's native"),
+            "width": Option(0, "generation width; 0 = the pipeline's native"),
+            "frames": Option(0, "frames generated; 0 = the pipeline's native count"),
+            "fps": Option(0, "the model's frame rate (Wan 16, LTX 24, CogVideoX 8 when 0); LTX also gets it as "
+                             "frame_rate when set"),
+            "frame_rule": Option("time", "which native frames are scored: time (the nearest to k / 7 s) or first"),
+            "prompt": Option("a video of {words}", "prompt template: {label} = UCF-101 class (ApplyEyeMakeup), "
+                                                   "{words} = its words (apply eye makeup)"),
+            "negative_prompt": Option("", "negative prompt; empty = the pipeline's own"),
+            "max_sequence_length": Option(0, "text tokens; 0 = the pipeline's own"),
+        },
+    ),
     "dummy": MethodInfo(
         target="methods.dummy:DummyMethod",
         description="cheap deterministic fake (the image drifting by a seeded offset per frame); no models",
@@ -153,6 +181,7 @@ class MethodSpec:
     name: str
     steps: int
     key: str  # "name:steps", unique within a run
+    options: tuple = ()  # (key, value) pairs the spec itself sets (i2v:SOURCE:STEPS:KEY=VALUE)
 
 
 def _valid_names() -> str:
@@ -167,6 +196,9 @@ def parse_spec(item: str) -> MethodSpec:
     if name not in METHODS:
         raise UserError(f"unknown method {name!r} in {item!r}; valid methods: {_valid_names()}")
     info = METHODS[name]
+    if info.spec_parser:
+        module, func = info.spec_parser.split(":")
+        return getattr(importlib.import_module(module), func)(item, name)
     if not sep:
         steps = info.default_steps
     else:
@@ -246,7 +278,7 @@ def get_method(spec, **options):
     info = METHODS[spec.name]
     if not info.target:
         raise UserError(f"{spec.name} is a reference row that `sfv-bench run` makes itself, not a generator")
-    given = check_options(spec.name, options)
+    given = check_options(spec.name, {**options, **dict(getattr(spec, "options", ()))})
     module, cls = info.target.split(":")
     adapter = getattr(importlib.import_module(module), cls)
     return adapter(spec.name, spec.steps, {**info.option_defaults(), **given}, user_options=given)

@@ -26,7 +26,7 @@ def test_parse_specs_keys_and_defaults():
 
 
 @pytest.mark.parametrize("text, needles", [
-    ("foo:3", ["unknown method 'foo'", "animatelcm, dummy, ladd, lcm, onestep, real, sfv, static, svd, ufogen"]),
+    ("foo:3", ["unknown method 'foo'", "animatelcm, dummy, i2v, ladd, lcm, onestep, real, sfv, static, svd, ufogen"]),
     ("svd:25,sdv:4", ["unknown method 'sdv'", "valid methods: animatelcm"]),
     ("animatelcm:3", ["animatelcm cannot run 3 steps", "1, 2, 4, 8"]),
     ("sfv:2", ["valid steps for sfv: 1"]),
@@ -66,7 +66,8 @@ def test_registry_imports_no_torch_and_ls_lists_everything(capsys):
         for key in row["options"]:
             assert f"{row['name']}.{key} =" in out
     assert "1, 2, 4, 8" in out and "any >= 1" in out
-    assert set(METHODS) == {"svd", "animatelcm", "onestep", "sfv", "ufogen", "ladd", "dummy", "static", "real", "lcm"}
+    assert set(METHODS) == {"svd", "animatelcm", "onestep", "sfv", "ufogen", "ladd", "dummy", "static", "real", "lcm",
+                            "i2v"}
 
 
 # ---------------------------------------------------------------- dummy ---------------------------
