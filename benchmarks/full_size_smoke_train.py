@@ -20,10 +20,11 @@ freed and its peak RSS is its own):
   (``Trainer.weights_dtype``; in float32 G, EMA, gradients and SM3 state alone are 24 GB). ``sfv`` then
   resumes its run for a third step (``--resume OUT``), reloads the export with the benchmark's ``sfv``
   adapter and generates one video from it.
-* ``resume2``: the ``sfv`` run's checkpoint resumed by 2 processes (gloo, torchrun's variables) for
-  one more step; each process holds the whole model, so it is skipped when the memory available is
-  under twice the ``sfv`` part's peak (it says so). A trainer part is skipped likewise when the memory
-  available is under what it needs (``NEEDS``: lcm holds six copies of the UNet).
+* ``resume2``: two processes (torchrun, gloo): the ``sfv`` run's one-process checkpoint resumed by two
+  is refused with one line; then two processes train 2 steps from scratch and resume that run for a
+  third. Each process holds the whole model, so it is skipped when the memory available (RAM and swap)
+  is under twice the ``sfv`` part's peak (it says so). A trainer part is skipped likewise when the
+  memory available is under what it needs (``NEEDS``: lcm holds six copies of the UNet).
 
 Prints, per part, wall seconds and peak RSS (the part's process; ``resume2``: the larger of the two)
 and writes them to ``--write`` (markdown + JSON beside it). CPU, torch's default threads unless
@@ -198,20 +199,40 @@ def generate_from_export(args, unet: Path) -> list[int]:
 
 
 def part_resume2(args, sfv_peak: int | None) -> dict:
+    """Two processes: a one-process checkpoint refused, then a two-process run trained and resumed."""
     import psutil
 
-    from bench.dist import torchrun
-
-    need = 2 * (sfv_peak or 0)
-    free = psutil.virtual_memory().available
+    need, free = 2 * (sfv_peak or 0), psutil.virtual_memory().available + psutil.swap_memory().free
     if not sfv_peak or free < need:
-        why = (f"needs about {_gb(need)} GB (2 x the sfv part's peak), {_gb(free)} GB available" if sfv_peak
-               else "run the sfv part first (its checkpoint and peak)")
+        why = (f"needs about {_gb(need)} GB (2 x the sfv part's peak), {_gb(free)} GB available (RAM + swap)"
+               if sfv_peak else "run the sfv part first (its checkpoint and peak)")
         print(f"resume2 skipped: {why}")
         return {"skipped": why}
-    out = Path(args.work) / "runs" / "sfv"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--train-cli", "--resume", str(out), "--max-steps", "4"]
-    return {"rc": torchrun(2, cmd, threads=max(1, (os.cpu_count() or 2) // 2))}
+    work = Path(args.work) / "runs"
+    out = work / "sfv-2procs"
+    shutil.rmtree(out, ignore_errors=True)
+    rec = {"ram_gb": round(psutil.virtual_memory().total / 1e9, 1),
+           "swap_gb": round(psutil.swap_memory().total / 1e9, 1)}
+    steps = [("refused_rc", ["--resume", str(work / "sfv"), "--max-steps", "4"]),
+             ("train_rc", train_argv(args, "sfv", out)),
+             ("resume_rc", ["--resume", str(out), "--max-steps", "3"])]
+    for key, argv in steps:
+        start = time.perf_counter()
+        rec[key] = _torchrun_cli(argv)
+        rec[key.replace("_rc", "_s")] = time.perf_counter() - start
+        print(f"resume2 {key}: {rec[key]} in {rec[key.replace('_rc', '_s')]:.0f} s")
+    state = json.loads((out / "checkpoints" / "step-000003" / "state.json").read_text())
+    rec["resumed_checkpoint"] = {"step": state["step"], "num_processes": state["num_processes"]}
+    ok = rec["refused_rc"] != 0 and rec["train_rc"] == 0 and rec["resume_rc"] == 0 and state["step"] == 3
+    rec["rc"] = 0 if ok else 1
+    return rec
+
+
+def _torchrun_cli(argv: list[str]) -> int:
+    """`sfv-train ARGV` (bfloat16 stack) as two torchrun processes, one torch thread each."""
+    from bench.dist import torchrun
+
+    return torchrun(2, [sys.executable, str(Path(__file__).resolve()), "--train-cli", *argv], threads=1)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -269,7 +290,7 @@ def write(path: Path, results: dict, args) -> None:
              "| part | rc | wall s | peak RSS GB | what |", "|---|---|---|---|---|"]
     for part, r in results.items():
         what = {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()
-                if k not in ("rc", "wall_s", "peak_rss_bytes", "checkpoints")}
+                if k not in ("rc", "wall_s", "peak_rss_bytes", "checkpoints", "note")}
         lines.append(f"| {part} | {r['rc']} | {r['wall_s']} | {_gb(r.get('peak_rss_bytes') or 0)} | "
                      f"{json.dumps(what)[:300]} |")
     meta = results.get("meta", {}).get("checkpoints")
@@ -279,6 +300,11 @@ def write(path: Path, results: dict, args) -> None:
         for m, r in meta.items():
             files = ", ".join(f"{k} {_gb(v)}" for k, v in r["files"].items())
             lines.append(f"| {m} | {r['optimizer']} | {files} | {_gb(r['total'])} | {_gb(r['export'])} |")
+    two = results.get("resume2", {})
+    if "train_rc" in two:
+        lines += ["", f"resume2: two processes, each holding the whole model, on {two.get('ram_gb', '?')} GB of RAM "
+                  f"with {two.get('swap_gb', '?')} GB of swap: its times measure swapping, not training. "
+                  f"{two.get('note', '')}".rstrip()]
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
 
