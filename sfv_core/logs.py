@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-PACKAGES = ("bench", "methods", "sfv_core", "sfv_fvd", "sfv_train")   # the project's packages (their loggers)
+PACKAGES = ("bench", "methods", "sfv_core", "sfv_fvd", "sfv_lab", "sfv_train")   # the project's packages (their loggers)
 LEVEL_ENV = "SFV_LOG_LEVEL"
 RANKS_ENV = "SFV_LOG_RANKS"
 
