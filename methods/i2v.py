@@ -79,13 +79,17 @@ def _pipeline_call(folder: Path) -> tuple[str, dict]:
 
 
 class I2VMethod(Method):
-    default_stack = "none"
     takes_labels = True          # the harness passes each video's class name (``labels=``)
 
     def __init__(self, name, steps, options=None, user_options=()):
         super().__init__(name, steps, options, user_options)
         self.pipe = self.clocks = self.plan = None
         self._part_times: list[dict] = []
+
+    @property
+    def cfg(self) -> bool:
+        """Guidance above 1, the pipeline's own default guidance once ``check()`` has read it."""
+        return self.plan["guidance"] > 1.0 if self.plan else self.info.uses_cfg(self.options)
 
     # -- files ----------------------------------------------------------------------------------
     def check(self, stack=None, variant=None) -> None:
@@ -102,7 +106,6 @@ class I2VMethod(Method):
             guidance = float(default.get("guidance_scale", 1.0) if guidance in (None, "") else guidance)
         except ValueError:
             raise UserError(f"option {self.name}.guidance={guidance!r} is not a number") from None
-        self.cfg = guidance > 1.0
         self.plan = {"folder": folder, "class": cls_name, "params": set(params), "default": default,
                      "guidance": guidance,
                      "fps": native_fps(cls_name, float(self.options.get("fps") or 0)),
