@@ -17,7 +17,7 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_train.config import PRESETS
 
-from .fvd.stats import interval_text
+from sfv_fvd.stats import interval_text
 
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
 

@@ -275,8 +275,8 @@ def build_mini(out: Path, *, device: str = "auto", threads: int = 0, scale: floa
 
 def train_detector(b: Build, folder: Path, pool, spec: PoolSpec, held, labels, log) -> dict:
     """The FVD detector (sfv_train.classifier) on the pool, checked on the held-out test clips."""
-    from bench.fvd.detectors import preprocess
-    from bench.fvd.i3d import InceptionI3d
+    from sfv_fvd.detectors import preprocess
+    from sfv_fvd.i3d import InceptionI3d
     from sfv_train.classifier import DetectorConfig, DetectorTrainer, pool_labels
 
     cfg = DetectorConfig(**_loop_kw(b, folder, "detector"))

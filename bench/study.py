@@ -24,7 +24,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 
 from .distill import MINI_WHY, _fmt, distil, score, validation_root
-from .fvd.stats import interval_text
+from sfv_fvd.stats import interval_text
 
 # name -> (method, sfv-train overrides, what it tests). OLD: the discriminator and SF-V reconstruction as
 # they were shipped before the study (--d-norm frames; whole-video pseudo-Huber, lambda 0.1, the paper's

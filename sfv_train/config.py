@@ -97,7 +97,9 @@ class TrainConfig:
     method: str = opt("sfv", "sfv / ufogen / ladd: latent adversarial training of a one-step generator; lcm: "
                       "AnimateLCM consistency distillation (sample it with `sfv-bench run --methods lcm:N`); sets "
                       "the presets below", "run", choices=METHODS)
-    stack: str = opt("svd", "SVD stack: svd | svd-xt | tiny | pipeline folder | HF repo id (cache only)", "run")
+    stack: str = opt("svd", "SVD stack: svd | svd-xt | tiny | mini | pipeline folder | HF repo id (cache only)", "run")
+    mini_world: str = opt("", "the mini world's folder that --stack mini and --fvd-detector mini read (default: the "
+                          "shipped one, or $SFV_MINI_WORLD)", "run")
     resume: str = opt("", "continue a run: alone (with --out) or with a run folder: from its newest intact checkpoint, "
                       "with the run's config.json as defaults (change only run options such as --max-steps); "
                       "with a checkpoint folder: from that checkpoint", "run", nargs="?", const="latest",

@@ -1,5 +1,5 @@
-"""The house rules of ARCHITECTURE.md: packages in floors (sfv_core < methods < sfv_train < bench), imports
-only downward, no import cycle between modules, no source file over 400 lines, a torch-free CLI."""
+"""The house rules of ARCHITECTURE.md: packages in floors (sfv_core < methods < sfv_fvd < sfv_train < bench <
+sfv_lab), imports only downward, no import cycle between modules, no source file over 400 lines, a torch-free CLI."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ["sfv_core", "methods", "sfv_train", "bench"]
+FLOORS = ["sfv_core", "methods", "sfv_fvd", "sfv_train", "bench", "sfv_lab"]
 
 
 def _modules() -> dict[str, Path]:

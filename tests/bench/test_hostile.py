@@ -267,7 +267,7 @@ def test_interval_not_computable_or_below_zero_is_not_printed_as_one(tmp_path, s
         assert "none (N=2: needs >= 4 videos)" in text and "nan" not in text.lower()
     rec = {**_records(out)[0], "fvd_interval": [-277.31, 340.2], "n_fake": 4}      # N = 4 can reach below 0
     assert "[0 (clipped), 340.20]" in render_csv([rec])
-    from bench.fvd.stats import interval_text                                   # the console's text
+    from sfv_fvd.stats import interval_text                                   # the console's text
 
     assert interval_text([-277.31, 340.2], 4) == "[0 (clipped), 340.20]"
 

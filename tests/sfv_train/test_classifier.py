@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.fvd.detectors import load_detector, load_mini_detector, preprocess
-from bench.fvd.i3d import InceptionI3d
+from sfv_fvd.detectors import load_detector, load_mini_detector, preprocess
+from sfv_fvd.i3d import InceptionI3d
 from sfv_core.errors import UserError
 from sfv_train.classifier import APPLY, DetectorConfig, DetectorTrainer, head_scales, heads, pool_labels
 from sfv_train.pool import PoolSpec, build_pool
@@ -34,7 +34,7 @@ def clips(tmp_path_factory):
 
 
 def _trainer(out, clips, log=lambda _: None, **kw):
-    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), InceptionI3d, preprocess, *clips, log=log)
+    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), *clips, log=log)
 
 
 @pytest.fixture(scope="module")
