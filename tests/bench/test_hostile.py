@@ -184,8 +184,9 @@ def test_flipped_bit_in_a_weight_file_with_its_mtime_restored_is_caught(tmp_path
     world = tmp_path / "mini"
     shutil.copytree(SHIPPED / "stack", world / "stack")
     shutil.copy(SHIPPED / "manifest.json", world / "manifest.json")
+    assert verified("stack", world) == world / "stack"    # hashed; named by the caller
     monkeypatch.setenv("SFV_MINI_WORLD", str(world))
-    assert verified("stack") == world / "stack"           # hashed
+    assert verified("stack") == world / "stack"           # or by the user's $SFV_MINI_WORLD
     weights = world / "stack" / "unet" / "diffusion_pytorch_model.safetensors"
     st = weights.stat()
     data = bytearray(weights.read_bytes())

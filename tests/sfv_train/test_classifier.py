@@ -112,11 +112,14 @@ def test_a_tampered_or_missing_detector_is_refused(run, tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="not a mini detector folder"):
         load_mini_detector(tmp_path / "nowhere")
-    monkeypatch.setenv("SFV_MINI_WORLD", str(tmp_path / "world"))     # where 'mini' looks (methods.models.mini)
+    world = tmp_path / "world"                                         # where 'mini' looks (methods.models.mini)
     with pytest.raises(UserError, match="run `sfv-bench build-mini`"):
-        load_detector("mini")
-    shutil.copytree(run[0] / "export", tmp_path / "world" / "detector")
-    assert load_detector("mini").kind == "mini"
+        load_detector("mini", mini_world=world)
+    shutil.copytree(run[0] / "export", world / "detector")
+    assert load_detector("mini", mini_world=world).kind == "mini"
+    monkeypatch.setenv("SFV_MINI_WORLD", str(world))                   # a user's pointer at the same world
+    assert load_detector("mini").path == load_detector("mini", mini_world=world).path == world / "detector" / \
+        "detector.safetensors"
 
 
 def test_resume_equals_the_uninterrupted_run(clips, tmp_path):
