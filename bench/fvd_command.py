@@ -1,4 +1,5 @@
-"""`sfv-bench fvd REAL FAKE`: FVD between two folders of videos, or a statistics file and a folder."""
+"""`sfv-bench fvd REAL FAKE`: FVD between two folders of videos, or a statistics file and a folder. Its console:
+the result is the one line on stdout (``FVD = ...``, for scripts); notes and warnings go to stderr."""
 from __future__ import annotations
 
 import sys
