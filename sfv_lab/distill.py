@@ -86,7 +86,13 @@ def distil(method: str, out: Path, steps: int, world: Path | None = None, progre
             over = {**over, "fvd_data": str(validation_root()), "fvd_split": "train"}
         cfg = train_config(method, out, steps, world, **over, **quiet)
     log.info(f"{method}: training {out} to step {steps} ({'resumed' if cfg.resume else 'new run'})")
-    train(cfg)
+    try:
+        train(cfg)
+    except UserError as e:
+        raise UserError(f"training {method} in {out}: {e}") from None
+    except FloatingPointError as e:      # diverged: one line; the checkpoints written so far are kept
+        raise UserError(f"training {method} in {out}: {e}; its checkpoints are kept (rerun to resume, or try "
+                        f"a lower learning rate)") from None
     return out / "export" / "unet"
 
 

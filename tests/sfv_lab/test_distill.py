@@ -93,8 +93,11 @@ def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monk
     Training is called with a TrainConfig (no command line, no environment variable)."""
     import json
 
+    import pytest
+
     import sfv_lab.distill as d
     import sfv_train.train
+    from sfv_core.errors import UserError
 
     cfgs = []
     monkeypatch.setattr(sfv_train.train, "train", lambda cfg: cfgs.append(cfg))
@@ -115,6 +118,10 @@ def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monk
     assert (c.resume, c.max_steps, c.method, c.heads, c.mini_world) == (str(tmp_path / "c"), 20, "ladd", "temporal",
                                                                         str(tmp_path / "w"))
     assert "SFV_MINI_WORLD" not in os.environ
+    for error in (UserError("--resume: another configuration"), FloatingPointError("non-finite loss at step 3")):
+        monkeypatch.setattr(sfv_train.train, "train", lambda cfg: (_ for _ in ()).throw(error))
+        with pytest.raises(UserError, match=f"training sfv in {tmp_path / 'f'}: {error}"):   # one line, the run named
+            d.distil("sfv", tmp_path / "f", 20)
 
 
 def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
