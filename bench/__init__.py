@@ -12,7 +12,7 @@ import importlib
 _LAZY = {
     "compute_fvd": "bench.api",
     "generate_video": "bench.api",
-    "load_detector": "bench.fvd.detectors",
+    "load_detector": "sfv_fvd.detectors",
     "get_method": "methods.registry",
 }
 __all__ = sorted(_LAZY)

@@ -78,7 +78,7 @@ def _channels_last(a: np.ndarray):
 # ---------------------------------------------------------------------------------------- FVD
 
 def _detector(detector, device):
-    from .fvd.detectors import Detector, load_detector
+    from sfv_fvd.detectors import Detector, load_detector
 
     if isinstance(detector, Detector):
         return detector
@@ -90,7 +90,7 @@ def _detector(detector, device):
 
 def _real_stats(real):
     """The real side's FeatureStats when it is a statistics file or object, else None."""
-    from .fvd.stats import FeatureStats
+    from sfv_fvd.stats import FeatureStats
 
     if isinstance(real, FeatureStats):
         return real
@@ -127,9 +127,9 @@ def _clip_list(x, what: str, frames: int | None):
 def _videos(x, what: str, frames: int | None, fps: int, consecutive: bool, size):
     """The clips of one side (a list, or a generator for a folder), or a one-line UserError."""
     from sfv_core.protocol import GEN
+    from sfv_fvd.i3d import MIN_FRAMES
 
-    from .fvd.command import _clips, _video_files
-    from .fvd.i3d import MIN_FRAMES
+    from .fvd_command import _clips, _video_files
 
     clips = _clip_list(x, what, frames)
     if clips is not None:
@@ -163,9 +163,8 @@ def compute_fvd(real, fake, detector, *, covariance: str = "biased", batch_size:
     ``detector``: 'toy' (not comparable with published FVD), 'stylegan-v', 'tats', a path or a Detector.
     """
     from sfv_core.protocol import GEN
-
-    from .fvd.features import compute_stats
-    from .fvd.stats import fvd_from_stats
+    from sfv_fvd.features import compute_stats
+    from sfv_fvd.stats import fvd_from_stats
 
     if covariance not in ("biased", "unbiased"):
         raise UserError(f"covariance must be 'biased' (1/N) or 'unbiased' (1/(N-1)), got {covariance!r}")

@@ -26,7 +26,7 @@ def add_build_mini(sub):
     p.add_argument("--threads", type=int, default=2, help="torch threads (the result depends on it)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.set_defaults(func="bench.mini:cli_build_mini")
+    p.set_defaults(func="sfv_lab.mini:cli_build_mini")
 
 
 def add_ablations(sub):
@@ -37,18 +37,18 @@ def add_ablations(sub):
     p.add_argument("--cells", default=None, help="only these cells, comma separated (default: all)")
     p.add_argument("-n", "--num-videos", type=int, default=None,
                    help="test videos each cell is scored on (default: the mini world's 64; 150 = the whole test split)")
-    p.set_defaults(func="bench.distill:cli_ablations")
+    p.set_defaults(func="sfv_lab.distill:cli_ablations")
 
 
 def add_study(sub):
     p = sub.add_parser("study", help="controlled sfv-train runs in the mini world (the SF-V study), scored on "
                                      "held-out validation clips, with the training probes summarised")
     p.add_argument("out", help="folder for the runs, their scores and study.md (resumable)")
-    p.add_argument("--runs", default=None, help="only these runs, comma separated (default: all; see bench.study.RUNS)")
+    p.add_argument("--runs", default=None, help="only these runs, comma separated (default: all; see sfv_lab.study.RUNS)")
     p.add_argument("--steps", type=int, default=400, help="sfv-train steps per run")
     p.add_argument("-n", "--num-videos", type=int, default=150, help="validation videos each run is scored on")
     p.add_argument("--install", action="store_true", help="copy study.md/.json/_curves.png into results/mini/")
-    p.set_defaults(func="bench.study:cli_study")
+    p.set_defaults(func="sfv_lab.study:cli_study")
 
 
 def cli_make_synthetic(args) -> int:

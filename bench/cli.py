@@ -70,7 +70,7 @@ def _add_fvd(sub):
                    help="1/N (StyleGAN-V, cd-fvd) or 1/(N-1) (TF, TATS) covariance")
     p.add_argument("--batch-size", type=int, default=8, help="clips per detector call")
     p.add_argument("--device", default="cpu", help="cpu | cuda for the detector")
-    p.set_defaults(func="bench.fvd.command:cli_fvd")
+    p.set_defaults(func="bench.fvd_command:cli_fvd")
 
 
 def _add_latency(sub):
@@ -243,9 +243,7 @@ def train_main(argv=None) -> int:
             print(report(estimate(cfg)))
             return 0
         from sfv_train.train import train
-
-        from .train_eval import TrainFVD      # the FVD while training (--fvd-every)
-        train(cfg, evaluator=TrainFVD)
+        train(cfg)
     except SystemExit as e:          # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)
     except UserError as e:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sfv_core import paper
 from sfv_core.fsutil import atomic_path, atomic_write_text
+from sfv_fvd.stats import interval_text
 
-from .fvd.stats import interval_text
 from .results import check_same_table, read_results
 
 NOISY_SPREAD = 2.0      # p90 / p10 of the timing pass above this: the latency is flagged

@@ -37,12 +37,12 @@ from sfv_core.data.ucf101 import (UCF101, DataRecord, DataWarning, iter_samples,
 from sfv_core.env import device_name, git_commit, keep_freed_memory, usable_cores, versions
 from sfv_core.fsutil import atomic_write_json
 from sfv_core.seeds import sample_seed
+from sfv_fvd.detectors import load_detector
+from sfv_fvd.features import cached_stats, compute_stats
+from sfv_fvd.stats import FeatureStats, fvd_from_stats, fvd_interval, interval_text
 
 from . import report, results
 from .dist import Dist, timeout, torchrun
-from .fvd.detectors import load_detector
-from .fvd.features import cached_stats, compute_stats
-from .fvd.stats import FeatureStats, fvd_from_stats, fvd_interval, interval_text
 from .generate import (PassTimes, cut_batches, generate_method, missing, prepare_dir, read_samples,
                        spec_dirname, time_method)
 from .settings import Settings, check_run_json

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fvd.detectors import load_detector, load_mini_detector  # noqa: E402
-from bench.fvd.features import compute_stats  # noqa: E402
-from bench.fvd.stats import fvd_from_stats, fvd_interval  # noqa: E402
+from sfv_fvd.detectors import load_detector, load_mini_detector  # noqa: E402
+from sfv_fvd.features import compute_stats  # noqa: E402
+from sfv_fvd.stats import fvd_from_stats, fvd_interval  # noqa: E402
 from sfv_core.data.synthetic import default_dataset_root, make_synthetic  # noqa: E402
 from sfv_core.data.ucf101 import UCF101, load_sample, select_videos  # noqa: E402
 from sfv_core.protocol import WORLDS, Protocol  # noqa: E402

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fvd.detectors import Detector, load_detector  # noqa: E402
-from bench.fvd.i3d import InceptionI3d  # noqa: E402
-from bench.fvd.stats import frechet_distance  # noqa: E402
+from sfv_fvd.detectors import Detector, load_detector  # noqa: E402
+from sfv_fvd.i3d import InceptionI3d  # noqa: E402
+from sfv_fvd.stats import frechet_distance  # noqa: E402
 
 
 def _sync(device):

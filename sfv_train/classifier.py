@@ -41,9 +41,9 @@ videos worse than sharp moving ones), not to match any published detector, and i
 labelled as such everywhere. Unlike the Kinetics I3D, this one knows nothing beyond 10 synthetic
 classes and these degradations; other defects move its features only as far as they happen to.
 
-``bench`` is above this package, so the trainer is handed the network class and the detector's input
-rule: ``DetectorTrainer(cfg, InceptionI3d, bench.fvd.detectors.preprocess, pool, labels, heldout,
-heldout_labels)``; labels are the classes (slots) of the clips, ``pool_labels(spec)`` for a pool.
+The network is FVD's own (``sfv_fvd.i3d.InceptionI3d``) and its input rule the detector's
+(``sfv_fvd.detectors.preprocess``): ``DetectorTrainer(cfg, pool, labels, heldout, heldout_labels)``; labels
+are the classes (slots) of the clips, ``pool_labels(spec)`` for a pool.
 Batches are drawn from the loop's generator, so a resume continues exactly. BatchNorm runs in train
 mode while training (momentum ``bn_momentum``); the export holds the eval-mode network's state dict.
 Learning rate: at 2e-3 the level heads collapsed to a constant within a few steps; 3e-4..5e-4 learn.
@@ -68,6 +68,8 @@ import torch.nn.functional as F
 from sfv_core.data.synthetic import class_names
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, save_safetensors, sha256_file
+from sfv_fvd.detectors import preprocess
+from sfv_fvd.i3d import InceptionI3d
 
 from .autoencoder import check_clips, warmup_cosine
 from .loop import TrainLoop
@@ -215,18 +217,16 @@ def _check_labels(labels, clips, classes: int, what: str) -> torch.Tensor:
 
 
 class DetectorTrainer(TrainLoop):
-    """Trains the mini detector; see the module doc. ``network(num_classes=, width_mult=, input_size=)``
-    builds the I3D, ``preprocess(uint8 (B, T, H, W, 3), device, size)`` is the detector's input rule;
-    ``pool`` / ``heldout``: uint8 (N, T, H, W, 3) clips with their class labels (N,)."""
+    """Trains the mini detector (an ``InceptionI3d`` fed by the detector's ``preprocess``); see the module
+    doc. ``pool`` / ``heldout``: uint8 (N, T, H, W, 3) clips with their class labels (N,)."""
 
     name = "mini-detector"
     postfix = ("loss", "acc_class", "acc_arrow")
     tracker_names = {"loss": "loss/total", "loss_class": "loss/class", "loss_arrow": "loss/arrow",
                      "loss_level": "loss/level", "acc_class": "accuracy/class", "acc_arrow": "accuracy/arrow"}
 
-    def __init__(self, cfg: DetectorConfig, network, preprocess, pool, labels, heldout, heldout_labels, log=None):
+    def __init__(self, cfg: DetectorConfig, pool, labels, heldout, heldout_labels, log=None):
         super().__init__(cfg, log)
-        self.network, self.preprocess = network, preprocess
         c = self.cfg.classes
         self.clips = torch.from_numpy(np.array(check_clips(pool, "pool")))      # a copy: pools are memory maps
         self.labels = _check_labels(labels, pool, c, "pool")
@@ -243,7 +243,7 @@ class DetectorTrainer(TrainLoop):
         if self.world > 1:
             raise UserError("the mini-world trainers run in one process: launch without accelerate's multi-process")
         torch.manual_seed(cfg.seed)
-        net = self.network(num_classes=self.K, width_mult=cfg.width_mult, input_size=cfg.input_size)
+        net = InceptionI3d(num_classes=self.K, width_mult=cfg.width_mult, input_size=cfg.input_size)
         net.dropout.p = cfg.dropout
         for m in net.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -294,7 +294,7 @@ class DetectorTrainer(TrainLoop):
         return level / self.maxima[name]
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        x = self.preprocess(clips, self.device, self.cfg.input_size)
+        x = preprocess(clips, self.device, self.cfg.input_size)
         with self.autocast():
             return self.net(x).float()
 
@@ -357,7 +357,7 @@ class DetectorTrainer(TrainLoop):
         """The eval-mode network's (unstandardised) outputs for uint8 clips, float32 (N, K)."""
         net = self.net.eval()
         try:
-            return torch.cat([net(self.preprocess(clips[i:i + batch], self.device, self.cfg.input_size)).float()
+            return torch.cat([net(preprocess(clips[i:i + batch], self.device, self.cfg.input_size)).float()
                               for i in range(0, len(clips), batch)])
         finally:
             self.net.train()

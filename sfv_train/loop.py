@@ -5,8 +5,8 @@ accelerator exists), ``train_step()`` (one optimisation step -> metrics), ``chec
 (what a checkpoint holds) and ``export()``; optionally ``preview()``. The configuration is a
 dataclass with ``out``, ``resume``, ``max_steps``, ``seed``, ``device``, ``report_to``, ``progress``,
 ``log_every``, ``checkpoint_every``, ``checkpoints_total_limit``, ``preview_every``, a
-``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share). With an
-``evaluator`` factory and ``fvd_every`` > 0 in the configuration, a trainer that implements
+``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share). With
+``fvd_every`` > 0 in the configuration, a trainer that implements
 ``sample_videos()`` is scored with FVD while it trains (``sfv_train.evaluation``).
 
 Run folder::
@@ -88,10 +88,9 @@ class TrainLoop:
     tracker_names: dict = {}           # metric -> tracker tag (else by prefix, else itself)
     tracker_prefixes: dict = {"grad_norm_": "grad_norm/"}       # grad_norm_x -> grad_norm/x
 
-    def __init__(self, cfg, log=None, evaluator=None):
+    def __init__(self, cfg, log=None):
         self.cfg = cfg.resolved()
         self._log = log
-        self.evaluator = evaluator     # factory (cfg, device, log) -> evaluate(sample_fn, step): sfv_train.evaluation
         self.fvd = None
         self.out = Path(self.cfg.out).expanduser()
         self.ckpt_root = self.out / "checkpoints"
@@ -241,14 +240,12 @@ class TrainLoop:
             self.writer.add_text("config", "    " + text, global_step=self.step)
 
     def _start_fvd(self) -> None:
-        """The FVD while training (main process), when an evaluator was given and the trainer can sample."""
-        if self.evaluator is None:
-            self.log("FVD evaluation: no evaluator was given (`sfv-train` gives one); skipped")
-        elif type(self).sample_videos is TrainLoop.sample_videos:
+        """The FVD while training (main process), when the trainer can sample."""
+        if type(self).sample_videos is TrainLoop.sample_videos:
             self.log(f"FVD evaluation: {type(self).__name__} cannot sample videos (no sample_videos); skipped")
         else:
             from .evaluation import FVDMonitor
-            self.fvd = FVDMonitor.start(self, self.evaluator)
+            self.fvd = FVDMonitor.start(self)
 
     def save_checkpoint(self) -> Path:
         """Write a checkpoint; warn when writing it took more than half the process-group timeout (the

@@ -81,7 +81,7 @@ class Trainer(TrainLoop):
                 make_synthetic(cfg.data, **world.dataset)
         items = find_videos(cfg.data, cfg.split, cfg.fold)
         with acc.main_process_first():              # the tiny stack is built once, by the main process
-            stack_dir = resolve_stack(cfg.stack)
+            stack_dir = resolve_stack(cfg.stack, cfg.mini_world)
         pipe = load_pipeline(stack_dir, device=self.device, dtype=self.weights_dtype)
         settings = ClipSettings.of(cfg)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
@@ -209,7 +209,7 @@ class Trainer(TrainLoop):
             from methods.models.stacks import load_pipeline, resolve_stack
             from methods.registry import get_method
 
-            stack = getattr(self, "stack_dir", None) or resolve_stack(self.cfg.stack)
+            stack = getattr(self, "stack_dir", None) or resolve_stack(self.cfg.stack, self.cfg.mini_world)
             parts = getattr(self, "stack_parts", None)
             if parts is not None:
                 from diffusers import StableVideoDiffusionPipeline

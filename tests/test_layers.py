@@ -1,5 +1,5 @@
-"""The house rules of docs/architecture.md: packages in floors (sfv_core < methods < sfv_train < bench), imports
-only downward, no import cycle between modules, no source file over 400 lines, a torch-free CLI."""
+"""The house rules of docs/architecture.md: packages in floors (sfv_core < methods < sfv_fvd < sfv_train < bench <
+sfv_lab), imports only downward, no import cycle between modules, no source file over 400 lines, a torch-free CLI."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = ["sfv_core", "methods", "sfv_train", "bench"]
+FLOORS = ["sfv_core", "methods", "sfv_fvd", "sfv_train", "bench", "sfv_lab"]
 
 
 def _modules() -> dict[str, Path]:
@@ -70,3 +70,20 @@ def test_cli_module_imports_no_torch():
     code = "import sys, bench.cli; print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_mini_world_variable_is_read_in_one_place_and_never_written():
+    """The world a command uses travels as an argument (``mini_world``); ``$SFV_MINI_WORLD`` is only a user's
+    pointer at another world, read once in methods/models/mini.py:mini_dir."""
+    uses = {}
+    for name, path in _modules().items():
+        n = sum(isinstance(node, ast.Constant) and node.value == "SFV_MINI_WORLD"
+                for node in ast.walk(ast.parse(path.read_text())))
+        if n:
+            uses[name] = n
+    assert uses == {"methods.models.mini": 1}
+    tree = ast.parse((ROOT / "methods" / "models" / "mini.py").read_text())
+    calls = [node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and any(isinstance(a, ast.Constant) and a.value == "SFV_MINI_WORLD"
+                                                            for a in node.args)]
+    assert calls == ["get"]

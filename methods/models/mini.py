@@ -1,7 +1,8 @@
 """The mini world's shipped weights: where they live and the check that they are the built ones.
 
-Layout of the folder (``methods/models/mini/`` in the repository; ``$SFV_MINI_WORLD`` points
-elsewhere, e.g. at a fresh ``sfv-bench build-mini`` output)::
+Layout of the folder (``methods/models/mini/`` in the repository; a caller names another one with
+``world=``, e.g. ``sfv-train --mini-world`` at a fresh ``sfv-bench build-mini`` output; a user points every
+command at another one with ``$SFV_MINI_WORLD``, read in ``mini_dir`` only)::
 
     stack/            a StableVideoDiffusionPipeline folder (unet = the teacher, vae, image_encoder, ...)
     unets/<name>/     distilled UNets (sfv, ufogen, ladd, lcm), diffusers folders
@@ -24,8 +25,9 @@ SHIPPED = Path(__file__).resolve().parent / "mini"
 BUILD_HINT = "build it with `sfv-bench build-mini OUT --install` (about two hours on 2 CPU cores)"
 
 
-def mini_dir() -> Path:
-    return Path(os.environ.get("SFV_MINI_WORLD") or SHIPPED)
+def mini_dir(world: str | os.PathLike | None = None) -> Path:
+    """The mini world's folder: ``world`` when given, else ``$SFV_MINI_WORLD`` when set, else the shipped one."""
+    return Path(world or os.environ.get("SFV_MINI_WORLD") or SHIPPED)
 
 
 def manifest(folder: Path | None = None) -> dict:
@@ -39,9 +41,9 @@ def manifest(folder: Path | None = None) -> dict:
         raise UserError(f"{path} is damaged: restore it from git or {BUILD_HINT}") from None
 
 
-def verified(part: str) -> Path:
-    """``mini_dir()/part`` after checking every manifest file under it (a UserError otherwise)."""
-    folder = mini_dir()
+def verified(part: str, world: str | os.PathLike | None = None) -> Path:
+    """``mini_dir(world)/part`` after checking every manifest file under it (a UserError otherwise)."""
+    folder = mini_dir(world)
     files = manifest(folder)
     prefix = part.rstrip("/") + "/"
     mine = {k: v for k, v in files.items() if k.startswith(prefix)}

@@ -154,15 +154,16 @@ def is_tiny_stack(folder) -> bool:
     return folder.name.startswith("tiny-s") and folder.resolve().parent == cache_dir("stacks").resolve()
 
 
-def resolve_stack(spec: str | os.PathLike | None = "tiny") -> Path:
-    """Folder of a stack spec: 'tiny', 'svd', 'svd-xt', a folder path, or a repo id in the HF cache."""
+def resolve_stack(spec: str | os.PathLike | None = "tiny", mini_world: str | os.PathLike | None = None) -> Path:
+    """Folder of a stack spec: 'tiny', 'mini' (the stack of ``mini_world``, default the shipped mini world),
+    'svd', 'svd-xt', a folder path, or a repo id in the HF cache."""
     spec = "tiny" if spec is None else str(spec)
     if spec == "tiny":
         return tiny_stack_dir()
     if spec == "mini":
         from .mini import verified
 
-        return verified("stack")
+        return verified("stack", mini_world)
     if spec.startswith("tiny-s") and spec[6:].isdigit():
         return tiny_stack_dir(int(spec[6:]))
     path = Path(spec).expanduser()

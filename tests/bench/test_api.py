@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import bench
-from bench.fvd.detectors import load_detector
-from bench.fvd.features import compute_stats
+from sfv_fvd.detectors import load_detector
+from sfv_fvd.features import compute_stats
 from sfv_core.data.videoio import save_array
 from sfv_core.errors import UserError
 

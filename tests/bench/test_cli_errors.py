@@ -165,7 +165,7 @@ def test_table_write_into_a_read_only_run(tmp_path, capsys, monkeypatch):
     ("meta", "its metadata is not a mapping"),
 ])
 def test_fvd_damaged_stats_file(damage, message, tmp_path, capsys):
-    from bench.fvd.stats import STATS_FORMAT
+    from sfv_fvd.stats import STATS_FORMAT
 
     path = tmp_path / "s.npz"
     s, so, meta = np.zeros(4), np.zeros((4, 4)), json.dumps({})

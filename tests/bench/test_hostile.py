@@ -206,8 +206,9 @@ def test_flipped_bit_in_a_weight_file_with_its_mtime_restored_is_caught(tmp_path
     world = tmp_path / "mini"
     shutil.copytree(SHIPPED / "stack", world / "stack")
     shutil.copy(SHIPPED / "manifest.json", world / "manifest.json")
+    assert verified("stack", world) == world / "stack"    # hashed; named by the caller
     monkeypatch.setenv("SFV_MINI_WORLD", str(world))
-    assert verified("stack") == world / "stack"           # hashed
+    assert verified("stack") == world / "stack"           # or by the user's $SFV_MINI_WORLD
     weights = world / "stack" / "unet" / "diffusion_pytorch_model.safetensors"
     st = weights.stat()
     data = bytearray(weights.read_bytes())
@@ -289,7 +290,7 @@ def test_interval_not_computable_or_below_zero_is_not_printed_as_one(tmp_path, s
         assert "none (N=2: needs >= 4 videos)" in text and "nan" not in text.lower()
     rec = {**_records(out)[0], "fvd_interval": [-277.31, 340.2], "n_fake": 4}      # N = 4 can reach below 0
     assert "[0 (clipped), 340.20]" in render_csv([rec])
-    from bench.fvd.stats import interval_text                                   # the console's text
+    from sfv_fvd.stats import interval_text                                   # the console's text
 
     assert interval_text([-277.31, 340.2], 4) == "[0 (clipped), 340.20]"
 

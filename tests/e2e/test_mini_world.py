@@ -119,8 +119,8 @@ def test_fvd_orders_the_teacher_by_its_steps():
     steps rise and one naive step is worse still, svd:8 < svd:4 < onestep:1 by >= 1.1x each (over 500
     random 24-video subsets of the 150 test videos the smallest ratios were 1.10 and 1.18, the 5th
     percentiles 1.36 and 1.53). A sampler or FVD bug that changes quality but not shapes breaks it."""
-    from bench.fvd.detectors import load_detector
-    from bench.fvd.stats import FeatureStats, fvd_from_stats
+    from sfv_fvd.detectors import load_detector
+    from sfv_fvd.stats import FeatureStats, fvd_from_stats
 
     det = load_detector("mini", "cpu")
     real, fvd = None, {}
@@ -138,8 +138,8 @@ def test_fvd_orders_the_shipped_one_step_rows():
     (ONESTEP_OVER_SFV, UFOGEN_OVER_SFV, under the smallest ratios over random subsets). A distillation
     that stops moving the generator (SF-V back at the teacher's blurred mean, as before the study)
     breaks it."""
-    from bench.fvd.detectors import load_detector
-    from bench.fvd.stats import FeatureStats, fvd_from_stats
+    from sfv_fvd.detectors import load_detector
+    from sfv_fvd.stats import FeatureStats, fvd_from_stats
 
     det = load_detector("mini", "cpu")
     real, fvd = None, {}
@@ -202,7 +202,7 @@ def test_detector_fvd_rises_with_every_degradation():
     prints the same, with the figures)."""
     import importlib.util
 
-    from bench.fvd.detectors import load_detector
+    from sfv_fvd.detectors import load_detector
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_detector_sensitivity.py"
     spec = importlib.util.spec_from_file_location("bench_detector_sensitivity", path)

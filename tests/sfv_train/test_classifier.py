@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.fvd.detectors import load_detector, load_mini_detector, preprocess
-from bench.fvd.i3d import InceptionI3d
+from sfv_fvd.detectors import load_detector, load_mini_detector, preprocess
+from sfv_fvd.i3d import InceptionI3d
 from sfv_core.errors import UserError
 from sfv_train.classifier import APPLY, DetectorConfig, DetectorTrainer, head_scales, heads, pool_labels
 from sfv_train.pool import PoolSpec, build_pool
@@ -34,7 +34,7 @@ def clips(tmp_path_factory):
 
 
 def _trainer(out, clips, log=lambda _: None, **kw):
-    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), InceptionI3d, preprocess, *clips, log=log)
+    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), *clips, log=log)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +112,14 @@ def test_a_tampered_or_missing_detector_is_refused(run, tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="not a mini detector folder"):
         load_mini_detector(tmp_path / "nowhere")
-    monkeypatch.setenv("SFV_MINI_WORLD", str(tmp_path / "world"))     # where 'mini' looks (methods.models.mini)
+    world = tmp_path / "world"                                         # where 'mini' looks (methods.models.mini)
     with pytest.raises(UserError, match="run `sfv-bench build-mini`"):
-        load_detector("mini")
-    shutil.copytree(run[0] / "export", tmp_path / "world" / "detector")
-    assert load_detector("mini").kind == "mini"
+        load_detector("mini", mini_world=world)
+    shutil.copytree(run[0] / "export", world / "detector")
+    assert load_detector("mini", mini_world=world).kind == "mini"
+    monkeypatch.setenv("SFV_MINI_WORLD", str(world))                   # a user's pointer at the same world
+    assert load_detector("mini").path == load_detector("mini", mini_world=world).path == world / "detector" / \
+        "detector.safetensors"
 
 
 def test_resume_equals_the_uninterrupted_run(clips, tmp_path):

@@ -1,4 +1,4 @@
-"""FVD while training (sfv_train.evaluation + bench.train_eval): the curve, the best step, resume
+"""FVD while training (sfv_train.evaluation): the curve, the best step, resume
 without duplicates and bit for bit, the auto rule, main process only."""
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ def _fvd_steps(run: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_fvd_every_logs_the_curve_and_the_best_step(eval_data, tmp_path, capsys):
+def test_fvd_every_logs_the_curve_and_the_best_step(eval_data, tmp_path, caplog):
     out = tmp_path / "run"
-    assert train_main(["--data", str(eval_data), *FVD, "--out", str(out), "--max-steps", "3", "--fvd-every", "2",
-                       "--report-to", "tensorboard"]) == 0
-    text = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="sfv_train.evaluation"):
+        assert train_main(["--data", str(eval_data), *FVD, "--out", str(out), "--max-steps", "3", "--fvd-every", "2",
+                           "--report-to", "tensorboard"]) == 0
+    text = caplog.text
     assert "FVD while training: 4 test videos" in text and "step 2: FVD " in text and "step 3: FVD " in text
     points = [m for m in _lines(out) if "fvd" in m]
     assert [p["step"] for p in points] == [2, 3]                       # every 2 steps and at the last
@@ -172,10 +173,12 @@ def _loop(can_sample: bool = True):
 def test_evaluator_runs_on_the_main_process_only(tmp_path, monkeypatch, main):
     from accelerate import Accelerator
 
+    import sfv_train.evaluation as ev
+
     made, calls, waits = [], [], []
     fvds = {2: 30.0, 4: 20.0}
 
-    def factory(cfg, device, log):
+    def factory(cfg, device):
         made.append(str(device))
 
         def evaluate(sample_fn, step):
@@ -189,7 +192,8 @@ def test_evaluator_runs_on_the_main_process_only(tmp_path, monkeypatch, main):
     monkeypatch.setattr(Accelerator, "wait_for_everyone", lambda self: (waits.append(1), real_wait(self))[1])
     if not main:
         monkeypatch.setattr(Accelerator, "is_main_process", property(lambda self: False))
-    loop = _loop()(_Cfg(out=str(tmp_path / "o")), log=lambda msg: None, evaluator=factory)
+    monkeypatch.setattr(ev, "TrainFVD", factory)
+    loop = _loop()(_Cfg(out=str(tmp_path / "o")), log=lambda msg: None)
     loop.run()
     assert made == (["cpu"] if main else []) and calls == ([2, 4] if main else [])
     assert len(waits) >= 2                                  # every process waits after each evaluation
@@ -199,25 +203,30 @@ def test_evaluator_runs_on_the_main_process_only(tmp_path, monkeypatch, main):
         assert (tmp_path / "o" / "fvd_vs_step.png").is_file()
 
 
-def test_evaluation_does_not_move_the_training_random_streams(tmp_path):
-    def losses(evaluator):
-        loop = _loop()(_Cfg(out=str(tmp_path / str(evaluator is None))), log=lambda m: None, evaluator=evaluator)
+def test_evaluation_does_not_move_the_training_random_streams(tmp_path, monkeypatch):
+    import sfv_train.evaluation as ev
+
+    def losses(fvd_every):
+        loop = _loop()(_Cfg(out=str(tmp_path / str(fvd_every)), fvd_every=fvd_every), log=lambda m: None)
         torch.manual_seed(0)
         loop.run()
         return [h["loss"] for h in loop.history], torch.rand(3)
 
-    def factory(cfg, device, log):
+    def factory(cfg, device):
         torch.rand(7)
         return lambda sample_fn, step: (torch.rand(9), {"fvd": 1.0, "lo": 0.5, "hi": 1.5, "n": 4, "seconds": 0.0})[1]
 
-    (plain, after), (evaluated, after_eval) = losses(None), losses(factory)
+    monkeypatch.setattr(ev, "TrainFVD", factory)
+    (plain, after), (evaluated, after_eval) = losses(0), losses(2)
     assert plain == evaluated and torch.equal(after, after_eval)
 
 
-def test_a_trainer_that_cannot_sample_is_not_evaluated(tmp_path):
+def test_a_trainer_that_cannot_sample_is_not_evaluated(tmp_path, monkeypatch):
+    import sfv_train.evaluation as ev
+
     said = []
-    loop = _loop(can_sample=False)(_Cfg(out=str(tmp_path / "o")), log=said.append,
-                                   evaluator=lambda *a: pytest.fail("made an evaluator"))
+    monkeypatch.setattr(ev, "TrainFVD", lambda *a: pytest.fail("made an evaluator"))
+    loop = _loop(can_sample=False)(_Cfg(out=str(tmp_path / "o")), log=said.append)
     loop.run()
     assert any("cannot sample videos" in s for s in said) and not (tmp_path / "o" / "fvd_best.json").exists()
 
@@ -225,7 +234,7 @@ def test_a_trainer_that_cannot_sample_is_not_evaluated(tmp_path):
 def test_fvd_data_and_split_choose_the_evaluation_set_and_are_run_only(train_data, tmp_path, monkeypatch):
     """--fvd-data / --fvd-split (a held-out validation set's train split, `sfv-bench study`): the set the FVD
     while training selects from; a resume may change them (RUN_ONLY); default: --data's test split."""
-    import bench.train_eval as te
+    import sfv_train.evaluation as te
     from sfv_core.errors import UserError
 
     def resolved(**kw):
@@ -247,7 +256,7 @@ def test_fvd_data_and_split_choose_the_evaluation_set_and_are_run_only(train_dat
     for cfg, want in ((resolved(fvd_every=2, fvd_data=str(train_data), fvd_split="train"), (train_data, "train")),
                       (resolved(fvd_every=2, data=str(train_data)), (train_data, "test"))):
         with pytest.raises(UserError, match="stop here"):
-            te.TrainFVD(cfg, "cpu", log=lambda _: None)
+            te.TrainFVD(cfg, "cpu")
         assert seen.pop() == (Path(want[0]), want[1])
     args = build_train_parser().parse_args(["--fvd-data", "VAL", "--fvd-split", "train"])
     assert (args.fvd_data, args.fvd_split) == ("VAL", "train")

@@ -1,13 +1,14 @@
 """`sfv-bench study OUT`: controlled distillation runs in the mini world, scored on a held-out validation set.
 
-Each run is ``sfv-train --stack mini`` from the shipped teacher with the mini settings of
-``bench.distill`` (same seed, same steps), changed only by what its row of ``RUNS`` names. Settings are
-chosen here, never on the test split: every run is scored with the suite's own FVD and 95% interval
-(``sfv-bench run``) on the validation set -- other clips (c06..c10) of the training groups of the mini
-world's synthetic dataset, which no stage of the build trains on (the distillations train on the
-dataset's c01..c05, the teacher, VAE and detector on pool clips numbered from 1000) -- and its FVD while
-training is scored there too. The runs' probes (``sfv_train.probes``: the generator terms' gradient norms
-on x0_hat, the discriminator's accuracy per head kind and noise level) are summarised from metrics.jsonl.
+Each run is a distillation in the mini world (``sfv_lab.distill.distil``: a ``TrainConfig`` with
+``stack="mini"``) from the shipped teacher with the mini settings of ``sfv_lab.distill`` (same seed, same
+steps), changed only by what its row of ``RUNS`` names. Settings are chosen here, never on the test split:
+every run is scored with the suite's own FVD and 95% interval (``sfv-bench run``) on the validation set --
+other clips (c06..c10) of the training groups of the mini world's synthetic dataset, which no stage of the
+build trains on (the distillations train on the dataset's c01..c05, the teacher, VAE and detector on pool
+clips numbered from 1000) -- and its FVD while training is scored there too. The runs' probes
+(``sfv_train.probes``: the generator terms' gradient norms on x0_hat, the discriminator's accuracy per head
+kind and noise level) are summarised from metrics.jsonl.
 
 Writes OUT/study.md (the table of runs), OUT/study.json and OUT/study_curves.png (FVD while training,
 gradient ratio and D accuracy against the step); ``--install`` copies them into results/mini/.
@@ -16,51 +17,55 @@ Resumable: a finished run is skipped, an unfinished one resumes.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
+from sfv_fvd.stats import interval_text
 
 from .distill import MINI_WHY, _fmt, distil, score, validation_root
-from .fvd.stats import interval_text
 
-# name -> (method, sfv-train overrides, what it tests). OLD: the discriminator and SF-V reconstruction as
-# they were shipped before the study (--d-norm frames; whole-video pseudo-Huber, lambda 0.1, the paper's
-# literal reading); the issue's controlled changes are made to it. VID: the heads normalised over whole
-# videos, real and fake in one call (--d-norm videos), the reconstruction still the old one.
-OLD = {"d_norm": "frames", "recon_reduction": "video", "lambda": 0.1}
-VID = {"d_norm": "videos", "recon_reduction": "video", "lambda": 0.1}
+log = logging.getLogger(__name__)
+
+# name -> (method, TrainConfig overrides, what it tests). LITERAL: the discriminator heads normalised per
+# frame (d_norm frames) and SF-V's reconstruction read literally from the paper (whole-video pseudo-Huber,
+# lambda 0.1); the controlled changes are made to it. VIDEO_NORM: the heads normalised over whole videos,
+# real and fake in one call (d_norm videos), with LITERAL's reconstruction.
+LITERAL = {"d_norm": "frames", "recon_reduction": "video", "recon_weight": 0.1}
+VIDEO_NORM = {"d_norm": "videos", "recon_reduction": "video", "recon_weight": 0.1}
 RUNS = {
-    "sfv-paper": ("sfv", OLD, "SF-V as shipped before: lambda 0.1, whole-video pseudo-Huber, D norm frames"),
-    "sfv-recon-off": ("sfv", {**OLD, "lambda": 0.0}, "no reconstruction term"),
-    "sfv-lambda0.01": ("sfv", {**OLD, "lambda": 0.01}, "lambda 0.01"),
-    "sfv-lambda1": ("sfv", {**OLD, "lambda": 1.0}, "lambda 1"),
-    "sfv-element": ("sfv", {**OLD, "recon_reduction": "element"}, "per-element pseudo-Huber, lambda 0.1"),
-    "sfv-ladd-noise": ("sfv", {**OLD, "d_noise": "lognormal", "p_mean": 1.0, "p_std": 1.0},
+    "sfv-paper": ("sfv", LITERAL, "SF-V read literally: lambda 0.1, whole-video pseudo-Huber, D norm frames"),
+    "sfv-recon-off": ("sfv", {**LITERAL, "recon_weight": 0.0}, "no reconstruction term"),
+    "sfv-lambda0.01": ("sfv", {**LITERAL, "recon_weight": 0.01}, "lambda 0.01"),
+    "sfv-lambda1": ("sfv", {**LITERAL, "recon_weight": 1.0}, "lambda 1"),
+    "sfv-element": ("sfv", {**LITERAL, "recon_reduction": "element"}, "per-element pseudo-Huber, lambda 0.1"),
+    "sfv-ladd-noise": ("sfv", {**LITERAL, "d_noise": "lognormal", "p_mean": 1.0, "p_std": 1.0},
                        "LADD's D noise (lognormal, P_mean 1, P_std 1)"),
-    "sfv-element-lambda0.01": ("sfv", {**OLD, "recon_reduction": "element", "lambda": 0.01},
-                               "per-element pseudo-Huber, lambda 0.01, D norm frames: the new SF-V preset"),
-    "ladd-old": ("ladd", {"d_norm": "frames"}, "LADD as shipped before (D norm frames)"),
+    "sfv-element-lambda0.01": ("sfv", {**LITERAL, "recon_reduction": "element", "recon_weight": 0.01},
+                               "per-element pseudo-Huber, lambda 0.01, D norm frames: the SF-V preset"),
+    "ladd-old": ("ladd", {"d_norm": "frames"}, "LADD with D norm frames"),
     "ladd-sfv-recon": ("ladd", {"d_norm": "frames", "recon": "pseudo-huber", "recon_reduction": "video",
-                                "lambda": 0.1}, "LADD with SF-V's reconstruction"),
-    "sfv-videos": ("sfv", VID, "D norm videos"),
-    "sfv-videos-lambda0.01": ("sfv", {**VID, "lambda": 0.01}, "D norm videos, lambda 0.01"),
-    "sfv-videos-recon-off": ("sfv", {**VID, "lambda": 0.0}, "D norm videos, no reconstruction"),
-    "sfv-videos-element": ("sfv", {**VID, "recon_reduction": "element"}, "D norm videos, per-element pseudo-Huber"),
-    "sfv-videos-element-lrd3e-4": ("sfv", {**VID, "recon_reduction": "element", "lr_d": 3e-4},
+                                "recon_weight": 0.1}, "LADD with SF-V's reconstruction"),
+    "sfv-videos": ("sfv", VIDEO_NORM, "D norm videos"),
+    "sfv-videos-lambda0.01": ("sfv", {**VIDEO_NORM, "recon_weight": 0.01}, "D norm videos, lambda 0.01"),
+    "sfv-videos-recon-off": ("sfv", {**VIDEO_NORM, "recon_weight": 0.0}, "D norm videos, no reconstruction"),
+    "sfv-videos-element": ("sfv", {**VIDEO_NORM, "recon_reduction": "element"},
+                           "D norm videos, per-element pseudo-Huber"),
+    "sfv-videos-element-lrd3e-4": ("sfv", {**VIDEO_NORM, "recon_reduction": "element", "lr_d": 3e-4},
                                    "D norm videos, per-element pseudo-Huber, D lr 3e-4"),
-    "sfv-videos-element-lr3e-5": ("sfv", {**VID, "recon_reduction": "element", "lr_g": 3e-5, "lr_d": 3e-4},
+    "sfv-videos-element-lr3e-5": ("sfv", {**VIDEO_NORM, "recon_reduction": "element", "lr_g": 3e-5, "lr_d": 3e-4},
                                   "D norm videos, per-element pseudo-Huber, lr G 3e-5 / D 3e-4"),
-    "sfv-videos-element-lambda0.01": ("sfv", {**VID, "recon_reduction": "element", "lambda": 0.01},
+    "sfv-videos-element-lambda0.01": ("sfv", {**VIDEO_NORM, "recon_reduction": "element", "recon_weight": 0.01},
                                       "D norm videos, per-element pseudo-Huber, lambda 0.01"),
-    "sfv-videos-element-lambda1": ("sfv", {**VID, "recon_reduction": "element", "lambda": 1.0},
+    "sfv-videos-element-lambda1": ("sfv", {**VIDEO_NORM, "recon_reduction": "element", "recon_weight": 1.0},
                                    "D norm videos, per-element pseudo-Huber, lambda 1"),
     "ladd-videos": ("ladd", {"d_norm": "videos"}, "LADD, D norm videos"),
     "ufogen-videos": ("ufogen", {"d_norm": "videos"}, "UFOGen, D norm videos"),
 }
-# The R1 study (issue 28): the SF-V preset with exact R1 (double backward), its finite-difference
+# The R1 study: the SF-V preset with exact R1 (double backward), its finite-difference
 # approximation and none, each at seeds 0..2 (seed: heads init, noise, data order).
 R1_SEEDS = (0, 1, 2)
 R1_VARIANTS = ("exact", "approx", "none")
@@ -205,5 +210,5 @@ def cli_study(args) -> int:
         dst = Path(__file__).resolve().parents[1] / "results" / "mini"
         for f in ("study.md", "study.json", "study_curves.png"):
             shutil.copy2(out / f, dst / f)
-        print(f"copied study.md, study.json and study_curves.png into {dst}")
+        log.info(f"copied study.md, study.json and study_curves.png into {dst}")
     return 0

@@ -12,8 +12,9 @@ killed stage from its last checkpoint; every trainer is a ``sfv_train.loop.Train
     teacher      the UNet trained as SVD is (EDM, v-prediction, conditioning dropout for CFG)
     detector     the FVD detector: an I3D trained on the synthetic classes (sfv_train.classifier)
     world        the shipped layout (fp16 weights, manifest.json with every sha256, build.json)
-    distill-M    for M in sfv, ufogen, ladd, lcm: ``sfv-train --stack mini --method M`` from the teacher
-                 (bench.distill: the paper's presets, scaled as the size forces), shipped as unets/M
+    distill-M    for M in sfv, ufogen, ladd, lcm: training with ``stack="mini"``, ``method=M`` and
+                 ``mini_world=OUT/world`` from the teacher (sfv_lab.distill: the paper's presets, scaled as
+                 the size forces), shipped as unets/M
     evaluate     quality figures and curves into OUT/results/ (results/mini/ with --install)
 
 Times per stage and the machine are recorded in build.json. The result is reproducible with the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -31,8 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.distill import STEPS as DISTILL_STEPS
-from bench.distill import distil, ship_unet
 from methods.models.configs import MINI_CONFIGS
 from methods.models.mini import SHIPPED
 from methods.models.stacks import build_pipeline, load_pipeline, save_stack
@@ -46,6 +45,10 @@ from sfv_train.autoencoder import AutoencoderTrainer, VAEConfig, heldout_psnr, l
 from sfv_train.diffusion import DiffusionConfig, DiffusionTrainer
 from sfv_train.pool import PoolSpec, build_pool
 
+from .distill import STEPS as DISTILL_STEPS
+from .distill import distil, ship_unet
+
+log = logging.getLogger(__name__)
 WORLD = WORLDS["mini"]
 # Steps of each trainer (fixed, so the build is deterministic); ``--scale`` multiplies them.
 STEPS = {"vae-frames": 8000, "vae-tune": 5000, "teacher": 10000, "detector": 3000,
@@ -69,8 +72,11 @@ def heldout_clips(n: int = 150) -> tuple[np.ndarray, list[int]]:
 
 
 class Build:
-    def __init__(self, out: Path, device: str, threads: int, scale: float, resume: bool, log=print):
-        self.out, self.device, self.threads, self.scale, self.resume, self.log = out, device, threads, scale, resume, log
+    """The build folder OUT: its stages (each skipped once done), their step counts and build.json."""
+
+    def __init__(self, out: Path, device: str, threads: int, scale: float, resume: bool, progress: bool = True):
+        self.out, self.device, self.threads, self.scale = out, device, threads, scale
+        self.resume, self.progress = resume, progress
         self.record_path = out / "build.json"
         self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {
             "command": "sfv-bench build-mini", "stages": {}}
@@ -83,14 +89,14 @@ class Build:
         done = folder / "done.json"
         if done.is_file():
             info = json.loads(done.read_text())
-            self.log(f"[{name}] done ({info.get('seconds', 0):.0f} s), skipped")
+            log.info(f"[{name}] done ({info.get('seconds', 0):.0f} s), skipped")
             if name not in self.record["stages"]:      # finished by another call of this build (another process)
                 self.record["stages"][name] = {**info, "seconds": round(info.get("seconds", 0), 1)}
             return folder
         if folder.exists() and not self.resume and any(folder.iterdir()):
             raise UserError(f"{folder} holds an unfinished stage: pass --resume to continue it, or delete it")
         folder.mkdir(parents=True, exist_ok=True)
-        self.log(f"[{name}] start")
+        log.info(f"[{name}] start")
         clock = folder / "elapsed.json"           # this stage's own time, summed over interrupted calls
         before = json.loads(clock.read_text())["seconds"] if clock.is_file() else 0.0
         t0 = time.time()
@@ -104,7 +110,7 @@ class Build:
         self.record.update(machine={"device": device_name(self.device), "cpu": cpu_name(), "threads": self.threads},
                            versions=versions(), git_commit=git_commit())
         atomic_write_json(self.record_path, self.record)
-        self.log(f"[{name}] done in {seconds:.0f} s")
+        log.info(f"[{name}] done in {seconds:.0f} s")
         return folder
 
 
@@ -227,30 +233,29 @@ def _loop_kw(b: "Build", folder: Path, stage: str) -> dict:
 
 
 def build_mini(out: Path, *, device: str = "auto", threads: int = 0, scale: float = 1.0, resume: bool = False,
-               install_to_repo: bool = False, progress: bool = True, log=print) -> Path:
+               install_to_repo: bool = False, progress: bool = True) -> Path:
     """Run every stage (see the module doc); returns OUT/world."""
     device = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
-    b = Build(out, device, torch.get_num_threads(), scale, resume, log)
-    b.progress = progress
+    b = Build(out, device, torch.get_num_threads(), scale, resume, progress)
     b.record.update(scale=scale, steps={k: b.steps(k) for k in STEPS})
     held, labels = heldout_clips()
     b.stage("dataset", lambda f: {"root": str(default_dataset_root(**WORLD.dataset)), "heldout_clips": len(held)})
     spec = PoolSpec()
     b.record.update(pool=dataclasses.asdict(spec))
-    b.stage("pool", lambda f: (build_pool(spec, f, log), {"clips": spec.size})[1])
-    pool = build_pool(spec, out / "pool", log)
+    b.stage("pool", lambda f: (build_pool(spec, f), {"clips": spec.size})[1])
+    pool = build_pool(spec, out / "pool")
 
     def vae(f):
-        AutoencoderTrainer(VAEConfig(stage="frames", **_loop_kw(b, f, "vae-frames")), pool, held, labels, log=log).run()
+        AutoencoderTrainer(VAEConfig(stage="frames", **_loop_kw(b, f, "vae-frames")), pool, held, labels).run()
         return json.loads((f / "export" / "quality.json").read_text())
 
     frames = b.stage("vae-frames", vae)
 
     def tune(f):     # a second, low-lr cosine from the first one's export: the last 0.2-0.5 dB
         AutoencoderTrainer(VAEConfig(stage="frames", init=str(frames / "export" / "vae"), lr=2e-4, warmup_steps=50,
-                                     **_loop_kw(b, f, "vae-tune")), pool, held, labels, log=log).run()
+                                     **_loop_kw(b, f, "vae-tune")), pool, held, labels).run()
         return json.loads((f / "export" / "quality.json").read_text())
 
     clips = b.stage("vae-tune", tune)
@@ -259,34 +264,32 @@ def build_mini(out: Path, *, device: str = "auto", threads: int = 0, scale: floa
     init = b.stage("stack-init", lambda f: (assemble_stack(clips / "export" / "vae", scaling, f / "stack"),
                                             {"scaling_factor": scaling})[1])
     teacher = b.stage("teacher", lambda f: (DiffusionTrainer(DiffusionConfig(
-        stack=str(init / "stack"), **TEACHER, **_loop_kw(b, f, "teacher")), pool, held, log=log).run(), {})[1])
-    detector = b.stage("detector", lambda f: train_detector(b, f, pool, spec, held, labels, log))
+        stack=str(init / "stack"), **TEACHER, **_loop_kw(b, f, "teacher")), pool, held).run(), {})[1])
+    detector = b.stage("detector", lambda f: train_detector(b, f, pool, spec, held, labels))
     world = b.stage("world", lambda f: assemble_world(f, clips, scaling, teacher, detector))
-    os.environ["SFV_MINI_WORLD"] = str(world)          # sfv-train --stack mini: the world being built
-    distilled = {m: b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world, log)) / "run"
+    distilled = {m: b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world)) / "run"
                  for m in DISTILL_STEPS}
-    b.stage("evaluate", lambda f: evaluate(world, held, labels, f, {
-        "vae": (frames, "mse"), "vae-tune": (clips, "mse"), "teacher": (teacher, "loss"), "detector": (detector, "loss")}, distilled))
+    curves = {"vae": (frames, "mse"), "vae-tune": (clips, "mse"), "teacher": (teacher, "loss"),
+              "detector": (detector, "loss")}
+    b.stage("evaluate", lambda f: evaluate(world, held, labels, f, curves, distilled))
     if install_to_repo:
         install(world, b.record_path, out / "evaluate", Path(__file__).resolve().parents[1] / "results" / "mini")
-        log(f"installed the mini world into {SHIPPED} and its figures into results/mini/")
+        log.info(f"installed the mini world into {SHIPPED} and its figures into results/mini/")
     return world
 
 
-def train_detector(b: Build, folder: Path, pool, spec: PoolSpec, held, labels, log) -> dict:
+def train_detector(b: Build, folder: Path, pool, spec: PoolSpec, held, labels) -> dict:
     """The FVD detector (sfv_train.classifier) on the pool, checked on the held-out test clips."""
-    from bench.fvd.detectors import preprocess
-    from bench.fvd.i3d import InceptionI3d
     from sfv_train.classifier import DetectorConfig, DetectorTrainer, pool_labels
 
     cfg = DetectorConfig(**_loop_kw(b, folder, "detector"))
-    DetectorTrainer(cfg, InceptionI3d, preprocess, pool, pool_labels(spec), held, np.asarray(labels), log=log).run()
+    DetectorTrainer(cfg, pool, pool_labels(spec), held, np.asarray(labels)).run()
     return json.loads((folder / "export" / "detector.json").read_text())["figures"]
 
 
-def distill_stage(b: Build, folder: Path, method: str, world: Path, log) -> dict:
-    """One distilled row: sfv-train into folder/run, its EMA UNet shipped as world/unets/<method>."""
-    unet = distil(method, folder / "run", b.steps(f"distill-{method}"), log=log, progress=b.progress)
+def distill_stage(b: Build, folder: Path, method: str, world: Path) -> dict:
+    """One distilled row: trained in ``world`` into folder/run, its EMA UNet shipped as world/unets/<method>."""
+    unet = distil(method, folder / "run", b.steps(f"distill-{method}"), world=world, progress=b.progress)
     ship_unet(unet, world, method)
     write_manifest(world)
     best = folder / "run" / "fvd_best.json"
@@ -323,7 +326,7 @@ def evaluate(world: Path, held: np.ndarray, labels, folder: Path, curves: dict, 
 
 
 def redistil(out: Path, methods: list[str], *, device: str = "cpu", threads: int = 0, resume: bool = False,
-             install_to_repo: bool = False, progress: bool = True, log=print) -> Path:
+             install_to_repo: bool = False, progress: bool = True) -> Path:
     """``build-mini OUT --redistil sfv,ufogen,ladd``: the distill stages of ``methods`` again, from the
     SHIPPED world (its teacher, VAE, CLIP and detector, checked against its manifest), into OUT/world; the
     other stages and rows are the shipped ones and keep their build.json entries. Resumable like a build."""
@@ -337,21 +340,18 @@ def redistil(out: Path, methods: list[str], *, device: str = "cpu", threads: int
         torch.set_num_threads(threads)
     world = out / "world"
     if not world.is_dir():
-        os.environ.pop("SFV_MINI_WORLD", None)          # check the shipped files (sha256) before copying them
-        for part in ("stack", "detector"):
-            verified(part)
+        for part in ("stack", "detector"):          # the shipped files checked (sha256) before they are copied
+            verified(part, SHIPPED)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copytree(SHIPPED, world, ignore=shutil.ignore_patterns("build.json", "done.json"))
-    b = Build(out, device, torch.get_num_threads(), 1.0, resume, log)
+    b = Build(out, device, torch.get_num_threads(), 1.0, resume, progress)
     if not b.record_path.is_file():       # the shipped build's record, its distill stages to be replaced
         b.record = json.loads((SHIPPED / "build.json").read_text())
         for m in methods:
             b.record["stages"].pop(f"distill-{m}", None)
-    b.progress = progress
     b.record["redistilled"] = {"methods": methods, "from": "the shipped world (teacher, VAE, CLIP, detector)"}
-    os.environ["SFV_MINI_WORLD"] = str(world)
     for m in methods:
-        b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world, log))
+        b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world))
     repo_results = Path(__file__).resolve().parents[1] / "results" / "mini"
     figures = json.loads((repo_results / "quality.json").read_text())
     for m in methods:
@@ -367,22 +367,22 @@ def redistil(out: Path, methods: list[str], *, device: str = "cpu", threads: int
         for f in ["quality.json"] + [f"fvd_vs_step_{m}.png" for m in methods]:
             shutil.copy2(out / f, repo_results / f)
         shutil.copy2(b.record_path, repo_results / "build.json")
-        log(f"installed the re-distilled rows ({', '.join(methods)}) into {SHIPPED} and results/mini/")
+        log.info(f"installed the re-distilled rows ({', '.join(methods)}) into {SHIPPED} and results/mini/")
     return world
 
 
 def cli_build_mini(args) -> int:
-    """``sfv-bench build-mini OUT``: every stage of bench.mini, then (``--install``) ship it."""
+    """``sfv-bench build-mini OUT``: every stage of sfv_lab.mini, then (``--install``) ship it."""
     if args.scale <= 0 or args.threads < 0:
         raise UserError("--scale must be > 0 and --threads >= 0")
     t0 = time.time()
     if getattr(args, "redistil", None):
         world = redistil(Path(args.out), args.redistil.split(","), device=args.device, threads=args.threads,
                          resume=args.resume, install_to_repo=args.install, progress=args.progress)
-        print(f"re-distilled {args.redistil} into {world} ({(time.time() - t0) / 60:.1f} min this call)")
+        log.info(f"re-distilled {args.redistil} into {world} ({(time.time() - t0) / 60:.1f} min this call)")
         return 0
     world = build_mini(Path(args.out), device=args.device, threads=args.threads, scale=args.scale,
                        resume=args.resume, install_to_repo=args.install, progress=args.progress)
-    print(f"mini world built in {world} ({(time.time() - t0) / 60:.1f} min this call; per-stage times in "
+    log.info(f"mini world built in {world} ({(time.time() - t0) / 60:.1f} min this call; per-stage times in "
           f"{Path(args.out) / 'build.json'})")
     return 0

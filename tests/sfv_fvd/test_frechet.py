@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from bench.fvd.stats import FeatureStats, frechet_distance, fvd_from_stats
+from sfv_fvd.stats import FeatureStats, frechet_distance, fvd_from_stats
 
 
 def _random_cov(rng, d, n=None, scale=1.0):

@@ -62,7 +62,7 @@ def _finish(model: InceptionI3d) -> InceptionI3d:
 
 def _calibrated(seed: int) -> InceptionI3d:
     """The toy I3D built from its seed. Two changes to a plain random init make its FVD behave like one
-    (checked on the synthetic dataset, seeds 0-3, 35 vs 35 clips; tests/bench/test_fvd.py):
+    (checked on the synthetic dataset, seeds 0-3, 35 vs 35 clips; tests/sfv_fvd/test_fvd.py):
 
     * Conv3d_1a_7x7: each filter is its seeded random 7x7 spatial pattern (per colour) times the
       fixed odd temporal profile (-3..3)/||.||, i.e. a temporal-derivative (motion-energy) front

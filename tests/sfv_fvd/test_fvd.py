@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from bench.cli import main as cli_main
-from bench.fvd import stats as stats_mod
-from bench.fvd.detectors import load_detector
-from bench.fvd.features import cached_stats, compute_stats, stats_cache_key
-from bench.fvd.stats import fvd_from_stats
+from sfv_fvd import stats as stats_mod
+from sfv_fvd.detectors import load_detector
+from sfv_fvd.features import cached_stats, compute_stats, stats_cache_key
+from sfv_fvd.stats import fvd_from_stats
 from sfv_core.fsutil import cache_dir
 from sfv_core.data.videoio import list_videos, read_video, save_array
 

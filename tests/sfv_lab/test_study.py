@@ -1,4 +1,4 @@
-"""`sfv-bench study OUT` (bench.study): the controlled runs it makes, their overrides and FVD-while-training
+"""`sfv-bench study OUT` (sfv_lab.study): the controlled runs it makes, their overrides and FVD-while-training
 on the validation clips, the scores on the validation set's train split, the report files, refusals and
 resume; with sfv-train and `sfv-bench run` replaced (no training here)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-import bench.study as study
+import sfv_lab.study as study
 from bench.cli import main
 from sfv_core.errors import UserError
 
@@ -56,9 +56,9 @@ def test_study_runs_what_it_names_and_scores_on_the_validation_train_split(fake_
     out = tmp_path / "study"
     assert study.cli_study(_args(out)) == 0
     fvd = {"fvd_data": str(val), "fvd_split": "train", "fvd_every": 2}           # steps 16 // 8
-    # sfv-paper: SF-V as shipped before the study (frames norm, whole-video pseudo-Huber, lambda 0.1)
-    assert study.OLD == {"d_norm": "frames", "recon_reduction": "video", "lambda": 0.1}
-    assert calls["distil"] == [("sfv", out / "runs" / "sfv-paper", 16, {**study.OLD, **fvd}),
+    # sfv-paper: SF-V read literally (frames norm, whole-video pseudo-Huber, lambda 0.1)
+    assert study.LITERAL == {"d_norm": "frames", "recon_reduction": "video", "recon_weight": 0.1}
+    assert calls["distil"] == [("sfv", out / "runs" / "sfv-paper", 16, {**study.LITERAL, **fvd}),
                                ("ladd", out / "runs" / "ladd-videos", 16, {"d_norm": "videos", **fvd})]
     flags = {"world": "mini", "data": str(val), "split": "train", "num_videos": 8}
     assert calls["score"] == [("onestep:1", None, out / "score" / "onestep", flags)] + [
@@ -119,9 +119,9 @@ def test_study_is_resumable_and_keeps_the_seconds(fake_world, tmp_path):
     md = (out / "study.md").read_text()
     assert "| sfv-recon-off |" in md and "| sfv-videos | D norm videos | 12.50 [10.00, 15.00] |" in md
     assert md.rstrip().splitlines()[-1].endswith("| 0.3 |")              # sfv-recon-off: 20 s
-    # VID: the videos norm with the old whole-video lambda 0.1; recon-off: OLD with lambda 0
-    assert study.VID == {"d_norm": "videos", "recon_reduction": "video", "lambda": 0.1}
-    assert [(m, o.name, over["lambda"], over["d_norm"], over["recon_reduction"])
+    # VIDEO_NORM: the videos norm with the literal whole-video lambda 0.1; recon-off: LITERAL with lambda 0
+    assert study.VIDEO_NORM == {"d_norm": "videos", "recon_reduction": "video", "recon_weight": 0.1}
+    assert [(m, o.name, over["recon_weight"], over["d_norm"], over["recon_reduction"])
             for m, o, _, over in calls["distil"]] == [
         ("sfv", "sfv-videos", 0.1, "videos", "video"), ("sfv", "sfv-videos", 0.1, "videos", "video"),
         ("sfv", "sfv-recon-off", 0.0, "frames", "video"), ("sfv", "sfv-recon-off", 0.0, "frames", "video")]
@@ -145,7 +145,7 @@ def test_study_command_line_defaults():
 
     args = build_parser().parse_args(["study", "OUT"])
     assert (args.out, args.runs, args.steps, args.num_videos, args.install) == ("OUT", None, 400, 150, False)
-    assert args.func == "bench.study:cli_study"
+    assert args.func == "sfv_lab.study:cli_study"
     assert study.DEFAULT_RUNS + tuple(study.R1_RUNS) == tuple(study.RUNS)     # the R1 study: --runs r1-...
     for name, (method, over, what) in study.RUNS.items():
         assert method in ("sfv", "ufogen", "ladd") and over["d_norm"] in ("frames", "videos") and what, name

@@ -1,4 +1,5 @@
-"""`sfv-bench fvd REAL FAKE`: FVD between two folders of videos, or a statistics file and a folder."""
+"""`sfv-bench fvd REAL FAKE`: FVD between two folders of videos, or a statistics file and a folder. Its console:
+the result is the one line on stdout (``FVD = ...``, for scripts); notes and warnings go to stderr."""
 from __future__ import annotations
 
 import sys
@@ -6,9 +7,8 @@ from pathlib import Path
 
 from sfv_core.errors import UserError
 from sfv_core.values import parse_size
-
-from .features import cached_stats, compute_stats
-from .stats import FeatureStats, fvd_from_stats
+from sfv_fvd.features import cached_stats, compute_stats
+from sfv_fvd.stats import FeatureStats, fvd_from_stats
 
 
 def _video_files(folder: Path, role: str) -> list[Path]:
@@ -64,8 +64,8 @@ def _clips(files: list[Path], num_frames: int, fps: int, consecutive: bool, size
 
 def cli_fvd(args) -> int:
     """`sfv-bench fvd REAL FAKE`: FVD between two folders, or a statistics .npz and a folder."""
-    from .detectors import load_detector
-    from .i3d import MIN_FRAMES
+    from sfv_fvd.detectors import load_detector
+    from sfv_fvd.i3d import MIN_FRAMES
 
     size = parse_size(args.size)
     if args.num_frames < MIN_FRAMES:

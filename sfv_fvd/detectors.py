@@ -26,7 +26,7 @@ Kinds:
 * ``i3d400`` -- the PyTorch InceptionI3d state dict of TATS / cd-fvd (``i3d_pretrained_400.pt``),
   loaded into our own port (sfv_fvd/i3d.py, same keys and shapes).
 * ``toy`` -- a seeded random-init InceptionI3d at 1/16 width with a temporal-derivative first
-  layer and noise-calibrated BatchNorm (the embedded default; bench/fvd/toy.py). Its numbers
+  layer and noise-calibrated BatchNorm (the embedded default; sfv_fvd/toy.py). Its numbers
   are labelled "toy detector" everywhere and are NOT comparable with any published FVD.
 
 Weights are never downloaded: a path, or a name ('stylegan-v', 'tats') looked up in
@@ -161,7 +161,7 @@ class Detector:
 # ----------------------------------------------------------------------------------------- toy
 
 def toy_detector(seed: int = 0, device="cpu") -> Detector:
-    """The seeded toy I3D (bench/fvd/toy.py), a private copy per call."""
+    """The seeded toy I3D (sfv_fvd/toy.py), a private copy per call."""
     model, digest = toy_model(seed)
     return Detector(copy.deepcopy(model), "toy", f"toy-i3d-seed{seed}", digest, None, device,
                     label=TOY_LABEL.format(seed=seed), verified=False)
@@ -293,9 +293,10 @@ def load_mini_detector(folder, device="cpu") -> Detector:
 
 
 def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_pin: bool = False,
-                  trust: bool = False) -> Detector:
-    """``spec``: 'toy' (seeded toy I3D), 'mini' (the mini world's trained I3D), a file path, or a name in the detector cache
-    ('stylegan-v' -> i3d_torchscript.pt, 'tats' / 'cd-fvd' -> i3d_pretrained_400.pt). Never downloads.
+                  trust: bool = False, mini_world=None) -> Detector:
+    """``spec``: 'toy' (seeded toy I3D), 'mini' (the trained I3D of the mini world in ``mini_world``, default the
+    shipped one), a file path, or a name in the detector cache ('stylegan-v' -> i3d_torchscript.pt, 'tats' /
+    'cd-fvd' -> i3d_pretrained_400.pt). Never downloads.
     None is refused (a UserError naming the choices): the toy is never picked silently."""
     if spec is None:
         raise UserError("no FVD detector given: pass 'toy' (random-init I3D for tests; its FVD is not comparable "
@@ -304,18 +305,18 @@ def load_detector(spec: str | None = None, device="cpu", seed: int = 0, strict_p
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    det = _load_detector(spec, device, seed, strict_pin, trust)
+    det = _load_detector(spec, device, seed, strict_pin, trust, mini_world)
     det.spec = ("mini" if det.kind == "mini" else "toy" if det.is_toy and seed == 0
                 else str(det.path) if det.path else str(spec))
     return det
 
 
-def _load_detector(spec, device, seed, strict_pin, trust) -> Detector:
+def _load_detector(spec, device, seed, strict_pin, trust, mini_world=None) -> Detector:
     if str(spec).lower() == "toy":
         return toy_detector(seed, device)
     if str(spec).lower() == "mini":
-        from methods.models.mini import mini_dir     # methods/models/mini/ (or $SFV_MINI_WORLD)
-        folder = mini_dir() / "detector"
+        from methods.models.mini import mini_dir
+        folder = mini_dir(mini_world) / "detector"
         if not (folder / "detector.json").is_file():
             raise UserError(f"the mini world's detector is not built ({folder} has no detector.json): "
                             f"run `sfv-bench build-mini`")

@@ -1,31 +1,32 @@
 """Distillation in the mini world: the shipped distilled rows (sfv, ufogen, ladd, lcm) and the paper's
 Tables 2 and 3 in miniature (`sfv-bench ablations OUT`).
 
-Every run is a plain ``sfv-train --stack mini --method M`` command line (``train_argv``): the paper's
-presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see
+Every run is ``sfv_train.train.train`` of a ``TrainConfig`` with ``stack="mini"`` (``train_config``): the
+paper's presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see
 ``MINI_WHY``). Each run is resumable: a finished one (its export holds the asked steps) is skipped, an
 unfinished one continues from its newest checkpoint.
 """
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
 from pathlib import Path
 
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
-from sfv_train.config import PRESETS
+from sfv_fvd.stats import interval_text
+from sfv_train.config import PRESETS, TrainConfig, resume_defaults
 
-from .fvd.stats import interval_text
-
+log = logging.getLogger(__name__)
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
 
-# What the mini size forces, for every method (flags of sfv-train). The paper: batch 32, SM3 at lr
+# What the mini size forces, for every method (TrainConfig fields). The paper: batch 32, SM3 at lr
 # 1e-5 (G) / 1e-4 (D), 50K steps on a 1.5B UNet; here a 2M-parameter UNet on 2 CPU cores.
-MINI = {"batch-size": 8, "grad-accum": 1, "lr-g": 1e-4, "lr-d": 1e-3, "r1": "lazy", "checkpoint-every": 250,
-        "checkpoints-total-limit": 2, "preview-every": 0, "device": "cpu"}
-PER_METHOD = {"sfv": {}, "ufogen": {}, "ladd": {}, "lcm": {}}
+MINI = {"batch_size": 8, "grad_accum": 1, "lr_g": 1e-4, "lr_d": 1e-3, "r1": "lazy", "checkpoint_every": 250,
+        "checkpoints_total_limit": 2, "preview_every": 0, "device": "cpu"}
 STEPS = {"sfv": 800, "ufogen": 800, "ladd": 800, "lcm": 800}
 MINI_WHY = ("batch 8 x 1 (one CPU process; the paper: 32 = 8 GPUs x 1 x 4), learning rates x10 (G 1e-4, "
             "D 1e-3: a 2M-parameter UNet and ~1K steps instead of 50K), lazy R1 (exact every 16 steps, weight x16: "
@@ -44,12 +45,20 @@ def validation_root() -> Path:
     return make_synthetic(base.with_name(base.name + "-val-c06"), **WORLDS["mini"].dataset, first_clip=6)
 
 
-def train_argv(method: str, out: Path, steps: int, **over) -> list[str]:
-    flags = {**MINI, **PER_METHOD.get(method, {}), **{k.replace("_", "-"): v for k, v in over.items()}}
-    argv = ["--stack", "mini", "--method", method, "--out", str(out), "--max-steps", str(steps)]
-    for k, v in flags.items():
-        argv += [f"--{k}", str(v)]
-    return argv
+def train_config(method: str, out: Path, steps: int, world: Path | None = None, **over) -> TrainConfig:
+    """A new distillation run of ``method`` in the mini world ``world`` (default: the shipped one): the preset,
+    ``MINI``, then ``over`` (TrainConfig fields)."""
+    return TrainConfig(**{"stack": "mini", "method": method, "out": str(out), "max_steps": steps,
+                          "mini_world": str(world or ""), **MINI, **over})
+
+
+def resume_config(out: Path, steps: int, world: Path | None = None, **over) -> TrainConfig:
+    """The run in ``out`` continued to ``steps`` with its own configuration (config.json); ``world`` when given
+    (a resume refuses another world than the run's)."""
+    fields = {**resume_defaults(str(out), ""), "resume": str(out), "max_steps": steps, **over}
+    if world is not None:
+        fields["mini_world"] = str(world)
+    return TrainConfig(**fields)
 
 
 def finished_steps(out: Path) -> int:
@@ -60,25 +69,30 @@ def finished_steps(out: Path) -> int:
         return 0
 
 
-def distil(method: str, out: Path, steps: int, log=print, progress: bool = True, **over) -> Path:
-    """``sfv-train`` for ``method`` into ``out`` (skipped when finished, resumed when started);
-    returns the exported UNet folder."""
-    from bench.cli import train_main
+def distil(method: str, out: Path, steps: int, world: Path | None = None, progress: bool = True, **over) -> Path:
+    """Train ``method`` into ``out`` in the mini world ``world`` (default: the shipped one), skipped when
+    finished, resumed when started; returns the exported UNet folder."""
+    from sfv_train.train import train
 
     out = Path(out)
     if finished_steps(out) >= steps:
-        log(f"{method}: {out} already holds {steps} steps, skipped")
+        log.info(f"{method}: {out} already holds {steps} steps, skipped")
         return out / "export" / "unet"
+    quiet = {} if progress else {"progress": False}
     if (out / "config.json").is_file():
-        argv = ["--resume", str(out), "--max-steps", str(steps)]
+        cfg = resume_config(out, steps, world, **quiet)
     else:
         if "fvd_data" not in over:      # FVD while distilling: on the validation clips, not the test split
             over = {**over, "fvd_data": str(validation_root()), "fvd_split": "train"}
-        argv = train_argv(method, out, steps, **over)
-    argv += [] if progress else ["--no-progress"]
-    log("sfv-train " + " ".join(argv))
-    if train_main(argv) != 0:
-        raise UserError(f"sfv-train {method} failed (see above); rerun the same command to resume it")
+        cfg = train_config(method, out, steps, world, **over, **quiet)
+    log.info(f"{method}: training {out} to step {steps} ({'resumed' if cfg.resume else 'new run'})")
+    try:
+        train(cfg)
+    except UserError as e:
+        raise UserError(f"training {method} in {out}: {e}") from None
+    except FloatingPointError as e:      # diverged: one line; the checkpoints written so far are kept
+        raise UserError(f"training {method} in {out}: {e}; its checkpoints are kept (rerun to resume, or try "
+                        f"a lower learning rate)") from None
     return out / "export" / "unet"
 
 
@@ -108,7 +122,7 @@ LAMBDAS = (0.0, 0.01, 0.1, 1.0)   # the table the paper does not have: FVD again
 
 
 def cells() -> dict[str, dict]:
-    """Run name -> sfv-train overrides (Table 2: heads; Table 3: P_mean, P_std; the lambda table)."""
+    """Run name -> TrainConfig overrides (Table 2: heads; Table 3: P_mean, P_std; the lambda table)."""
     out = {BASE: {}}
     for heads in ("spatial", "temporal"):
         out[f"heads-{heads}"] = {"heads": heads}
@@ -118,7 +132,7 @@ def cells() -> dict[str, dict]:
             out[name] = {"p_mean": mean, "p_std": std}
     for lam in LAMBDAS:
         if lam != PRESET_LAMBDA:
-            out[f"lambda-{lam:g}"] = {"lambda": lam}
+            out[f"lambda-{lam:g}"] = {"recon_weight": lam}
     return out
 
 
@@ -160,8 +174,6 @@ def write_tables(out: Path, recs: dict, steps: int) -> tuple[Path, Path]:
 
 def cli_ablations(args) -> int:
     """``sfv-bench ablations OUT``: every cell of Tables 2 and 3 as a short sfv-train run, scored alike."""
-    import time
-
     out = Path(args.out)
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
@@ -182,7 +194,7 @@ def cli_ablations(args) -> int:
     atomic_write_text(out / "ablations.json", json.dumps(
         {"steps": args.steps, "seconds": round(time.time() - t0, 1), "cells": recs}, indent=1, default=str) + "\n")
     print(p2.read_text() + "\n" + p3.read_text() + "\n" + (out / "table_lambda.md").read_text())
-    print(f"wrote {p2} and {p3} ({(time.time() - t0) / 60:.1f} min this call)")
+    log.info(f"wrote {p2} and {p3} ({(time.time() - t0) / 60:.1f} min this call)")
     return 0
 
 

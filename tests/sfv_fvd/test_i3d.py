@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.fvd import detectors as D
+from sfv_fvd import detectors as D
 from sfv_core.errors import UserError
 from sfv_core.fsutil import cache_dir
-from bench.fvd.i3d import InceptionI3d, num_parameters, same_pad
+from sfv_fvd.i3d import InceptionI3d, num_parameters, same_pad
 
 
 def _video(seed, b=1, t=9, h=48, w=64):
@@ -200,7 +200,7 @@ def test_toy_detector_is_seeded_and_labelled():
     sha256 written beside them is rebuilt (the same detector, the file mended)."""
     from safetensors.torch import load_file, save_file
 
-    from bench.fvd import toy
+    from sfv_fvd import toy
 
     with pytest.raises(UserError, match="no FVD detector given: pass 'toy'"):
         D.load_detector(None)              # the toy is never chosen silently
@@ -269,7 +269,7 @@ def test_toy_detector_is_bit_stable_across_thread_counts(tmp_path):
     import sys
 
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
-            "from bench.fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
+            "from sfv_fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
     shas = {subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=True,
                            env={**os.environ, "SFV_BENCH_CACHE": str(tmp_path / str(n))}).stdout.strip()
             for n in (1, 2)}                           # each its own empty cache: both build it

@@ -1,21 +1,31 @@
-"""The mini world's distillation driver (bench.distill): the sfv-train command lines, the ablation cells of
+"""The mini world's distillation driver (sfv_lab.distill): the training configurations, the ablation cells of
 Tables 2 and 3, and the tables written beside the paper's numbers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from bench.distill import BASE, LAMBDAS, MINI, PRESET_LAMBDA, cells, train_argv, write_tables
 from sfv_core.paper import TABLE2, TABLE3
-from sfv_train.config import PRESETS
+from sfv_lab.distill import BASE, LAMBDAS, MINI, PRESET_LAMBDA, cells, train_config, write_tables
+from sfv_train.config import PRESETS, TrainConfig
 
 
-def test_train_argv_is_the_preset_plus_what_the_size_forces(tmp_path):
-    argv = train_argv("sfv", tmp_path / "r", 300, heads="spatial", p_mean=0.0)
-    flags = dict(zip(argv[::2], argv[1::2]))
-    assert flags["--stack"] == "mini" and flags["--method"] == "sfv" and flags["--max-steps"] == "300"
-    assert flags["--heads"] == "spatial" and flags["--p-mean"] == "0.0"
-    assert {k: flags[f"--{k}"] for k in MINI} == {k: str(v) for k, v in MINI.items()}
-    assert flags["--r1"] == "lazy"                                                # MINI_WHY: lazy R1
+def test_train_config_is_the_preset_plus_what_the_size_forces(tmp_path):
+    """The configuration equals what `sfv-train` parses from the same options (the command line it replaces)."""
+    from bench.cli import build_train_parser
+
+    cfg = train_config("sfv", tmp_path / "r", 300, heads="spatial", p_mean=0.0)
+    assert (cfg.stack, cfg.method, cfg.max_steps, cfg.out, cfg.mini_world) == ("mini", "sfv", 300, str(tmp_path / "r"), "")
+    assert (cfg.heads, cfg.p_mean) == ("spatial", 0.0)
+    assert {k: getattr(cfg, k) for k in MINI} == MINI and cfg.r1 == "lazy"     # MINI_WHY: lazy R1
+    argv = ["--stack", "mini", "--method", "sfv", "--out", str(tmp_path / "r"), "--max-steps", "300",
+            "--heads", "spatial", "--p-mean", "0.0", *(a for k, v in MINI.items() for a in (f"--{k.replace('_', '-')}",
+                                                                                          str(v)))]
+    parsed = vars(build_train_parser().parse_args(argv))
+    assert cfg == TrainConfig(**{k: v for k, v in parsed.items() if k in TrainConfig.__dataclass_fields__})
+    assert cfg.resolved().recon_weight == PRESETS["sfv"]["recon_weight"]
+    world = train_config("ladd", tmp_path / "r", 5, world=tmp_path / "w")
+    assert world.mini_world == str(tmp_path / "w") and world.method == "ladd"
 
 
 def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
@@ -23,16 +33,16 @@ def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
     assert c[BASE] == {} and c["heads-spatial"] == {"heads": "spatial"} and c["heads-temporal"] == {"heads": "temporal"}
     table3 = [v for v in c.values() if "p_mean" in v]
     assert len(table3) == len(TABLE3) - 1                                        # (-1, -1) is the base cell
-    # lambda: the preset's 0.01 (per-element pseudo-Huber) is the base cell; the others change that one flag
-    # (train_argv: --lambda)
+    # lambda: the preset's 0.01 (per-element pseudo-Huber) is the base cell; the others change that one field
+    # (recon_weight, the option --lambda)
     assert PRESET_LAMBDA == PRESETS["sfv"]["recon_weight"] == 0.01 and LAMBDAS == (0.0, 0.01, 0.1, 1.0)
-    assert {k: v for k, v in c.items() if "lambda" in v} == {"lambda-0": {"lambda": 0.0},
-                                                               "lambda-0.1": {"lambda": 0.1},
-                                                               "lambda-1": {"lambda": 1.0}}
+    assert {k: v for k, v in c.items() if "recon_weight" in v} == {"lambda-0": {"recon_weight": 0.0},
+                                                                     "lambda-0.1": {"recon_weight": 0.1},
+                                                                     "lambda-1": {"recon_weight": 1.0}}
     assert len(c) == 3 + len(TABLE3) - 1 + 3
     assert all(len(v) <= 2 for v in c.values())                                  # one setting changed per cell
-    argv = train_argv("sfv", Path("r"), 5, **c["lambda-0.1"])
-    assert argv[argv.index("--lambda") + 1] == "0.1" and "--recon-reduction" not in argv   # the preset's element
+    cfg = train_config("sfv", Path("r"), 5, **c["lambda-0.1"]).resolved()
+    assert cfg.recon_weight == 0.1 and cfg.recon_reduction == PRESETS["sfv"]["recon_reduction"] == "element"
 
 
 def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
@@ -59,7 +69,7 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
 
     import pytest
 
-    import bench.distill as d
+    import sfv_lab.distill as d
     from sfv_core.errors import UserError
 
     calls = []
@@ -78,28 +88,45 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
 
 
 def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monkeypatch):
-    """No fvd_data given: --fvd-data is the validation set, --fvd-split train; given: kept; a started run
-    resumes with its own options."""
-    import bench.cli
-    import bench.distill as d
+    """No fvd_data given: fvd_data is the validation set, fvd_split train; given: kept; a started run resumes
+    with its own options (its config.json) in the world it is given; a finished one is not trained again.
+    Training is called with a TrainConfig (no command line, no environment variable)."""
+    import json
 
-    argvs = []
-    monkeypatch.setattr(bench.cli, "train_main", lambda argv: argvs.append(argv) or 0)
+    import pytest
+
+    import sfv_lab.distill as d
+    import sfv_train.train
+    from sfv_core.errors import UserError
+
+    cfgs = []
+    monkeypatch.setattr(sfv_train.train, "train", lambda cfg: cfgs.append(cfg))
     monkeypatch.setattr(d, "validation_root", lambda: tmp_path / "val")
-    d.distil("sfv", tmp_path / "a", 20, log=lambda _: None, heads="spatial")
-    d.distil("sfv", tmp_path / "b", 20, log=lambda _: None, fvd_data="elsewhere", fvd_split="test")
+    monkeypatch.delenv("SFV_MINI_WORLD", raising=False)
+    d.distil("sfv", tmp_path / "a", 20, heads="spatial")
+    d.distil("sfv", tmp_path / "b", 20, world=tmp_path / "w", progress=False, fvd_data="elsewhere", fvd_split="test")
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "config.json").write_text("{}")
-    d.distil("sfv", tmp_path / "c", 20, log=lambda _: None)
-    a, b = (dict(zip(v[::2], v[1::2])) for v in argvs[:2])
-    assert (a["--fvd-data"], a["--fvd-split"], a["--heads"]) == (str(tmp_path / "val"), "train", "spatial")
-    assert (b["--fvd-data"], b["--fvd-split"]) == ("elsewhere", "test")
-    assert argvs[2] == ["--resume", str(tmp_path / "c"), "--max-steps", "20"]
+    (tmp_path / "c" / "config.json").write_text(json.dumps({"method": "ladd", "heads": "temporal", "max_steps": 5}))
+    d.distil("sfv", tmp_path / "c", 20, world=tmp_path / "w")
+    (tmp_path / "e" / "export").mkdir(parents=True)
+    (tmp_path / "e" / "export" / "sfv_train.json").write_text(json.dumps({"train_steps": 20}))
+    assert d.distil("sfv", tmp_path / "e", 20) == tmp_path / "e" / "export" / "unet"
+    a, b, c = cfgs
+    assert (a.fvd_data, a.fvd_split, a.heads, a.stack, a.mini_world) == (str(tmp_path / "val"), "train", "spatial",
+                                                                         "mini", "")
+    assert (b.fvd_data, b.fvd_split, b.mini_world, b.progress) == ("elsewhere", "test", str(tmp_path / "w"), False)
+    assert (c.resume, c.max_steps, c.method, c.heads, c.mini_world) == (str(tmp_path / "c"), 20, "ladd", "temporal",
+                                                                        str(tmp_path / "w"))
+    assert "SFV_MINI_WORLD" not in os.environ
+    for error in (UserError("--resume: another configuration"), FloatingPointError("non-finite loss at step 3")):
+        monkeypatch.setattr(sfv_train.train, "train", lambda cfg: (_ for _ in ()).throw(error))
+        with pytest.raises(UserError, match=f"training sfv in {tmp_path / 'f'}: {error}"):   # one line, the run named
+            d.distil("sfv", tmp_path / "f", 20)
 
 
 def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
     """study's flags (world mini, the validation data, split train, N) are `sfv-bench run` options."""
-    import bench.distill as d
+    import sfv_lab.distill as d
     import bench.results
     import bench.run
 
@@ -115,17 +142,18 @@ def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
     assert args.methods == ["sfv:1"] and args.method_option == [f"sfv.unet={tmp_path / 'unet'}"]
 
 
-def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_path, monkeypatch):
+def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_path, monkeypatch, caplog):
     """`build-mini OUT --redistil sfv`: OUT/world is a copy of the shipped world (less its build records) with
     unets/sfv from a new distill stage; OUT/build.json is the shipped record with distill-sfv replaced; the
     quality figures change only for sfv; a second call skips the finished stage; Build.stage records a
-    stage finished elsewhere (done.json) that its record lacks. sfv-train and the shipped world are fakes."""
+    stage finished elsewhere (done.json) that its record lacks; the world reaches the distill stage as an argument
+    (no environment variable is set). Training and the shipped world are fakes."""
     import hashlib
     import json
 
     import pytest
 
-    import bench.mini as mini
+    import sfv_lab.mini as mini
     import methods.models.mini
     from sfv_core.errors import UserError
 
@@ -139,7 +167,7 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
     (shipped / "build.json").write_text(json.dumps({"command": "sfv-bench build-mini", "stages": stages}))
     checked, ran = [], []
 
-    def distill_stage(b, folder, method, world, log):
+    def distill_stage(b, folder, method, world):
         ran.append(method)
         (world / "unets" / method / "w.bin").write_text(f"new {method}")
         (folder / "run").mkdir(parents=True)
@@ -150,12 +178,13 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
     monkeypatch.setattr(mini, "SHIPPED", shipped)
     monkeypatch.setattr(mini, "distill_stage", distill_stage)
     monkeypatch.setattr(mini, "git_commit", lambda: "abc")
-    monkeypatch.setattr(methods.models.mini, "verified", lambda part: checked.append(part))
-    monkeypatch.setenv("SFV_MINI_WORLD", "unset-at-teardown")        # redistil sets it; monkeypatch restores it
+    monkeypatch.setattr(methods.models.mini, "verified", lambda part, world=None: checked.append((part, world)))
+    monkeypatch.delenv("SFV_MINI_WORLD", raising=False)
     out = tmp_path / "out"
-    log = []
-    world = mini.redistil(out, ["sfv"], log=log.append)
-    assert world == out / "world" and checked == ["stack", "detector"] and ran == ["sfv"]
+    caplog.set_level("INFO", logger="sfv_lab.mini")
+    world = mini.redistil(out, ["sfv"])
+    assert world == out / "world" and checked == [("stack", shipped), ("detector", shipped)] and ran == ["sfv"]
+    assert "SFV_MINI_WORLD" not in os.environ
     assert (world / "unets" / "sfv" / "w.bin").read_text() == "new sfv"
     assert (world / "unets" / "ladd" / "w.bin").read_text() == "ladd"
     assert (world / "stack" / "unet" / "w.bin").read_text() == "teacher"
@@ -174,12 +203,12 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
                                                                        if m != "sfv"}
     assert (out / "fvd_vs_step_sfv.png").read_bytes() == b"\x89PNG fake"
     assert json.loads((shipped / "build.json").read_text())["stages"] == stages      # no --install: untouched
-    mini.redistil(out, ["sfv"], log=log.append)                                      # finished: skipped
-    assert ran == ["sfv"] and any("[distill-sfv] done" in ln and "skipped" in ln for ln in log)
+    mini.redistil(out, ["sfv"])                                                      # finished: skipped
+    assert ran == ["sfv"] and any("[distill-sfv] done" in r.message and "skipped" in r.message for r in caplog.records)
     with pytest.raises(UserError, match="--redistil takes a comma list"):
-        mini.redistil(out, ["sfv", "dmd"], log=log.append)
+        mini.redistil(out, ["sfv", "dmd"])
     # Build.stage: a stage finished by another call, absent from this record, is filled from its done.json
-    b = mini.Build(out, "cpu", 1, 1.0, False, log.append)
+    b = mini.Build(out, "cpu", 1, 1.0, False)
     del b.record["stages"]["distill-sfv"]
     b.stage("distill-sfv", lambda f: pytest.fail("a finished stage ran again"))
     done = json.loads((out / "distill-sfv" / "done.json").read_text())
