@@ -34,7 +34,7 @@ class Settings:
     namespace `sfv-bench run`'s parser gives: validated into one)."""
 
     def __init__(self, args):
-        cfg = args if isinstance(args, RunConfig) else validate(RunConfig, _fields_of(args), "sfv-bench run")
+        cfg = validate(RunConfig, _fields_of(args), "sfv-bench run")     # a RunConfig built in code too
         self.world = _world(cfg)
         self.device = resolve_device(cfg.device)
         self.dtype = cfg.dtype or ("float16" if self.device.startswith("cuda") else "float32")
@@ -153,6 +153,9 @@ def check_run_json(out: Path, key: dict, dist) -> None:
 
 
 def _fields_of(args) -> dict:
+    """The run's option values, from a RunConfig or from the parser's namespace."""
+    if isinstance(args, RunConfig):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
     names = {f.name for f in dataclasses.fields(RunConfig)}
     return {k: v for k, v in vars(args).items() if k in names}
 

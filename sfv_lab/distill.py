@@ -96,19 +96,17 @@ def distil(method: str, out: Path, steps: int, world: Path | None = None, progre
     return out / "export" / "unet"
 
 
-def score(spec: str, unet: Path | None, out: Path, **run_flags) -> dict:
-    """``sfv-bench run --methods SPEC`` in the mini world with ``unet`` as the method's UNet; its record."""
-    from bench.cli import build_parser
+def score(spec: str, unet: Path | None, out: Path, **run_options) -> dict:
+    """``sfv-bench run --methods SPEC`` in the mini world with ``unet`` as the method's UNet (a ``RunConfig``
+    with ``run_options``, validated as the command line is); its record."""
     from bench.results import read_results
     from bench.run import cli_run
+    from bench.run_config import RunConfig
 
     name = spec.split(":")[0]
-    argv = ["run", "--methods", spec, "--out", str(out), "--no-previews", "--timing-videos", "1"]
-    if unet is not None:
-        argv += ["--method-option", f"{name}.unet={unet}"]
-    for k, v in run_flags.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)]
-    if cli_run(build_parser().parse_args(argv)) != 0:
+    cfg = RunConfig(methods=[spec], out=str(out), no_previews=True, timing_videos=1,
+                    method_option=[f"{name}.unet={unet}"] if unet is not None else [], **run_options)
+    if cli_run(cfg) != 0:
         raise UserError(f"scoring {spec} in {out} failed (see above)")
     return next(r for r in read_results(out) if r.get("spec") == spec)
 

@@ -57,3 +57,15 @@ def test_a_namespace_with_a_bad_value_is_refused_naming_the_option():
 
     with pytest.raises(UserError, match="world = 'huge': --world takes 'mini' or 'tiny'"):
         Settings(Namespace(world="huge"))
+
+
+def test_a_run_config_built_in_code_is_validated_as_the_command_line_is():
+    """`Settings(RunConfig(...))` (how sfv_lab scores) checks types and choices like `sfv-bench run` does."""
+    from bench.run_config import RunConfig
+    from bench.settings import Settings
+    from sfv_core.errors import UserError
+
+    with pytest.raises(UserError, match="num_videos"):
+        Settings(RunConfig(world="tiny", num_videos="many"))
+    with pytest.raises(UserError, match="save_size"):
+        Settings(RunConfig(world="tiny", save_size="huge"))

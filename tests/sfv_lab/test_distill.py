@@ -125,7 +125,8 @@ def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monk
 
 
 def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
-    """study's flags (world mini, the validation data, split train, N) are `sfv-bench run` options."""
+    """study's flags (world mini, the validation data, split train, N) are `sfv-bench run` options, given as a
+    RunConfig (no command line)."""
     import sfv_lab.distill as d
     import bench.results
     import bench.run
@@ -136,7 +137,9 @@ def test_score_passes_the_run_flags_to_sfv_bench_run(tmp_path, monkeypatch):
     rec = d.score("sfv:1", tmp_path / "unet", tmp_path / "s", world="mini", data=str(tmp_path / "val"),
                   split="train", num_videos=8)
     (args,) = seen
-    assert rec == {"spec": "sfv:1", "fvd": 3.0}
+    from bench.run_config import RunConfig
+
+    assert isinstance(args, RunConfig) and rec == {"spec": "sfv:1", "fvd": 3.0}
     assert (args.world, args.data, args.split, args.num_videos, args.out) == ("mini", str(tmp_path / "val"), "train", 8,
                                                                                str(tmp_path / "s"))
     assert args.methods == ["sfv:1"] and args.method_option == [f"sfv.unet={tmp_path / 'unet'}"]
