@@ -208,7 +208,7 @@ def build_train_parser() -> argparse.ArgumentParser:
         epilog=f"Method presets (explicit options win): {presets}. Several GPUs: "
                f"accelerate launch --num_processes 8 $(which sfv-train) ... (or torchrun).")
     p.add_argument("--config", default=None, metavar="FILE",
-                   help="TOML/YAML/JSON file of these options (keys: option names without --, at the top or in "
+                   help="TOML/YAML/JSON file of these options (keys: option names without -- (a --no-X switch: X = false), at the top or in "
                         "sections named as the groups below, e.g. [objective]); flags override it")
     add_options(p, TrainConfig, show_defaults=True, group_order=GROUPS)
     return p

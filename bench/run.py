@@ -262,8 +262,7 @@ def _write_outputs(ctx: RunContext, merged: list, my_records: list, t_start: flo
         report.write_plot(out, merged)
     dist.barrier()
     if dist.main:
-        log.info("")
-        log.info(paths["md"].read_text())
+        sys.stdout.write("\n" + paths["md"].read_text() + "\n")     # the command's result, at any log level
         log.info(f"wrote {out}/results.jsonl, table.csv, table.md, fvd_vs_latency.png"
                  f"{', previews/' if settings.previews else ''} in {time.time() - t_start:.1f} s")
 
@@ -292,7 +291,7 @@ def _method_row(ctx: RunContext, spec, method) -> dict:
         method.unload()
     errors = [e for e in dist.gather_objects(error) if e]
     if errors:
-        log.info(f"  {spec.key}: FAILED: {errors[0]}")
+        log.warning(f"  {spec.key}: FAILED: {errors[0]}")
         return {**rec, "status": "failed", "error": errors[0], "fvd": None, "n_fake": 0, "latency": None}
     dist.barrier()
     fake, feats = _fake_stats(settings, ctx.refs, ctx.detector, sdir, dist)

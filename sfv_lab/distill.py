@@ -1,7 +1,7 @@
 """Distillation in the mini world: the shipped distilled rows (sfv, ufogen, ladd, lcm) and the paper's
 Tables 2 and 3 in miniature (`sfv-bench ablations OUT`).
 
-Every run is ``sfv_train.train.train`` of a ``TrainConfig`` with ``stack="mini"`` (``train_config``): the
+Every run is ``sfv_train.train.train`` of a ``TrainConfig`` with ``stack="mini"`` (``distill_config``): the
 paper's presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see
 ``MINI_WHY``). Each run is resumable: a finished one (its export holds the asked steps) is skipped, an
 unfinished one continues from its newest checkpoint.
@@ -18,7 +18,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_fvd.stats import interval_text
-from sfv_train.config import PRESETS, TrainConfig, resume_defaults
+from sfv_train.config import PRESETS, TrainConfig, resume_config
 
 log = logging.getLogger(__name__)
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
@@ -45,20 +45,11 @@ def validation_root() -> Path:
     return make_synthetic(base.with_name(base.name + "-val-c06"), **WORLDS["mini"].dataset, first_clip=6)
 
 
-def train_config(method: str, out: Path, steps: int, world: Path | None = None, **over) -> TrainConfig:
+def distill_config(method: str, out: Path, steps: int, world: Path | None = None, **over) -> TrainConfig:
     """A new distillation run of ``method`` in the mini world ``world`` (default: the shipped one): the preset,
     ``MINI``, then ``over`` (TrainConfig fields)."""
     return TrainConfig(**{"stack": "mini", "method": method, "out": str(out), "max_steps": steps,
                           "mini_world": str(world or ""), **MINI, **over})
-
-
-def resume_config(out: Path, steps: int, world: Path | None = None, **over) -> TrainConfig:
-    """The run in ``out`` continued to ``steps`` with its own configuration (config.json); ``world`` when given
-    (a resume refuses another world than the run's)."""
-    fields = {**resume_defaults(str(out), ""), "resume": str(out), "max_steps": steps, **over}
-    if world is not None:
-        fields["mini_world"] = str(world)
-    return TrainConfig(**fields)
 
 
 def finished_steps(out: Path) -> int:
@@ -80,11 +71,12 @@ def distil(method: str, out: Path, steps: int, world: Path | None = None, progre
         return out / "export" / "unet"
     quiet = {} if progress else {"progress": False}
     if (out / "config.json").is_file():
-        cfg = resume_config(out, steps, world, **quiet)
+        world_field = {} if world is None else {"mini_world": str(world)}   # a resume refuses another world
+        cfg = resume_config(out, max_steps=steps, **world_field, **quiet)
     else:
         if "fvd_data" not in over:      # FVD while distilling: on the validation clips, not the test split
             over = {**over, "fvd_data": str(validation_root()), "fvd_split": "train"}
-        cfg = train_config(method, out, steps, world, **over, **quiet)
+        cfg = distill_config(method, out, steps, world, **over, **quiet)
     log.info(f"{method}: training {out} to step {steps} ({'resumed' if cfg.resume else 'new run'})")
     try:
         train(cfg)

@@ -41,7 +41,6 @@ pseudo-Huber c = 0.00054 sqrt(d), projection dim 64.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -288,7 +287,7 @@ class TrainConfig(LoopConfig):
             (0 <= c.ema < 1, "--ema must be in [0, 1)"),
             (c.lr_g > 0 and c.lr_d > 0, "learning rates must be > 0"),
             (c.checkpoint_every >= 1 and c.log_every >= 1 and c.preview_every >= 0,
-             "--checkpoint-every and --log-every must be >= 1"),
+             "--checkpoint-every and --log-every must be >= 1, --preview-every >= 0"),
             (c.teacher_steps >= 1 and c.teacher_batch >= 1, "--teacher-steps and --teacher-batch must be >= 1"),
             (c.checkpoints_total_limit >= 0 and c.milestone_every >= 0,
              "--checkpoints-total-limit and --milestone-every must be >= 0"),

@@ -7,8 +7,8 @@ scored at 320x240; 14 frames at 7 fps), with N = ``--fvd-videos`` videos of the 
 split (fold ``--fold``; or ``--fvd-split train`` of a held-out ``--fvd-data`` set, as the mini world's
 distillations do) balanced over classes: the first N of what `sfv-bench run` selects, each generated from the
 same seed, the real statistics in the same cache entry. So the number at a step is what `sfv-bench run -n N`
-reports for that step's EMA weights, up to float rounding (tiny stack, N = 4: 149.75 here, 149.67 from
-`sfv-bench run` on the export); at the last step, for the export (``--export-weights ema``).
+reports for that step's EMA weights, up to float rounding; at the last step, for the export
+(``--export-weights ema``).
 
 Cost: made once per run on the main process, after the models are built: the conditioning images stay in
 memory; the real statistics go through the suite's one statistics cache (``sfv_fvd.features.cached_stats``:

@@ -6,15 +6,15 @@ import os
 from pathlib import Path
 
 from sfv_core.paper import TABLE2, TABLE3
-from sfv_lab.distill import BASE, LAMBDAS, MINI, PRESET_LAMBDA, cells, train_config, write_tables
+from sfv_lab.distill import BASE, LAMBDAS, MINI, PRESET_LAMBDA, cells, distill_config, write_tables
 from sfv_train.config import PRESETS, TrainConfig
 
 
-def test_train_config_is_the_preset_plus_what_the_size_forces(tmp_path):
+def test_distill_config_is_the_preset_plus_what_the_size_forces(tmp_path):
     """The configuration equals what `sfv-train` parses from the same options (the command line it replaces)."""
     from bench.cli import build_train_parser
 
-    cfg = train_config("sfv", tmp_path / "r", 300, heads="spatial", p_mean=0.0)
+    cfg = distill_config("sfv", tmp_path / "r", 300, heads="spatial", p_mean=0.0)
     assert (cfg.stack, cfg.method, cfg.max_steps, cfg.out, cfg.mini_world) == ("mini", "sfv", 300, str(tmp_path / "r"), "")
     assert (cfg.heads, cfg.p_mean) == ("spatial", 0.0)
     assert {k: getattr(cfg, k) for k in MINI} == MINI and cfg.r1 == "lazy"     # MINI_WHY: lazy R1
@@ -24,7 +24,7 @@ def test_train_config_is_the_preset_plus_what_the_size_forces(tmp_path):
     parsed = vars(build_train_parser().parse_args(argv))
     assert cfg == TrainConfig(**{k: v for k, v in parsed.items() if k in TrainConfig.__dataclass_fields__})
     assert cfg.resolved().recon_weight == PRESETS["sfv"]["recon_weight"]
-    world = train_config("ladd", tmp_path / "r", 5, world=tmp_path / "w")
+    world = distill_config("ladd", tmp_path / "r", 5, world=tmp_path / "w")
     assert world.mini_world == str(tmp_path / "w") and world.method == "ladd"
 
 
@@ -41,7 +41,7 @@ def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
                                                                      "lambda-1": {"recon_weight": 1.0}}
     assert len(c) == 3 + len(TABLE3) - 1 + 3
     assert all(len(v) <= 2 for v in c.values())                                  # one setting changed per cell
-    cfg = train_config("sfv", Path("r"), 5, **c["lambda-0.1"]).resolved()
+    cfg = distill_config("sfv", Path("r"), 5, **c["lambda-0.1"]).resolved()
     assert cfg.recon_weight == 0.1 and cfg.recon_reduction == PRESETS["sfv"]["recon_reduction"] == "element"
 
 
@@ -115,8 +115,8 @@ def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monk
     assert (a.fvd_data, a.fvd_split, a.heads, a.stack, a.mini_world) == (str(tmp_path / "val"), "train", "spatial",
                                                                          "mini", "")
     assert (b.fvd_data, b.fvd_split, b.mini_world, b.progress) == ("elsewhere", "test", str(tmp_path / "w"), False)
-    assert (c.resume, c.max_steps, c.method, c.heads, c.mini_world) == (str(tmp_path / "c"), 20, "ladd", "temporal",
-                                                                        str(tmp_path / "w"))
+    assert (c.resume, c.out, c.max_steps, c.method, c.heads, c.mini_world) == (
+        "latest", str(tmp_path / "c"), 20, "ladd", "temporal", str(tmp_path / "w"))
     assert "SFV_MINI_WORLD" not in os.environ
     for error in (UserError("--resume: another configuration"), FloatingPointError("non-finite loss at step 3")):
         monkeypatch.setattr(sfv_train.train, "train", lambda cfg: (_ for _ in ()).throw(error))
