@@ -30,7 +30,7 @@ from sfv_core.protocol import GEN, GenerationConditions
 
 from .base import Method, check_finite
 from .i2v_clock import PipelineClocks
-from .i2v_spec import TIMING_LABEL, calls_per_video, frame_indices, native_fps, prompt_for
+from .i2v_spec import TIMING_LABEL, calls_per_video, frame_indices, native_fps, prompt_for, uses_cfg
 from .models.stacks import hf_snapshot, is_repo_id
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,18 @@ def _pipeline_call(folder: Path) -> tuple[str, dict]:
     return cls_name, dict(params)
 
 
+def _sample_size(transformer: Path, folder: Path) -> tuple:
+    """(height, width) a pipeline whose ``__call__`` leaves the size open generates: the transformer's
+    ``sample_height/width`` latents times the VAE's spatial factor (as CogVideoX's pipeline computes it)."""
+    try:
+        t = json.loads((Path(transformer) / "config.json").read_text())
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        return t["sample_height"] * scale, t["sample_width"] * scale
+    except (OSError, KeyError, ValueError, TypeError):
+        return None, None
+
+
 class I2VMethod(Method):
     takes_labels = True          # the harness passes each video's class name (``labels=``)
 
@@ -89,7 +101,7 @@ class I2VMethod(Method):
     @property
     def cfg(self) -> bool:
         """Guidance above 1, the pipeline's own default guidance once ``check()`` has read it."""
-        return self.plan["guidance"] > 1.0 if self.plan else self.info.uses_cfg(self.options)
+        return uses_cfg(self.plan["class"], self.plan["guidance"]) if self.plan else self.info.uses_cfg(self.options)
 
     # -- files ----------------------------------------------------------------------------------
     def check(self, stack=None, variant=None) -> None:
@@ -108,7 +120,7 @@ class I2VMethod(Method):
             raise UserError(f"option {self.name}.guidance={guidance!r} is not a number") from None
         self.plan = {"folder": folder, "class": cls_name, "params": set(params), "default": default,
                      "guidance": guidance,
-                     "fps": native_fps(cls_name, float(self.options.get("fps") or 0)),
+                     "fps": native_fps(cls_name, float(self.options.get("fps") or default.get("frame_rate") or 0)),
                      "transformer": self._transformer_folder(), "lora": self._lora_path()}
         ids = [_folder_identity(folder)]
         if self.plan["transformer"]:
@@ -199,7 +211,7 @@ class I2VMethod(Method):
         video = np.asarray(out.frames[0], dtype=np.float32)
         batches, want = self.clocks.denoiser_batches(), self.unet_calls_per_video()
         if batches != [want["batch"]] * want["calls"]:
-            raise RuntimeError(f"{self.name}: {self.plan['class']} made denoiser calls of batch {batches}, not "
+            raise UserError(f"{self.name}: {self.plan['class']} made denoiser calls of batch {batches}, not "
                                f"{want['calls']} x batch {want['batch']} as the table states; its CFG rule is not "
                                f"known here (methods/i2v_spec.py: SEPARATE_CFG)")
         self.unet_call_log += batches
@@ -251,6 +263,10 @@ class I2VMethod(Method):
         native = {"height": int(o.get("height") or 0) or d.get("height"),
                   "width": int(o.get("width") or 0) or d.get("width"),
                   "frames": int(o.get("frames") or 0) or d.get("num_frames"), "fps": self.plan["fps"]}
+        if native["height"] is None or native["width"] is None:     # CogVideoX: from its transformer's config
+            size = _sample_size(self.plan["transformer"] or self.plan["folder"] / "transformer", self.plan["folder"])
+            native["height"] = native["height"] or size[0]
+            native["width"] = native["width"] or size[1]
         try:
             scored = frame_indices(native["frames"], native["fps"], GEN.num_frames, GEN.fps, o.get("frame_rule"))
         except (UserError, TypeError) as e:

@@ -28,6 +28,8 @@ NATIVE_FPS = {"Wan": 16, "SkyReelsV2": 24, "LTX": 24, "CogVideoX": 8, "HunyuanVi
 # Pipelines whose classifier-free guidance makes two denoiser calls per step (cond, uncond) instead of one
 # call at batch 2.
 SEPARATE_CFG = ("Wan", "SkyReelsV2")
+# Pipelines whose guidance_scale is embedded guidance (an input of the transformer, one call per step): no CFG.
+EMBEDDED_GUIDANCE = ("HunyuanVideo",)
 
 
 def parse_i2v_spec(item: str, name: str = "i2v"):
@@ -36,7 +38,7 @@ def parse_i2v_spec(item: str, name: str = "i2v"):
 
     parts = [p.strip() for p in item.strip().split(":")]
     rest = parts[1:]
-    source = rest.pop(0) if rest and "=" not in rest[0] and not rest[0].isdigit() else ""
+    source = rest.pop(0) if rest and not re.match(r"[A-Za-z_]\w*=", rest[0]) and not rest[0].isdigit() else ""
     steps = DEFAULT_STEPS
     if rest and "=" not in rest[0]:
         text = rest.pop(0)
@@ -102,8 +104,13 @@ def native_fps(class_name: str, option: float = 0) -> float:
     return float(NATIVE_FPS[family(class_name)])
 
 
+def uses_cfg(class_name: str, guidance: float) -> bool:
+    """Classifier-free guidance (a second, unconditional prediction per step) at this guidance scale."""
+    return guidance > 1.0 and not class_name.startswith(EMBEDDED_GUIDANCE)
+
+
 def calls_per_video(class_name: str, steps: int, guidance: float) -> dict:
     """Denoiser calls and batch per video the pipeline makes (checked against the counted calls)."""
-    cfg = guidance > 1.0
+    cfg = uses_cfg(class_name, guidance)
     separate = cfg and class_name.startswith(SEPARATE_CFG)
     return {"calls": steps * (2 if separate else 1), "batch": 2 if cfg and not separate else 1}

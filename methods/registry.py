@@ -57,6 +57,16 @@ def _guided(options: dict) -> bool:
     return float(options["max_guidance"]) > 1
 
 
+def _i2v_guided(options: dict) -> bool:
+    """Before the pipeline is read: guided unless a guidance of 1 or less is asked (the image-to-video pipelines'
+    own defaults guide); the adapter decides from the pipeline's class once checked."""
+    guidance = options.get("guidance")
+    try:
+        return guidance in (None, "") or float(guidance) > 1.0
+    except ValueError:
+        return True
+
+
 def _pretends_cfg(options: dict) -> bool:
     """dummy: batch 2 is reported as CFG."""
     return int(options["batch"]) == 2
@@ -144,7 +154,7 @@ METHODS: dict[str, MethodInfo] = {
         description="any diffusers image-to-video pipeline (Wan, LTX-Video, CogVideoX, ...) from a folder or the "
                     "offline HF cache: i2v:SOURCE[:STEPS][:KEY=VALUE...]; the pipeline's own __call__ per video, "
                     "then the protocol's frames (docs/i2v.md)",
-        valid_steps=None, default_steps=50, default_stack="none", cfg=False,
+        valid_steps=None, default_steps=50, default_stack="none", cfg=_i2v_guided,
         spec_parser="methods.i2v_spec:parse_i2v_spec",
         options={
             "pipeline": Option(None, "pipeline folder (model_index.json) or repo id in the HF cache; the spec's "

@@ -340,3 +340,33 @@ def test_harness_gives_each_video_its_class_and_records_part_times(tmp_path):
             assert lat["parts"]["text_encoder"]["median_s"] == 0.5 and lat["parts"]["vae_decode"]["n"] == 2
         else:
             assert "parts" not in lat                      # the SVD family's latency.json stays as it was
+
+
+def test_spec_source_may_hold_an_equals_sign():
+    """A checkpoint folder such as /ckpt/step=1000 is a SOURCE, not a KEY=VALUE part."""
+    (spec,) = parse_specs("i2v:/ckpt/step=1000:4:guidance=1")
+    assert spec.steps == 4 and dict(spec.options) == {"pipeline": "/ckpt/step=1000", "guidance": "1"}
+
+
+def test_guidance_rules():
+    """Embedded guidance (HunyuanVideo) makes no CFG calls; `sfv-bench ls` says an i2v row guides unless a
+    guidance of 1 or less is asked."""
+    from methods.i2v_spec import calls_per_video, uses_cfg
+    from methods.registry import METHODS
+
+    assert uses_cfg("WanImageToVideoPipeline", 5.0) and not uses_cfg("WanImageToVideoPipeline", 1.0)
+    assert not uses_cfg("HunyuanVideoImageToVideoPipeline", 6.0)
+    assert calls_per_video("HunyuanVideoImageToVideoPipeline", 4, 6.0) == {"calls": 4, "batch": 1}
+    assert METHODS["i2v"].uses_cfg() and not METHODS["i2v"].uses_cfg({"guidance": "1"})
+
+
+def test_recorded_native_geometry(folders, _no_ftfy):
+    """LTX-Video's rate is its __call__'s frame_rate default (25); CogVideoX's size, which its __call__ leaves
+    open, is its transformer's sample size times the VAE's spatial factor."""
+    ltx = get_method(f"i2v:{folders['ltx']}:2")
+    ltx.check()
+    assert ltx.describe()["protocol_mapping"]["native"]["fps"] == 25.0
+    cog = get_method(f"i2v:{folders['cogvideox']}:2")
+    cog.check()
+    native = cog.describe()["protocol_mapping"]["native"]
+    assert isinstance(native["height"], int) and isinstance(native["width"], int) and native["height"] > 0
