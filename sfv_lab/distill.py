@@ -157,10 +157,11 @@ def row_cells() -> dict[str, str]:
     return {f"row-{m}": m for m in ROWS}
 
 
-def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] = (0,)) -> tuple[Path, Path]:
-    """table2.md, table3.md, table_lambda.md and, once a shipped row has run, table_rows.md: per cell the FVD
-    of each training seed's run (``recs`` by run name, ``sfv_lab.seeds.run_name``), mean, spread and the
-    verdict against SF-V's own setting (the rows: against sfv) by the seed rule of ``sfv_lab.seeds``."""
+def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] = (0,)) -> list[Path]:
+    """table2.md, table3.md, table_lambda.md (unless only shipped rows ran) and, once a shipped row has run,
+    table_rows.md: per cell the FVD of each training seed's run (``recs`` by run name,
+    ``sfv_lab.seeds.run_name``), mean, spread and the verdict against SF-V's own setting (the rows: against
+    sfv) by the seed rule of ``sfv_lab.seeds``. Returns the files written."""
     onestep = recs.get("onestep")
     ref = [f"Teacher's naive one step (onestep:1): {_fmt(onestep)}", ""] if onestep else []
     head = _header(recs, steps) + ref
@@ -178,14 +179,14 @@ def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] =
     tl = table(["lambda"], [
         (f"lambda {lam:g}", [f"{lam:g}{' (preset)' if lam == PRESET_LAMBDA else ''}"],
          BASE if lam == PRESET_LAMBDA else f"lambda-{lam:g}") for lam in LAMBDAS], f"lambda {PRESET_LAMBDA:g}")
-    p2, p3, pl = out / "table2.md", out / "table3.md", out / "table_lambda.md"
-    atomic_write_text(p2, "\n".join(t2) + "\n")
-    atomic_write_text(p3, "\n".join(t3) + "\n")
-    atomic_write_text(pl, "\n".join(tl) + "\n")
-    if any(seeds.run_name(n, s) in recs for n in row_cells() for s in seed_list):
-        tr = table(["row"], [(f"{m}:1", [f"{m}:1"], name) for name, m in row_cells().items()], "sfv:1")
-        atomic_write_text(out / "table_rows.md", "\n".join(tr) + "\n")
-    return p2, p3
+    tr = table(["row"], [(f"{m}:1", [f"{m}:1"], name) for name, m in row_cells().items()], "sfv:1")
+    ran = {n for n in {**cells(), **row_cells()} if any(seeds.run_name(n, s) in recs for s in seed_list)}
+    files = {"table2.md": t2, "table3.md": t3, "table_lambda.md": tl} if ran - set(row_cells()) or not ran else {}
+    if ran & set(row_cells()):
+        files["table_rows.md"] = tr
+    for name, lines in files.items():
+        atomic_write_text(out / name, "\n".join(lines) + "\n")
+    return [out / name for name in files]
 
 
 def _ablation_cells(cells_arg: str | None) -> dict[str, tuple[str, dict]]:
@@ -223,14 +224,13 @@ def cli_ablations(args) -> int:
             seeded = {**over, "seed": seed} if seed else over     # seed 0 is TrainConfig's default
             unet = distil(method, out / "runs" / run, args.steps, **seeded)
             recs[run] = score(f"{method}:1", unet, out / sub / run, **flags)
-            p2, p3 = write_tables(out, recs, args.steps, seed_list)
+            write_tables(out, recs, args.steps, seed_list)
             atomic_write_text(out / "ablations.json", json.dumps(
                 {"steps": args.steps, "seeds": list(seed_list), "seconds": round(time.time() - t0, 1),
                  "cells": recs}, indent=1, default=str) + "\n")
-    p2, p3 = write_tables(out, recs, args.steps, seed_list)
-    rows = out / "table_rows.md"
-    print("\n".join(p.read_text() for p in (p2, p3, out / "table_lambda.md", rows) if p.is_file()))
-    log.info(f"wrote {p2} and {p3} ({(time.time() - t0) / 60:.1f} min this call)")
+    written = write_tables(out, recs, args.steps, seed_list)
+    print("\n".join(p.read_text() for p in written))
+    log.info(f"wrote {', '.join(map(str, written))} ({(time.time() - t0) / 60:.1f} min this call)")
     return 0
 
 

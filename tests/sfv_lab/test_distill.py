@@ -49,7 +49,7 @@ def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
 def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
     rec = {"fvd": 12.5, "fvd_interval": [10.0, 15.0], "n_fake": 64, "detector": {"label": "mini detector"},
            "device_name": "CPU", "dtype": "float32"}
-    p2, p3 = write_tables(Path(tmp_path), {BASE: rec, "onestep": {**rec, "fvd": 18.0}}, 300)
+    p2, p3, _ = write_tables(Path(tmp_path), {BASE: rec, "onestep": {**rec, "fvd": 18.0}}, 300)
     t2, t3 = p2.read_text(), p3.read_text()
     assert "NOT the paper's numbers" in t2 and "300 sfv-train steps" in t2 and "onestep:1): 18.00" in t2
     # one seed: its FVD, mean, spread (no sd from one run), the verdict column (under 3 seeds: no claim)
@@ -80,7 +80,9 @@ def test_tables_over_three_seeds_show_each_seed_the_spread_and_the_verdict(tmp_p
                        ("heads-temporal", (29.0, 33.0, 33.5)), ("row-sfv", (24.0, 25.0, 26.0)),
                        ("row-ladd", (31.0, 35.0, 30.0))):
         recs.update({(name if s == 0 else f"{name}-s{s}"): rec(f) for s, f in enumerate(fvds)})
-    p2, _ = write_tables(Path(tmp_path), recs, 400, (0, 1, 2))
+    assert [p.name for p in write_tables(Path(tmp_path), recs, 400, (0, 1, 2))] == [
+        "table2.md", "table3.md", "table_lambda.md", "table_rows.md"]
+    p2 = Path(tmp_path) / "table2.md"
     t2 = p2.read_text()
     assert "| heads | paper FVD (UCF-101) | seed 0 | seed 1 | seed 2 | mean | min..max | sd | vs SP+TE |" in t2
     assert ("| SP | 514.7 | 50.00 [49.00, 51.00] | 52.00 [51.00, 53.00] | 54.00 [53.00, 55.00] | 52.00 "
@@ -91,6 +93,9 @@ def test_tables_over_three_seeds_show_each_seed_the_spread_and_the_verdict(tmp_p
     assert "| row | seed 0 | seed 1 | seed 2 | mean | min..max | sd | vs sfv:1 |" in rows
     assert "| ladd:1 | 31.00 [30.00, 32.00] |" in rows and "| sfv:1 beats ladd:1 |" in rows   # every seed apart
     assert "| ufogen:1 | not run | not run | not run | - | - | - | - |" in rows
+    # a folder of the shipped rows only gets the rows' table, not tables of cells it never ran
+    rows_only = {k: v for k, v in recs.items() if k.startswith("row-") or k == "onestep"}
+    assert [p.name for p in write_tables(Path(tmp_path) / "rows", rows_only, 800, (0, 1, 2))] == ["table_rows.md"]
 
 
 def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, monkeypatch, capsys):
