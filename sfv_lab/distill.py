@@ -1,5 +1,6 @@
 """Distillation in the mini world: the shipped distilled rows (sfv, ufogen, ladd, lcm) and the paper's
-Tables 2 and 3 in miniature (`sfv-bench ablations OUT`).
+Tables 2 and 3 in miniature (`sfv-bench ablations OUT`), each cell at one or more training seeds (``--seeds``;
+mean, spread and verdict by the seed rule of ``sfv_lab.seeds``).
 
 Every run is ``sfv_train.train.train`` of a ``TrainConfig`` with ``stack="mini"`` (``train_config``): the
 paper's presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see

@@ -21,6 +21,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from sfv_core.errors import UserError
+
 MIN_SEEDS = 3
 NOT_SEPARABLE = "not separable"
 
@@ -112,8 +114,6 @@ def spread_cells(scores: list[SeedScore]) -> list[str]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """``--seeds 0,1,2`` as a tuple of distinct training seeds, in the order given."""
-    from sfv_core.errors import UserError
-
     try:
         out = tuple(dict.fromkeys(int(s) for s in text.split(",")))
     except ValueError:
