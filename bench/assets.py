@@ -34,7 +34,10 @@ def add_ablations(sub):
                                          "from the mini teacher, each scored with the mini FVD")
     p.add_argument("out", help="folder for the runs, their scores and table2.md / table3.md (resumable)")
     p.add_argument("--steps", type=int, default=600, help="sfv-train steps per cell")
-    p.add_argument("--cells", default=None, help="only these cells, comma separated (default: all)")
+    p.add_argument("--cells", default=None, help="only these cells, comma separated (default: all the tables' "
+                                                 "cells; row-sfv,row-ladd,row-ufogen: the shipped one-step rows)")
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated (run folders: seed 0 the cell's "
+                                                "name, seed N name-sN); the tables show each, mean, spread, verdict")
     p.add_argument("-n", "--num-videos", type=int, default=None,
                    help="test videos each cell is scored on (default: the mini world's 64; 150 = the whole test split)")
     p.set_defaults(func="sfv_lab.distill:cli_ablations")
@@ -46,6 +49,8 @@ def add_study(sub):
     p.add_argument("out", help="folder for the runs, their scores and study.md (resumable)")
     p.add_argument("--runs", default=None, help="only these runs, comma separated (default: all; see sfv_lab.study.RUNS)")
     p.add_argument("--steps", type=int, default=400, help="sfv-train steps per run")
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated (run folders: seed 0 the run's "
+                                                "name, seed N name-sN; the r1-* runs carry their own seed)")
     p.add_argument("-n", "--num-videos", type=int, default=150, help="validation videos each run is scored on")
     p.add_argument("--install", action="store_true", help="copy study.md/.json/_curves.png into results/mini/")
     p.set_defaults(func="sfv_lab.study:cli_study")

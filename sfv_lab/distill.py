@@ -1,5 +1,6 @@
 """Distillation in the mini world: the shipped distilled rows (sfv, ufogen, ladd, lcm) and the paper's
-Tables 2 and 3 in miniature (`sfv-bench ablations OUT`).
+Tables 2 and 3 in miniature (`sfv-bench ablations OUT`), each cell at one or more training seeds (``--seeds``;
+mean, spread and verdict by the seed rule of ``sfv_lab.seeds``).
 
 Every run is ``sfv_train.train.train`` of a ``TrainConfig`` with ``stack="mini"`` (``distill_config``): the
 paper's presets, with only what the mini size forces changed (``MINI``: steps, batch, learning rates; see
@@ -19,6 +20,8 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_fvd.stats import interval_text
 from sfv_train.config import PRESETS, TrainConfig, resume_config
+
+from . import seeds
 
 log = logging.getLogger(__name__)
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
@@ -139,35 +142,68 @@ def _header(recs: dict, steps: int) -> list[str]:
             ""]
 
 
-def write_tables(out: Path, recs: dict, steps: int) -> tuple[Path, Path]:
+ROWS = ("sfv", "ladd", "ufogen")   # the shipped one-step rows: cells "row-<method>", the method's preset + MINI
+
+
+def row_cells() -> dict[str, str]:
+    """The shipped one-step rows as ablation cells (not in the default cells: ``--cells`` names them)."""
+    return {f"row-{m}": m for m in ROWS}
+
+
+def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] = (0,)) -> list[Path]:
+    """table2.md, table3.md, table_lambda.md (unless only shipped rows ran) and, once a shipped row has run,
+    table_rows.md: per cell the FVD of each training seed's run (``recs`` by run name,
+    ``sfv_lab.seeds.run_name``), mean, spread and the verdict against SF-V's own setting (the rows: against
+    sfv) by the seed rule of ``sfv_lab.seeds``. Returns the files written."""
     onestep = recs.get("onestep")
     ref = [f"Teacher's naive one step (onestep:1): {_fmt(onestep)}", ""] if onestep else []
-    t2 = _header(recs, steps) + ref + ["| heads | paper FVD (UCF-101) | mini FVD |", "|---|---|---|"]
-    for label, paper in TABLE2:
-        name = {"SP+TE": BASE, "SP": "heads-spatial", "TE": "heads-temporal"}[label]
-        t2.append(f"| {label} | {paper:.1f} | {_fmt(recs[name]) if name in recs else 'not run'} |")
-    t3 = _header(recs, steps) + ref + ["| P_mean | P_std | paper FVD (UCF-101) | mini FVD |", "|---|---|---|---|"]
-    for mean, std, paper in TABLE3:
-        name = BASE if (mean, std) == (-1.0, -1.0) else f"heads-both_p{mean:g}{std:+g}"
-        t3.append(f"| {mean:g} | {std:g} | {paper:.1f} | {_fmt(recs[name]) if name in recs else 'not run'} |")
-    tl = _header(recs, steps) + ref + ["| lambda | mini FVD |", "|---|---|"]
-    for lam in LAMBDAS:
-        name = BASE if lam == PRESET_LAMBDA else f"lambda-{lam:g}"
-        tl.append(f"| {lam:g}{' (preset)' if lam == PRESET_LAMBDA else ''} | "
-                  f"{_fmt(recs[name]) if name in recs else 'not run'} |")
-    p2, p3, pl = out / "table2.md", out / "table3.md", out / "table_lambda.md"
-    atomic_write_text(p2, "\n".join(t2) + "\n")
-    atomic_write_text(p3, "\n".join(t3) + "\n")
-    atomic_write_text(pl, "\n".join(tl) + "\n")
-    return p2, p3
+    head = _header(recs, steps) + ref
+
+    def table(cols, rows, ref_label):
+        return head + seeds.seed_table(cols, rows, recs, seed_list, ref_label, _fmt)
+
+    t2 = table(["heads", "paper FVD (UCF-101)"], [
+        (label, [label, f"{paper:.1f}"], {"SP+TE": BASE, "SP": "heads-spatial", "TE": "heads-temporal"}[label])
+        for label, paper in TABLE2], "SP+TE")
+    t3 = table(["P_mean", "P_std", "paper FVD (UCF-101)"], [
+        (f"({mean:g}, {std:g})", [f"{mean:g}", f"{std:g}", f"{paper:.1f}"],
+         BASE if (mean, std) == (-1.0, -1.0) else f"heads-both_p{mean:g}{std:+g}") for mean, std, paper in TABLE3],
+        "(-1, -1)")
+    tl = table(["lambda"], [
+        (f"lambda {lam:g}", [f"{lam:g}{' (preset)' if lam == PRESET_LAMBDA else ''}"],
+         BASE if lam == PRESET_LAMBDA else f"lambda-{lam:g}") for lam in LAMBDAS], f"lambda {PRESET_LAMBDA:g}")
+    tr = table(["row"], [(f"{m}:1", [f"{m}:1"], name) for name, m in row_cells().items()], "sfv:1")
+    ran = {n for n in {**cells(), **row_cells()} if any(seeds.run_name(n, s) in recs for s in seed_list)}
+    files = {"table2.md": t2, "table3.md": t3, "table_lambda.md": tl} if ran - set(row_cells()) or not ran else {}
+    if ran & set(row_cells()):
+        files["table_rows.md"] = tr
+    for name, lines in files.items():
+        atomic_write_text(out / name, "\n".join(lines) + "\n")
+    return [out / name for name in files]
+
+
+def _ablation_cells(cells_arg: str | None) -> dict[str, tuple[str, dict]]:
+    """Cell name -> (method, TrainConfig overrides): every table cell, or those ``--cells`` names (which may
+    name the shipped rows, ``row_cells``)."""
+    known = {**{n: ("sfv", over) for n, over in cells().items()}, **{n: (m, {}) for n, m in row_cells().items()}}
+    if not cells_arg:
+        return {n: known[n] for n in cells()}
+    names = cells_arg.split(",")
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise UserError(f"unknown ablation cell(s) {', '.join(bad)}; valid: {', '.join(known)}")
+    return {n: known[n] for n in names}
 
 
 def cli_ablations(args) -> int:
-    """``sfv-bench ablations OUT``: every cell of Tables 2 and 3 as a short sfv-train run, scored alike."""
+    """``sfv-bench ablations OUT``: every cell of Tables 2 and 3 (and the lambda table; the shipped rows when
+    ``--cells`` names them) as a short sfv-train run per training seed, scored alike. The tables are
+    rewritten after each run, so an interrupted sweep keeps what finished; a rerun resumes."""
     out = Path(args.out)
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
-    only = set(args.cells.split(",")) if args.cells else None
+    todo = _ablation_cells(args.cells)
+    seed_list = seeds.parse_seeds(getattr(args, "seeds", None) or "0")
     n = args.num_videos
     if n is not None and n < 4:
         raise UserError("-n must be >= 4 (an FVD interval needs a few videos)")
@@ -175,16 +211,19 @@ def cli_ablations(args) -> int:
     sub = f"score-n{n}" if n else "score"      # scores at another N go to their own run folders
     t0, recs = time.time(), {}
     recs["onestep"] = score("onestep:1", None, out / sub / "onestep", **flags)
-    for name, over in cells().items():
-        if only and name not in only:
-            continue
-        unet = distil("sfv", out / "runs" / name, args.steps, **over)
-        recs[name] = score("sfv:1", unet, out / sub / name, **flags)
-    p2, p3 = write_tables(out, recs, args.steps)
-    atomic_write_text(out / "ablations.json", json.dumps(
-        {"steps": args.steps, "seconds": round(time.time() - t0, 1), "cells": recs}, indent=1, default=str) + "\n")
-    print(p2.read_text() + "\n" + p3.read_text() + "\n" + (out / "table_lambda.md").read_text())
-    log.info(f"wrote {p2} and {p3} ({(time.time() - t0) / 60:.1f} min this call)")
+    for seed in seed_list:                     # seed by seed: a whole table at one seed finishes first
+        for name, (method, over) in todo.items():
+            run = seeds.run_name(name, seed)
+            seeded = {**over, "seed": seed} if seed else over     # seed 0 is TrainConfig's default
+            unet = distil(method, out / "runs" / run, args.steps, **seeded)
+            recs[run] = score(f"{method}:1", unet, out / sub / run, **flags)
+            write_tables(out, recs, args.steps, seed_list)
+            atomic_write_text(out / "ablations.json", json.dumps(
+                {"steps": args.steps, "seeds": list(seed_list), "seconds": round(time.time() - t0, 1),
+                 "cells": recs}, indent=1, default=str) + "\n")
+    written = write_tables(out, recs, args.steps, seed_list)
+    print("\n".join(p.read_text() for p in written))
+    log.info(f"wrote {', '.join(map(str, written))} ({(time.time() - t0) / 60:.1f} min this call)")
     return 0
 
 

@@ -26,6 +26,7 @@ from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_write_json, atomic_write_text
 from sfv_fvd.stats import interval_text
 
+from . import seeds
 from .distill import MINI_WHY, _fmt, distil, score, validation_root
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,34 @@ RUNS = {
 # approximation and none, each at seeds 0..2 (seed: heads init, noise, data order).
 R1_SEEDS = (0, 1, 2)
 R1_VARIANTS = ("exact", "approx", "none")
+R1_REFERENCE = "approx"        # sfv-train's default R1: the other variants are compared with it
 DEFAULT_RUNS = tuple(RUNS)
 R1_RUNS = {f"r1-{r1}-s{seed}": ("sfv", {"d_norm": "frames", "r1": r1, "seed": seed},
                                   f"SF-V preset, R1 {r1}, seed {seed}")
            for seed in R1_SEEDS for r1 in R1_VARIANTS}         # not in the default runs: --runs names them
 RUNS.update(R1_RUNS)
+STUDY_REFERENCE = "sfv-element-lambda0.01"      # the SF-V preset: seeded runs are compared with it
+
+
+def base_run(run: str) -> str | None:
+    """The RUNS entry a run folder name belongs to ("sfv-videos-s2" -> "sfv-videos"), None for no entry."""
+    if run in RUNS:
+        return run
+    base, _, seed = run.rpartition("-s")
+    return base if base in RUNS and seed.isdigit() else None
+
+
+def seeded_runs(names: list[str], seed_list: tuple[int, ...]) -> dict[str, tuple[str, int | None]]:
+    """Run folder name -> (RUNS entry, training seed) for each named run at each seed (``sfv_lab.seeds.run_name``:
+    seed 0 keeps the name); the r1-* runs carry their own seed and are run once (seed None)."""
+    out = {}
+    for seed in seed_list:
+        for name in names:
+            if name in R1_RUNS:
+                out[name] = (name, None)
+            else:
+                out[seeds.run_name(name, seed)] = (name, seed)
+    return out
 
 
 def _overrides(over: dict, val: Path, steps: int) -> dict:
@@ -142,35 +166,48 @@ def write_report(out: Path, recs: dict, steps: int, n: int, seconds: dict) -> Pa
         if name == "onestep":
             continue
         p = rec.get("probes", {})
-        lines.append(f"| {name} | {RUNS[name][2]} | {_fmt(rec)} | {p.get('gn_ratio', 0):.3g} | {p.get('gn_cos', 0):.2f} "
+        lines.append(f"| {name} | {RUNS[base_run(name)][2]} | {_fmt(rec)} | {p.get('gn_ratio', 0):.3g} | {p.get('gn_cos', 0):.2f} "
                      f"| {p.get('acc_real', 0):.2f} / {p.get('acc_fake', 0):.2f} | {p.get('logit_abs_real', 0):.2f} / "
                      f"{p.get('logit_abs_fake', 0):.2f} | {seconds.get(name, 0) / 60:.1f} |")
     if any(k.startswith("r1-") for k in recs):
         lines += ["", *r1_table(recs, steps, seconds)]
+    if any(base_run(k) not in (k, None) for k in recs):
+        lines += ["", *seed_section(recs)]
     path = out / "study.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
 def r1_table(recs: dict, steps: int, seconds: dict) -> list[str]:
-    """The R1 study's lines: each run's validation FVD with its interval, then per variant the mean
-    and the spread (min..max, sample standard deviation) over the seeds that have finished."""
+    """The R1 study's lines: each run's validation FVD with its interval, then per variant the mean, the
+    spread (min..max, sample standard deviation) over the seeds that have finished and the verdict against
+    the default, approx (``sfv_lab.seeds``)."""
     import statistics
 
     lines = [f"## R1: exact vs approximate vs none (SF-V preset, {steps} steps, seeds {', '.join(map(str, R1_SEEDS))})",
-             "", "| R1 | " + " | ".join(f"seed {s}" for s in R1_SEEDS) + " | mean | min..max | sd | min per run |",
-             "|---|" + "---|" * (len(R1_SEEDS) + 4)]
-    for r1 in R1_VARIANTS:
-        names = [f"r1-{r1}-s{s}" for s in R1_SEEDS]
-        fvds = [recs[n]["fvd"] for n in names if n in recs]
-        cells = [_fmt(recs[n]) if n in recs else "not run" for n in names]
-        mean = f"{statistics.mean(fvds):.2f}" if fvds else "-"
-        span = f"{min(fvds):.2f}..{max(fvds):.2f}" if fvds else "-"
-        sd = f"{statistics.stdev(fvds):.2f}" if len(fvds) > 1 else "-"
-        mins = [seconds[n] / 60 for n in names if n in seconds]
+             "", "| R1 | " + " | ".join(f"seed {s}" for s in R1_SEEDS) + " | mean | min..max | sd | min per run "
+             f"| vs {R1_REFERENCE} |", "|---|" + "---|" * (len(R1_SEEDS) + 5)]
+    runs = {r1: {s: f"r1-{r1}-s{s}" for s in R1_SEEDS} for r1 in R1_VARIANTS}
+    scores = {r1: [seeds.seed_score(s, recs[n]) for s, n in names.items() if n in recs] for r1, names in runs.items()}
+    verdict = seeds.verdicts(scores, R1_REFERENCE)
+    for r1, names in runs.items():
+        cells = [_fmt(recs[n]) if n in recs else "not run" for n in names.values()]
+        mins = [seconds[n] / 60 for n in names.values() if n in seconds]
         per_run = f"{statistics.mean(mins):.1f}" if mins else "-"
-        lines.append(f"| {r1} | " + " | ".join(cells) + f" | {mean} | {span} | {sd} | {per_run} |")
+        lines.append(f"| {r1} | " + " | ".join(cells + seeds.spread_cells(scores[r1]))
+                     + f" | {per_run} | {verdict[r1]} |")
     return lines
+
+
+def seed_section(recs: dict) -> list[str]:
+    """The runs made at several training seeds: per run each seed's validation FVD, mean, spread and the
+    verdict against the SF-V preset's run (``sfv_lab.seeds``)."""
+    seeded = {k: base_run(k) for k in recs if k not in R1_RUNS and base_run(k)}
+    seed_list = sorted({0} | {int(k.rpartition("-s")[2]) for k, b in seeded.items() if k != b})
+    bases = [b for b in RUNS if b in seeded.values()]
+    rows = [(b, [b], b) for b in bases]
+    return [f"## Seeds (training seeds {', '.join(map(str, seed_list))}; verdicts by the seed rule of sfv_lab.seeds)",
+            "", *seeds.seed_table(["run"], rows, recs, seed_list, STUDY_REFERENCE, _fmt)]
 
 
 def cli_study(args) -> int:
@@ -181,16 +218,19 @@ def cli_study(args) -> int:
         raise UserError(f"unknown study run(s) {', '.join(bad)}; valid: {', '.join(RUNS)}")
     if args.steps < 8 or args.num_videos < 4:
         raise UserError("--steps must be >= 8 and -n >= 4")
+    seed_list = seeds.parse_seeds(getattr(args, "seeds", None) or "0")
     val = validation_root()
     flags = {"world": "mini", "data": str(val), "split": "train", "num_videos": args.num_videos}
     state = out / "study.json"
-    seconds = {k: json.loads((out / "runs" / k / "study_seconds.json").read_text())["seconds"]
-               for k in RUNS if (out / "runs" / k / "study_seconds.json").is_file()}
+    clocks = sorted((out / "runs").glob("*/study_seconds.json"))
+    seconds = {c.parent.name: json.loads(c.read_text())["seconds"] for c in clocks if base_run(c.parent.name)}
     old = json.loads(state.read_text()).get("runs", {}) if state.is_file() else {}
+    todo = seeded_runs(names, seed_list)
     recs = {"onestep": score("onestep:1", None, out / "score" / "onestep", **flags)}
-    recs.update({k: v for k, v in old.items() if k in RUNS and k not in names})     # earlier calls' runs stay
-    for name in names:
-        method, over, _ = RUNS[name]
+    recs.update({k: v for k, v in old.items() if base_run(k) and k not in todo})     # earlier calls' runs stay
+    for name, (base, seed) in todo.items():
+        method, over, _ = RUNS[base]
+        over = {**over, "seed": seed} if seed else over          # seed 0 is TrainConfig's default
         t0, run = time.time(), out / "runs" / name
         unet = distil(method, run, args.steps, **_overrides(over, val, args.steps))
         rec = score(f"{method}:1", unet, out / "score" / name, **flags)

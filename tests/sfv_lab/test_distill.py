@@ -2,6 +2,7 @@
 Tables 2 and 3, and the tables written beside the paper's numbers."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -48,18 +49,53 @@ def test_cells_cover_tables_2_and_3_and_the_lambda_table_once():
 def test_tables_carry_paper_numbers_intervals_and_missing_cells(tmp_path):
     rec = {"fvd": 12.5, "fvd_interval": [10.0, 15.0], "n_fake": 64, "detector": {"label": "mini detector"},
            "device_name": "CPU", "dtype": "float32"}
-    p2, p3 = write_tables(Path(tmp_path), {BASE: rec, "onestep": {**rec, "fvd": 18.0}}, 300)
+    p2, p3, _ = write_tables(Path(tmp_path), {BASE: rec, "onestep": {**rec, "fvd": 18.0}}, 300)
     t2, t3 = p2.read_text(), p3.read_text()
     assert "NOT the paper's numbers" in t2 and "300 sfv-train steps" in t2 and "onestep:1): 18.00" in t2
-    assert f"| SP+TE | {TABLE2[0][1]:.1f} | 12.50 [10.00, 15.00] |" in t2 and "| SP | 514.7 | not run |" in t2
+    # one seed: its FVD, mean, spread (no sd from one run), the verdict column (under 3 seeds: no claim)
+    assert "| heads | paper FVD (UCF-101) | seed 0 | mean | min..max | sd | vs SP+TE |" in t2
+    assert f"| SP+TE | {TABLE2[0][1]:.1f} | 12.50 [10.00, 15.00] | 12.50 | 12.50..12.50 | - | reference |" in t2
+    assert "| SP | 514.7 | not run | - | - | - | - |" in t2
     assert "| -1 | -1 | 180.9 | 12.50 [10.00, 15.00] |" in t3 and t3.count("not run") == len(TABLE3) - 1
     tl = (Path(tmp_path) / "table_lambda.md").read_text()
     assert "NOT the paper's numbers" in tl and "onestep:1): 18.00" in tl
     rows = [ln for ln in tl.splitlines() if ln.startswith("| ") and "---" not in ln]
-    assert rows == ["| lambda | mini FVD |", "| 0 | not run |", "| 0.01 (preset) | 12.50 [10.00, 15.00] |",
-                    "| 0.1 | not run |", "| 1 | not run |"]
+    assert rows == ["| lambda | seed 0 | mean | min..max | sd | vs lambda 0.01 |", "| 0 | not run | - | - | - | - |",
+                    "| 0.01 (preset) | 12.50 [10.00, 15.00] | 12.50 | 12.50..12.50 | - | reference |",
+                    "| 0.1 | not run | - | - | - | - |", "| 1 | not run | - | - | - | - |"]
     write_tables(Path(tmp_path), {BASE: rec, "lambda-1": {**rec, "fvd": 9.0, "fvd_interval": None}}, 300)
-    assert "| 1 | 9.00 |" in (Path(tmp_path) / "table_lambda.md").read_text()
+    assert "| 1 | 9.00 | 9.00 | 9.00..9.00 | - | fewer than 3 seeds (1) |" in (Path(tmp_path) / "table_lambda.md").read_text()
+    assert not (Path(tmp_path) / "table_rows.md").exists()                      # no shipped row has run
+
+
+def test_tables_over_three_seeds_show_each_seed_the_spread_and_the_verdict(tmp_path):
+    """Runs by name (seed 0: the cell's name, seed N: name-sN): per-seed FVDs, mean, min..max, sd, and the
+    seed rule's verdict against SF-V's own setting; the shipped rows' table against sfv."""
+    def rec(fvd):
+        return {"fvd": fvd, "fvd_interval": [fvd - 1.0, fvd + 1.0], "n_fake": 150,
+                "detector": {"label": "mini detector"}}
+
+    recs = {"onestep": rec(68.0)}
+    for name, fvds in ((BASE, (30.0, 32.0, 34.0)), ("heads-spatial", (50.0, 52.0, 54.0)),
+                       ("heads-temporal", (29.0, 33.0, 33.5)), ("row-sfv", (24.0, 25.0, 26.0)),
+                       ("row-ladd", (31.0, 35.0, 30.0))):
+        recs.update({(name if s == 0 else f"{name}-s{s}"): rec(f) for s, f in enumerate(fvds)})
+    assert [p.name for p in write_tables(Path(tmp_path), recs, 400, (0, 1, 2))] == [
+        "table2.md", "table3.md", "table_lambda.md", "table_rows.md"]
+    p2 = Path(tmp_path) / "table2.md"
+    t2 = p2.read_text()
+    assert "| heads | paper FVD (UCF-101) | seed 0 | seed 1 | seed 2 | mean | min..max | sd | vs SP+TE |" in t2
+    assert ("| SP | 514.7 | 50.00 [49.00, 51.00] | 52.00 [51.00, 53.00] | 54.00 [53.00, 55.00] | 52.00 "
+            "| 50.00..54.00 | 2.00 | SP+TE beats SP |") in t2
+    assert "| 32.00 | 30.00..34.00 | 2.00 | reference |" in t2
+    assert t2.rstrip().endswith("| 31.83 | 29.00..33.50 | 2.47 | not separable |")       # TE, overlapping
+    rows = (Path(tmp_path) / "table_rows.md").read_text()
+    assert "| row | seed 0 | seed 1 | seed 2 | mean | min..max | sd | vs sfv:1 |" in rows
+    assert "| ladd:1 | 31.00 [30.00, 32.00] |" in rows and "| sfv:1 beats ladd:1 |" in rows   # every seed apart
+    assert "| ufogen:1 | not run | not run | not run | - | - | - | - |" in rows
+    # a folder of the shipped rows only gets the rows' table, not tables of cells it never ran
+    rows_only = {k: v for k, v in recs.items() if k.startswith("row-") or k == "onestep"}
+    assert [p.name for p in write_tables(Path(tmp_path) / "rows", rows_only, 800, (0, 1, 2))] == ["table_rows.md"]
 
 
 def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, monkeypatch, capsys):
@@ -85,6 +121,38 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
     assert len(calls) == 3 and (tmp_path / "table2.md").is_file()
     with pytest.raises(UserError, match="-n must be >= 4"):
         d.cli_ablations(argparse.Namespace(out=str(tmp_path), steps=40, cells=None, num_videos=2))
+    with pytest.raises(UserError, match="unknown ablation cell.*heads-bogus.*valid: heads-both_p-1-1"):
+        d.cli_ablations(argparse.Namespace(out=str(tmp_path), steps=40, cells="heads-bogus", num_videos=None))
+    # --seeds: seed by seed; seed 0 keeps the cell's folder (finished runs reused), seed N trains name-sN at
+    # seed N; the shipped rows by name, each with its own method
+    calls.clear()
+    args = argparse.Namespace(out=str(tmp_path), steps=40, cells="heads-spatial,row-ladd", num_videos=None,
+                              seeds="0,1,2")
+    assert d.cli_ablations(args) == 0
+    trained = [c[1:] for c in calls if c[0] == "distil"]
+    assert trained == [("sfv", "heads-spatial", 40, {"heads": "spatial"}), ("ladd", "row-ladd", 40, {}),
+                       ("sfv", "heads-spatial-s1", 40, {"heads": "spatial", "seed": 1}),
+                       ("ladd", "row-ladd-s1", 40, {"seed": 1}),
+                       ("sfv", "heads-spatial-s2", 40, {"heads": "spatial", "seed": 2}),
+                       ("ladd", "row-ladd-s2", 40, {"seed": 2})]
+    scored = [(c[1], c[2].name) for c in calls if c[0] == "score"][1:]
+    assert scored == [("sfv:1" if m == "sfv" else "ladd:1", name) for m, name, _, _ in trained]
+    stored = json.loads((tmp_path / "ablations.json").read_text())
+    assert stored["seeds"] == [0, 1, 2] and set(stored["cells"]) == {"onestep", *(t[1] for t in trained)}
+    assert "| seed 0 | seed 1 | seed 2 |" in (tmp_path / "table2.md").read_text()
+    assert (tmp_path / "table_rows.md").is_file()
+    args.seeds = "0,x"
+    with pytest.raises(UserError, match="--seeds"):
+        d.cli_ablations(args)
+
+
+def test_ablations_command_line_takes_seeds():
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args(["ablations", "OUT", "--seeds", "0,1,2"])
+    assert (args.seeds, args.cells) == ("0,1,2", None)
+    assert build_parser().parse_args(["ablations", "OUT"]).seeds == "0"
+    assert build_parser().parse_args(["study", "OUT", "--seeds", "1"]).seeds == "1"
 
 
 def test_distil_scores_fvd_while_training_on_the_validation_clips(tmp_path, monkeypatch):
