@@ -248,6 +248,18 @@ def test_cli_latency_bad_input(tmp_path):
         assert "\n" not in str(e.value)
 
 
+def test_cli_latency_refuses_an_i2v_row_in_one_line(tmp_path):
+    """The options benchmark runs the SVD family's samplers on its UNet; an i2v row (its own pipeline) is
+    timed by `sfv-bench run`, so it is refused before any work, naming that command."""
+    pipeline = tmp_path / "ltx"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "LTXImageToVideoPipeline"}))
+    with pytest.raises(UserError, match=r"`sfv-bench latency` times SVD-family UNets; i2v rows are timed by "
+                                        r"`sfv-bench run`") as e:
+        L.cli_latency(_args(tmp_path, methods=f"sfv:1,i2v:{pipeline}:4"))
+    assert "\n" not in str(e.value) and not (tmp_path / "lat").exists()
+
+
 def test_default_out_is_outside_the_committed_results():
     assert default_out_dir(L.make_shape("tiny"), "cpu") == Path("runs") / "latency" / "tiny-cpu"
 
