@@ -249,10 +249,11 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
         if rank == 0:
             per_call = unet_call_seconds(method.pipe.unet, len(chunks[0]) * (2 if method.cfg else 1),
                                          settings, device, autocast)
-            log.info(f"generating teacher latents with svd:{steps}{' (CFG)' if method.cfg else ''} for {len(missing)} of "
-                     f"{len(pairs)} videos, {precision}, batches of {batch}, {world} process(es): ~{len(chunks) * steps * per_call / 60:.1f} "
-                     f"min ({len(chunks)} batch(es) x {steps} UNet calls per process, one measured: {per_call:.2f} s; "
-                     f"cache {cache.dir})")
+            minutes = len(chunks) * steps * per_call / 60
+            log.info(f"generating teacher latents with svd:{steps}{' (CFG)' if method.cfg else ''} for "
+                     f"{len(missing)} of {len(pairs)} videos, {precision}, batches of {batch}, {world} process(es): "
+                     f"~{minutes:.1f} min ({len(chunks)} batch(es) x {steps} UNet calls per process, one measured: "
+                     f"{per_call:.2f} s; cache {cache.dir})")
         for chunk in chunks:
             images = np.concatenate([settings.fit(read_video(pairs[i][0].path, [0])) for i in chunk])
             seeds = [sample_seed(settings.seed, pairs[i][0].rel) for i in chunk]
