@@ -212,12 +212,12 @@ class PassTimes:
         return self.fresh.get(key) or self._stored().get(key) if key else None
 
 
-def time_method(method, images: list, seeds: list, conditions, device: str, threads: int,
+def time_method(method, images: list, *, seeds: list, conditions, device: str, threads: int,
                 passes: PassTimes | None = None, tick=lambda: None) -> dict:
-    """The timing pass: one video at a time (after one untimed video), UNet seconds per video; then the UNet
-    pass the method makes (``method.unet_pass()``), timed into ``passes`` unless already there. It runs
-    ``method.timed_part`` (the SVD family: up to the latents; the VAE decode is not timed, so not run).
-    ``tick()`` follows each video and the pass timing (the other processes wait in such steps)."""
+    """The timing pass: one video at a time (after one untimed video; ``seeds``: one per image), UNet seconds
+    per video; then the UNet pass the method makes (``method.unet_pass()``), timed into ``passes`` unless
+    already there. It runs ``method.timed_part`` (the SVD family: up to the latents; the VAE decode is not
+    timed, so not run). ``tick()`` follows each video and the pass timing (the other processes wait in such steps)."""
     old = torch.get_num_threads()
     cpu = not str(device).startswith("cuda")
     if cpu and threads:

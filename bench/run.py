@@ -324,7 +324,8 @@ def _time(ctx: RunContext, method, timing: Path, needed: bool) -> str | None:
 
     def timing_pass(tick):
         videos = ctx.refs[:settings.timing_videos]
-        times = time_method(method, [ctx.condition(r) for r in videos], [ctx.seeds[r.sample_id] for r in videos],
+        times = time_method(method, [ctx.condition(r) for r in videos],
+                            seeds=[ctx.seeds[r.sample_id] for r in videos],
                             conditions=p.conditions(), device=settings.device, threads=settings.threads,
                             passes=ctx.passes, tick=tick)
         atomic_write_json(timing, {**times, "processes": dist.world})

@@ -43,7 +43,8 @@ def main() -> int:
         passes = PassTimes(Path(tmp))
         for spec in parse_specs(args.specs):
             m = get_method(spec, **options.get(spec.name, {})).load(world.stack, "cpu", torch.float32)
-            lat = time_method(m, images, list(range(args.videos)), p.conditions(), "cpu", args.threads, passes)
+            lat = time_method(m, images, seeds=list(range(args.videos)), conditions=p.conditions(), device="cpu",
+                              threads=args.threads, passes=passes)
             calls = m.unet_calls_per_video()["calls"]
             rows.append((spec.key, calls, lat["median_s"], calls * passes.lookup(lat["pass_key"])["median_s"]))
             m.unload()

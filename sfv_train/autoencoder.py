@@ -188,8 +188,8 @@ class AutoencoderTrainer(TrainLoop):
     postfix = ("mse",)
     tracker_names = {"mse": "loss/mse", "kl": "loss/kl", "loss": "loss/total"}
 
-    def __init__(self, cfg: VAEConfig, pool, heldout, labels=None, log=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: VAEConfig, pool, heldout, labels=None):
+        super().__init__(cfg)
         self.pool = check_clips(pool, "pool")
         self.heldout = check_clips(heldout, "held-out")
         self.labels = None if labels is None else np.asarray(labels)

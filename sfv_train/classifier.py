@@ -225,8 +225,8 @@ class DetectorTrainer(TrainLoop):
     tracker_names = {"loss": "loss/total", "loss_class": "loss/class", "loss_arrow": "loss/arrow",
                      "loss_level": "loss/level", "acc_class": "accuracy/class", "acc_arrow": "accuracy/arrow"}
 
-    def __init__(self, cfg: DetectorConfig, pool, labels, heldout, heldout_labels, log=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: DetectorConfig, pool, labels, heldout, heldout_labels):
+        super().__init__(cfg)
         c = self.cfg.classes
         self.clips = torch.from_numpy(np.array(check_clips(pool, "pool")))      # a copy: pools are memory maps
         self.labels = _check_labels(labels, pool, c, "pool")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ from sfv_core.fsutil import (atomic_write_json, cache_dir, file_signature, load_
                              sha256_json)
 from sfv_core.protocol import GenerationConditions
 from sfv_core.seeds import sample_seed
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 KEYS = ("latents", "cond_latent", "image_embeds", "added_time_ids")
@@ -178,17 +181,18 @@ class LatentCache:
 SKIP = "skip"  # marker written for a video too short or undecodable, so it is not retried
 
 
-def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_dir: Path, device,
-                    cache_root: Path | None = None, rank: int = 0, world: int = 1, wait=None,
-                    log=print) -> list[tuple[VideoItem, Path]]:
-    """Encode (once) every video's clip; return (item, cached file) of the usable videos, in item order."""
+def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_dir: Path, *, device,
+                    cache_root: Path | None = None, rank: int = 0, world: int = 1,
+                    wait=None) -> list[tuple[VideoItem, Path]]:
+    """Encode (once) every video's clip; return (item, cached file) of the usable videos, in item order.
+    ``rank`` / ``world`` / ``wait`` (a barrier): this process's share of the work (``my_share``)."""
     key = {"version": CACHE_VERSION, "what": "latents", "clip": settings.cache_key(),
            "stack": component_signature(stack_dir, ("vae", "image_encoder", "feature_extractor"))}
     cache = LatentCache(cache_root or cache_dir("train-latents"), key)
     missing = [it for it in items if not cache.path(it).exists() and not cache.path(it, SKIP).exists()]
     todo = my_share(missing, rank, world, wait)
     if todo and rank == 0:
-        log(f"encoding {len(missing)} of {len(items)} videos to latents (cache {cache.dir})")
+        log.info(f"encoding {len(missing)} of {len(items)} videos to latents (cache {cache.dir})")
     for it in todo:
         try:
             clip = load_clip(it, settings)
@@ -210,13 +214,13 @@ def prepare_latents(pipe, items: list[VideoItem], settings: ClipSettings, stack_
                         f"ask for fewer --num-frames / a lower --fps")
     skipped = len(items) - len(pairs)
     if skipped and rank == 0:
-        log(f"skipped {skipped} of {len(items)} videos (too short for the clip or undecodable)")
+        log.info(f"skipped {skipped} of {len(items)} videos (too short for the clip or undecodable)")
     return pairs
 
 
-def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settings: ClipSettings, steps: int,
+def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settings: ClipSettings, *, steps: int,
                     max_guidance: float, device, cache_root: Path | None = None, rank: int = 0, world: int = 1,
-                    wait=None, log=print, unet=None, half=None, batch: int = 4) -> list[Path]:
+                    wait=None, unet=None, half=None, batch: int = 4) -> list[Path]:
     """LADD's data: latents of the ``svd:<steps>`` method (methods.svd.SVDMethod.generate_latents) from
     each usable video's conditioning frame, seeded with the video's seed -- so the teacher's condition
     (noise augmentation included) is exactly the cached one the student is trained with.
@@ -245,10 +249,11 @@ def prepare_teacher(stack_dir: Path, pairs: list[tuple[VideoItem, Path]], settin
         if rank == 0:
             per_call = unet_call_seconds(method.pipe.unet, len(chunks[0]) * (2 if method.cfg else 1),
                                          settings, device, autocast)
-            log(f"generating teacher latents with svd:{steps}{' (CFG)' if method.cfg else ''} for {len(missing)} of "
-                f"{len(pairs)} videos, {precision}, batches of {batch}, {world} process(es): ~{len(chunks) * steps * per_call / 60:.1f} "
-                f"min ({len(chunks)} batch(es) x {steps} UNet calls per process, one measured: {per_call:.2f} s; "
-                f"cache {cache.dir})")
+            minutes = len(chunks) * steps * per_call / 60
+            log.info(f"generating teacher latents with svd:{steps}{' (CFG)' if method.cfg else ''} for "
+                     f"{len(missing)} of {len(pairs)} videos, {precision}, batches of {batch}, {world} process(es): "
+                     f"~{minutes:.1f} min ({len(chunks)} batch(es) x {steps} UNet calls per process, one measured: "
+                     f"{per_call:.2f} s; cache {cache.dir})")
         for chunk in chunks:
             images = np.concatenate([settings.fit(read_video(pairs[i][0].path, [0])) for i in chunk])
             seeds = [sample_seed(settings.seed, pairs[i][0].rel) for i in chunk]

@@ -106,8 +106,8 @@ class DiffusionTrainer(TrainLoop):
     postfix = ("loss",)
     tracker_names = {"loss": "loss/v", **{f"loss_sigma_{b}": f"loss_sigma/{b}" for b in _bucket_names()}}
 
-    def __init__(self, cfg: DiffusionConfig, pool, heldout=None, log=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: DiffusionConfig, pool, heldout=None):
+        super().__init__(cfg)
         self.pool = check_clips(pool, "pool")
         self.heldout = None if heldout is None else check_clips(heldout, "held-out")
         self.desc = "teacher"

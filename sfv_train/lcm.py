@@ -124,8 +124,8 @@ class LCMTrainer(Trainer):
     postfix = ("loss",)
     tracker_names = {"loss": "loss/consistency", "sigma": "noise/sigma", "guidance": "teacher/guidance"}
 
-    def __init__(self, cfg, log=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg):
+        super().__init__(cfg)
         self.sigmas = lcm_sigmas()
         self.weights = loss_weights(self.sigmas)
         self.g_first = parse_scales(self.cfg.lcm_guidance_first, "--lcm-guidance-first")

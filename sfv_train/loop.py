@@ -88,9 +88,8 @@ class TrainLoop:
     tracker_names: dict = {}           # metric -> tracker tag (else by prefix, else itself)
     tracker_prefixes: dict = {"grad_norm_": "grad_norm/"}       # grad_norm_x -> grad_norm/x
 
-    def __init__(self, cfg, log=None):
+    def __init__(self, cfg):
         self.cfg = cfg.resolved()
-        self._log = log
         self.fvd = None
         self.out = Path(self.cfg.out).expanduser()
         self.ckpt_root = self.out / "checkpoints"
@@ -127,14 +126,10 @@ class TrainLoop:
 
     # -- infrastructure -------------------------------------------------------------------------
     def log(self, msg: str, level: int = logging.INFO) -> None:
-        """A console line from the main process (``logging``; above the progress bar). A ``log`` callable
-        given to the constructor gets the message instead (a caller's own record of what was said)."""
+        """A console line from the main process (``logging``; above the progress bar)."""
         if self.acc is not None and not self.acc.is_main_process:
             return
-        if self._log is not None:
-            self._log(msg)
-        else:
-            log.log(level, msg)
+        log.log(level, msg)
 
     def autocast(self):
         if not self.bf16:

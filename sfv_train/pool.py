@@ -25,7 +25,7 @@ from sfv_core.data.synthetic import fold_test_groups, render_clip
 from sfv_core.errors import UserError
 from sfv_core.fsutil import atomic_path, atomic_write_json
 
-logger = logging.getLogger(__name__)   # `log` is still build_pool's parameter (bench.mini passes one)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,8 @@ class PoolSpec:
                 for i in range(self.size)]
 
 
-def build_pool(spec: PoolSpec, folder, log=None, threads: int | None = None) -> np.ndarray:
-    """uint8 (size, T, H, W, 3) of the pool, rendered once into ``folder`` and read back afterwards (said
-    through ``logging``; a ``log`` callable, if given, gets the message instead)."""
+def build_pool(spec: PoolSpec, folder, threads: int | None = None) -> np.ndarray:
+    """uint8 (size, T, H, W, 3) of the pool, rendered once into ``folder`` and read back afterwards."""
     folder = Path(folder)
     meta, data = folder / "pool.json", folder / "clips.npy"
     if meta.is_file() and data.is_file():
@@ -62,8 +61,8 @@ def build_pool(spec: PoolSpec, folder, log=None, threads: int | None = None) -> 
             raise UserError(f"{folder} holds a clip pool made with other settings ({old}); use another folder")
         return np.load(data, mmap_mode="r")
     keys = spec.keys()
-    (log or logger.info)(f"rendering {len(keys)} training clips ({spec.num_frames} frames at {spec.fps} fps, "
-                         f"{spec.width}x{spec.height}) from training groups {spec.train_groups()}")
+    log.info(f"rendering {len(keys)} training clips ({spec.num_frames} frames at {spec.fps} fps, "
+             f"{spec.width}x{spec.height}) from training groups {spec.train_groups()}")
 
     def render(key):
         slot, group, clip = key

@@ -11,8 +11,8 @@ def trainer_class(method: str) -> type[Trainer]:
     return LCMTrainer if method == "lcm" else Trainer
 
 
-def train(cfg: TrainConfig, log=None) -> Trainer:
+def train(cfg: TrainConfig) -> Trainer:
     """Train (and export), with the FVD while training (sfv_train.evaluation) when ``cfg.fvd_every`` > 0."""
-    t = trainer_class(cfg.method)(cfg, log=log)
+    t = trainer_class(cfg.method)(cfg)
     t.run()
     return t

@@ -59,8 +59,8 @@ class Trainer(TrainLoop):
     # G, EMA, D and so the optimiser state (bfloat16 lets the full-size model fit a CPU; see --mixed-precision)
     weights_dtype = torch.float32
 
-    def __init__(self, cfg: TrainConfig, log=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
         self.desc = f"sfv-train {self.cfg.method}"
 
     # ------------------------------------------------------------------------------- setup
@@ -85,14 +85,15 @@ class Trainer(TrainLoop):
         pipe = load_pipeline(stack_dir, device=self.device, dtype=self.weights_dtype)
         settings = ClipSettings.of(cfg)
         cache_root = Path(cfg.latent_cache) if cfg.latent_cache else None
-        pairs = prepare_latents(pipe, items, settings, stack_dir, self.device, cache_root, self.rank, self.world,
-                                acc.wait_for_everyone, self.log)
+        share = dict(rank=self.rank, world=self.world, wait=acc.wait_for_everyone)   # this process's part
+        pairs = prepare_latents(pipe, items, settings, stack_dir, device=self.device, cache_root=cache_root, **share)
         real = None
         if cfg.method == "ladd":
-            real = prepare_teacher(stack_dir, pairs, settings, cfg.teacher_steps, cfg.teacher_max_guidance,
-                                   self.device, cache_root / "teacher" if cache_root else None,
-                                   self.rank, self.world, acc.wait_for_everyone, self.log, unet=pipe.unet,
-                                   half=torch.bfloat16 if self.bf16 else None, batch=cfg.teacher_batch)
+            real = prepare_teacher(stack_dir, pairs, settings, steps=cfg.teacher_steps,
+                                   max_guidance=cfg.teacher_max_guidance, device=self.device,
+                                   cache_root=cache_root / "teacher" if cache_root else None, **share,
+                                   unet=pipe.unet, half=torch.bfloat16 if self.bf16 else None,
+                                   batch=cfg.teacher_batch)
         self.data = LatentDataset([f for _, f in pairs], real)
         self.vae = pipe.vae.requires_grad_(False)   # for previews
         self.stack_dir = stack_dir

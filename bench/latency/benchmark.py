@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from . import SCHEMA
 from .loops import method_loop, method_plan, method_run_check
 from .models import Shape, count_all_flops, load_models, stack_configs, unet_inputs
 from .options import DEFAULT_TOLERANCE, UNetRunner, cast_inputs, option_space, search_options, to_channels_last
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,7 +45,7 @@ def _suffix(frames: int, shape: Shape) -> str:
     return "" if frames == shape.num_frames else f"_{frames}f"
 
 
-def time_unet_passes(s: Settings, runner, unet_config: dict, plan: list, frame_counts, peak: dict, log) -> dict:
+def time_unet_passes(s: Settings, runner, unet_config: dict, plan: list, frame_counts, peak: dict) -> dict:
     """Median batch-1 and batch-2 UNet passes at the generation frames (and the batches methods use at
     other frame counts)."""
     hw = s.shape.latent_hw()
@@ -56,11 +59,11 @@ def time_unet_passes(s: Settings, runner, unet_config: dict, plan: list, frame_c
             with peak_memory(s.device, peak, f"unet_{key}"):
                 ms = time_ms(lambda: runner.run(inp), s.device, s.warmup, s.repeats)
             out[key] = {**summarize(ms), "frames": frames, "batch": b}
-            log(f"UNet pass {key}: median {out[key]['median_ms']:.2f} ms (n={len(ms)})")
+            log.info(f"UNet pass {key}: median {out[key]['median_ms']:.2f} ms (n={len(ms)})")
     return out
 
 
-def time_components(s: Settings, vae, vae_enc, clip, dtype, frame_counts, peak: dict, log) -> dict:
+def time_components(s: Settings, vae, vae_enc, clip, dtype, frame_counts, peak: dict) -> dict:
     """Image encoder (CLIP preprocessing on the device + ViT), VAE encode, VAE decode per frame count."""
     device, shape = s.device, s.shape
     g = torch.Generator().manual_seed(s.seed)
@@ -87,12 +90,12 @@ def time_components(s: Settings, vae, vae_enc, clip, dtype, frame_counts, peak: 
             out[f"vae_decode_{frames}f"] = summarize(time_ms(
                 lambda: decode_latents(vae, z, s.decode_chunk_size or frames), device, s.warmup, s.repeats))
     for k, v in out.items():
-        log(f"{k}: median {v['median_ms']:.2f} ms")
+        log.info(f"{k}: median {v['median_ms']:.2f} ms")
     return out
 
 
 def time_method_loops(s: Settings, runner, unet_config: dict, plan: list, unet_pass: dict, components: dict,
-                      flops: dict, peak: dict, log) -> list[dict]:
+                      flops: dict, peak: dict) -> list[dict]:
     """Per method: its own sampler loop timed as a whole (checked against the registry's UNet calls),
     calls x median pass, and the end-to-end breakdown."""
     rows = []
@@ -126,33 +129,33 @@ def time_method_loops(s: Settings, runner, unet_config: dict, plan: list, unet_p
                    loop_vs_estimate=loop["median_ms"] / estimate, unet_flops=unet_flops,
                    e2e_flops=unet_flops + flops["image_encoder"] + flops["vae_encode"]
                    + flops[f"vae_decode_{e['frames']}f"], e2e=e2e, paper=_paper(e["spec"]), method_run=None)
-        log(f"{e['spec']}: {e['calls']} x batch {e['batch']} -> UNet {estimate:.1f} ms (loop {loop['median_ms']:.1f} ms), "
-            f"end to end {e2e['total_ms']:.1f} ms")
+        log.info(f"{e['spec']}: {e['calls']} x batch {e['batch']} -> UNet {estimate:.1f} ms "
+                 f"(loop {loop['median_ms']:.1f} ms), end to end {e2e['total_ms']:.1f} ms")
         rows.append(row)
     return rows
 
 
-def choose_runner(unet_fp32, space: dict, inputs1: dict, s: Settings, log=print):
+def choose_runner(unet_fp32, space: dict, inputs1: dict, s: Settings):
     """(runner, Options, precision check): the search's own runner of the chosen options, so a compiled UNet is
     compiled once for the search and the timings; a new runner only when the choice failed the check."""
     kept: dict = {}
     opts, precision = search_options(unet_fp32, space, inputs1, s.device, tolerance=s.tolerance, warmup=s.warmup,
-                                     repeats=max(3, min(s.repeats, 10)), log=log, keep=kept)
+                                     repeats=max(3, min(s.repeats, 10)), keep=kept)
     if not precision["passed"]:
-        log(f"WARNING: {opts.label()} is {precision['chosen_rel_l2']:.3g} off fp32 eager "
-            f"(tolerance {s.tolerance}); timings are reported with passed=false")
-    log(f"options: {opts.label()}")
+        log.warning(f"WARNING: {opts.label()} is {precision['chosen_rel_l2']:.3g} off fp32 eager "
+                    f"(tolerance {s.tolerance}); timings are reported with passed=false")
+    log.info(f"options: {opts.label()}")
     return kept.get("runner") or UNetRunner(unet_fp32, opts, s.device), opts, precision
 
 
-def run_benchmark(s: Settings, log=print) -> dict:
+def run_benchmark(s: Settings) -> dict:
     """Run every measurement; return the result dict (schema in ``command.cli_latency``'s doc). On CUDA
     everything runs with ``s.device`` as the current device (``cuda:1`` is timed on GPU 1)."""
     with cuda_device(s.device):
-        return _run_benchmark(s, log)
+        return _run_benchmark(s)
 
 
-def _run_benchmark(s: Settings, log) -> dict:
+def _run_benchmark(s: Settings) -> dict:
     device, shape = s.device, s.shape
     stack = s.stack if s.stack is not None or shape.name != "tiny" else "tiny"
     configs = stack_configs(stack) if stack is not None else FULL_CONFIGS
@@ -160,24 +163,24 @@ def _run_benchmark(s: Settings, log) -> dict:
     plan = method_plan(s.methods, shape.num_frames) if s.methods else []
     frame_counts = {shape.num_frames} | {e["frames"] for e in plan}
 
-    log(f"counting FLOPs on the meta device ({shape.name} shape, frames {sorted(frame_counts)})")
+    log.info(f"counting FLOPs on the meta device ({shape.name} shape, frames {sorted(frame_counts)})")
     flops = count_all_flops(configs, shape, frame_counts, s.decode_chunk_size)
 
-    log(f"loading models ({stack or 'full-size configs, random weights'}) on {device}")
+    log.info(f"loading models ({stack or 'full-size configs, random weights'}) on {device}")
     models, source = load_models(stack, configs, device, s.seed, s.variant)
     model_info = {"source": source, **{f"{k}_params": param_count(m) for k, m in models.items()}}
 
-    log("precision check / option search")
+    log.info("precision check / option search")
     inputs1 = unet_inputs(configs["unet"], 1, shape.num_frames, shape.latent_hw(), device, torch.float32, s.seed)
-    runner, opts, precision = choose_runner(models["unet"], space, inputs1, s, log)
+    runner, opts, precision = choose_runner(models["unet"], space, inputs1, s)
     vae, vae_enc, clip = _models_for_timing(models, runner, opts, device)
 
     peak: dict = {}
-    unet_pass = time_unet_passes(s, runner, configs["unet"], plan, frame_counts, peak, log)
-    components = time_components(s, vae, vae_enc, clip, runner.dtype, frame_counts, peak, log)
-    rows = time_method_loops(s, runner, configs["unet"], plan, unet_pass, components, flops, peak, log)
+    unet_pass = time_unet_passes(s, runner, configs["unet"], plan, frame_counts, peak)
+    components = time_components(s, vae, vae_enc, clip, runner.dtype, frame_counts, peak)
+    rows = time_method_loops(s, runner, configs["unet"], plan, unet_pass, components, flops, peak)
     if s.method_check and stack is not None and plan:
-        log("method check: real adapters (load + generate)")
+        log.info("method check: real adapters (load + generate)")
         for row in rows:
             row["method_run"] = method_run_check(row, stack, device, opts.dtype, shape, s.decode_chunk_size,
                                                  row["unet_ms_median"], s.variant)

@@ -10,6 +10,7 @@ import torch
 from methods.models.conditioning import Condition
 from methods.models.timing import UNetTimer, sync
 from methods.registry import get_method, parse_specs
+from methods.svd import SVDFamilyMethod
 from sfv_core.errors import UserError
 from sfv_core.protocol import GenerationConditions
 
@@ -21,6 +22,9 @@ def method_plan(specs_text: str, base_frames: int) -> list[dict]:
     plan = []
     for spec in parse_specs(specs_text):
         m = get_method(spec)
+        if not isinstance(m, SVDFamilyMethod):
+            raise UserError(f"--methods {spec.key}: `sfv-bench latency` times SVD-family UNets; {spec.name} rows "
+                            f"are timed by `sfv-bench run` (latency.json, with latency.parts for i2v)")
         calls = m.unet_calls_per_video()
         frames = m.frames_to_generate(base_frames)
         plan.append({"spec": spec.key, "name": spec.name, "steps": spec.steps, "cfg": bool(m.cfg),

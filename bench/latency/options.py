@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from sfv_core.errors import UserError
 from sfv_core.values import parse_bool
 
 from . import DEFAULT_TOLERANCE
+
+log = logging.getLogger(__name__)
 
 OPTION_ORDER = ("dtype", "attention", "channels_last", "compile", "cuda_graphs")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -212,7 +215,7 @@ def _candidate_line(rec: dict) -> str:
 
 
 def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, tolerance: float, warmup: int,
-                   repeats: int, log=print, keep: dict | None = None) -> tuple[Options, dict]:
+                   repeats: int, keep: dict | None = None) -> tuple[Options, dict]:
     """Greedy search over ``space`` (see module doc). Returns (chosen Options, precision_check dict).
 
     ``keep``: a dict that receives ``keep["runner"]``, the chosen configuration's runner as the search built
@@ -239,7 +242,7 @@ def search_options(unet_fp32, space: dict, inputs_fp32: dict, device, *, toleran
         if is_cuda(device):
             with cuda_device(device):
                 torch.cuda.empty_cache()
-        log(_candidate_line(rec))
+        log.info(_candidate_line(rec))
         results[opts] = rec
         return rec
 

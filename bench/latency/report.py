@@ -26,12 +26,21 @@ def _tf(x) -> str:
 
 
 def render_markdown(r: dict) -> str:
+    """latency.md: the settings, the methods beside the paper's figures, the end-to-end breakdown, the
+    precision check's candidates and the FLOPs."""
+    sections = (_summary_lines(r), _table1_lines(r), _breakdown_lines(r), _candidate_lines(r["precision_check"]),
+                _flops_lines(r))
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _summary_lines(r: dict) -> list[str]:
+    """The title and one line per setting: device, options, shape, UNet pass, peak memory, precision, decode."""
     env, o, sh = r["env"], r["options"], r["shape"]
     dev = env["gpu_name"] or f"CPU ({env['cpu']}, {env['threads']} threads)"
     lat = "x".join(map(str, sh["latent"]))
     b1, b2 = r["unet_pass"]["batch1"], r["unet_pass"]["batch2"]
     pc = r["precision_check"]
-    lines = [
+    return [
         "# Latency: denoising process (UNet) and end to end",
         "",
         f"- Device: {dev}; driver {env['driver'] or '—'}; torch {env['torch']}, CUDA {env['cuda'] or '—'}, "
@@ -51,6 +60,13 @@ def render_markdown(r: dict) -> str:
         f"- Precision check: {pc['chosen_rel_l2']:.2e} relative L2 vs {pc['reference']} (tolerance "
         f"{pc['tolerance']}): {'pass' if pc['passed'] else 'FAIL'}; {len(pc['candidates'])} configuration(s) tried",
         f"- VAE decode chunk size: {r['decode_chunk_size']}",
+    ]
+
+
+def _table1_lines(r: dict) -> list[str]:
+    """Table 1's rows (the paper's figure beside ours), the other timed methods, and the notes on the ratio
+    and on loops far from their estimate."""
+    lines = [
         "",
         f"Latency of the denoising process (all UNet calls of one video), beside the paper's {GPU} figures:",
         "",
@@ -78,26 +94,39 @@ def render_markdown(r: dict) -> str:
     for m in odd:
         lines += ["", f"IMPLAUSIBLE: the {m['spec']} loop took {m['loop_vs_estimate']:.1f}x its estimate (calls x "
                       f"median pass): a busy machine or too many threads? Rerun (on CPU with --threads 1)."]
-    lines += ["", "End-to-end breakdown (medians):", "",
-              "| Method | Image encoder | VAE encode | UNet loop | VAE decode (frames, chunk) | Total |",
-              "|---|---:|---:|---:|---:|---:|"]
+    return lines
+
+
+def _breakdown_lines(r: dict) -> list[str]:
+    """Each method's end-to-end medians: image encoder, VAE encode, UNet loop, VAE decode, total."""
+    lines = ["", "End-to-end breakdown (medians):", "",
+             "| Method | Image encoder | VAE encode | UNet loop | VAE decode (frames, chunk) | Total |",
+             "|---|---:|---:|---:|---:|---:|"]
     for m in r["methods"]:
         e = m["e2e"]
         lines.append(f"| {m['spec']} | {_fmt_ms(e['image_encoder_ms'])} | {_fmt_ms(e['vae_encode_ms'])} | "
                      f"{_fmt_ms(e['unet_loop_ms'])} | {_fmt_ms(e['vae_decode_ms'])} ({e['frames_decoded']}, "
                      f"{e['decode_chunk_size']}) | {_fmt_ms(e['total_ms'])} |")
-    lines += ["", "Precision check candidates:", "", "| Configuration | Median batch-1 pass | Rel. L2 vs fp32 | Pass |",
-              "|---|---:|---:|---|"]
+    return lines
+
+
+def _candidate_lines(pc: dict) -> list[str]:
+    """The option search's configurations: median pass, error against fp32 eager, pass / fail."""
+    lines = ["", "Precision check candidates:", "", "| Configuration | Median batch-1 pass | Rel. L2 vs fp32 | Pass |",
+             "|---|---:|---:|---|"]
     for c in pc["candidates"]:
         if c.get("error"):
             lines.append(f"| {c['label']} | — | — | not run: {c['error']} |")
         else:
             lines.append(f"| {c['label']} | {_fmt_ms(c['median_ms'])} | {c['rel_l2']:.2e} | "
                          f"{'yes' if c['passed'] else 'no'} |")
-    lines += ["", "FLOPs (counted with torch.utils.flop_counter on the meta device):", "",
-              "| Part | FLOPs |", "|---|---:|"]
-    lines += [f"| {k} | {_tf(v)} |" for k, v in r["flops"].items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _flops_lines(r: dict) -> list[str]:
+    lines = ["", "FLOPs (counted with torch.utils.flop_counter on the meta device):", "",
+             "| Part | FLOPs |", "|---|---:|"]
+    return lines + [f"| {k} | {_tf(v)} |" for k, v in r["flops"].items()]
 
 
 def _why_no_ratio(r: dict) -> str:

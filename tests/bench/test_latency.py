@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def test_search_keeps_only_configurations_within_tolerance(tiny_unet):
     torch.set_num_threads(1)
     inputs = L.unet_inputs(cfg, 1, 4, (4, 4), "cpu", torch.float32)
     space = L.option_space({"dtype": "fp32,bf16", "channels_last": "off,on"}, "cpu")
-    opts, check = L.search_options(unet, space, inputs, "cpu", tolerance=1e-4, warmup=0, repeats=1, log=lambda m: None)
+    opts, check = L.search_options(unet, space, inputs, "cpu", tolerance=1e-4, warmup=0, repeats=1)
     assert opts.dtype == "fp32"
     by_label = {c["label"]: c for c in check["candidates"]}
     assert by_label["fp32 eager"]["rel_l2"] == 0.0 and by_label["fp32 eager"]["passed"]
@@ -128,12 +129,12 @@ def test_search_keeps_only_configurations_within_tolerance(tiny_unet):
 
     # a single fixed configuration is still checked and reported
     opts, check = L.search_options(unet, L.option_space({"dtype": "bf16"}, "cpu"), inputs, "cpu",
-                                   tolerance=0.05, warmup=0, repeats=1, log=lambda m: None)
+                                   tolerance=0.05, warmup=0, repeats=1)
     assert opts.dtype == "bf16" and check["passed"] and len(check["candidates"]) == 1
     assert check["chosen_rel_l2"] == pytest.approx(by_label["bf16 eager"]["rel_l2"])
 
 
-def test_a_candidate_that_does_not_run_is_recorded_and_skipped(tiny_unet, monkeypatch):
+def test_a_candidate_that_does_not_run_is_recorded_and_skipped(tiny_unet, monkeypatch, caplog):
     """A backend that raises is a failed candidate with its error (logged), and the search goes on."""
     import bench.latency.options as options
 
@@ -147,9 +148,10 @@ def test_a_candidate_that_does_not_run_is_recorded_and_skipped(tiny_unet, monkey
         return real_runner(model, opts, device, **kw)
 
     monkeypatch.setattr(options, "UNetRunner", runner)
-    lines = []
-    opts, check = L.search_options(unet, L.option_space({"channels_last": "off,on"}, "cpu"), inputs, "cpu",
-                                   tolerance=1e-4, warmup=0, repeats=1, log=lines.append)
+    with caplog.at_level(logging.INFO, logger="bench.latency"):
+        opts, check = L.search_options(unet, L.option_space({"channels_last": "off,on"}, "cpu"), inputs, "cpu",
+                                       tolerance=1e-4, warmup=0, repeats=1)
+    lines = caplog.messages
     failed = {c["label"]: c for c in check["candidates"]}["fp32+channels_last"]
     assert failed["error"] == "RuntimeError: no such kernel" and not failed["passed"]
     assert not opts.channels_last and check["passed"]
@@ -246,6 +248,18 @@ def test_cli_latency_bad_input(tmp_path):
         with pytest.raises(UserError, match="afile is a file, not a folder; pass a folder") as e:
             L.cli_latency(_args(tmp_path, out=str(tmp_path / out)))
         assert "\n" not in str(e.value)
+
+
+def test_cli_latency_refuses_an_i2v_row_in_one_line(tmp_path):
+    """The options benchmark runs the SVD family's samplers on its UNet; an i2v row (its own pipeline) is
+    timed by `sfv-bench run`, so it is refused before any work, naming that command."""
+    pipeline = tmp_path / "ltx"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "LTXImageToVideoPipeline"}))
+    with pytest.raises(UserError, match=r"`sfv-bench latency` times SVD-family UNets; i2v rows are timed by "
+                                        r"`sfv-bench run`") as e:
+        L.cli_latency(_args(tmp_path, methods=f"sfv:1,i2v:{pipeline}:4"))
+    assert "\n" not in str(e.value) and not (tmp_path / "lat").exists()
 
 
 def test_default_out_is_outside_the_committed_results():

@@ -35,7 +35,7 @@ def test_chosen_compiled_runner_is_the_searched_one(compile_log):
     models, _ = load_models("tiny", None, "cpu")
     inputs = unet_inputs(stack_configs("tiny")["unet"], 1, 2, (4, 4), "cpu", torch.float32)
     s = Settings(shape=make_shape("tiny", 4, 32, 32), tolerance=0.05, warmup=0, repeats=1)
-    runner, opts, check = choose_runner(models["unet"], option_space(values, "cpu"), inputs, s, log=lambda m: None)
+    runner, opts, check = choose_runner(models["unet"], option_space(values, "cpu"), inputs, s)
     assert opts.compile and check["passed"] and runner.opts == opts
     # one compile per candidate, none for the timings; one reset, before the first: a later one would drop
     # the compiled code of the runner kept for the timings

@@ -334,7 +334,7 @@ def test_harness_gives_each_video_its_class_and_records_part_times(tmp_path):
         generate_method(m, refs, {r.sample_id: 0 for r in refs}, tmp_path / str(takes), Protocol(),
                         lambda r: image, batch_size=2, save_size="gen")
         assert m.seen == want
-        lat = time_method(m, [image] * 2, [0, 1], None, "cpu", 1)
+        lat = time_method(m, [image] * 2, seeds=[0, 1], conditions=None, device="cpu", threads=1)
         assert lat["median_s"] == 0.125
         if takes:
             assert lat["parts"]["text_encoder"]["median_s"] == 0.5 and lat["parts"]["vae_decode"]["n"] == 2

@@ -196,7 +196,8 @@ def test_the_timing_pass_runs_the_unet_at_batch_1_and_decodes_nothing(img, monke
                         or generate_latents(images, *a, **k))
     torch.set_num_threads(2)
     try:
-        out = time_method(m, [img[0], img[0]], [0, 1], GenerationConditions(num_frames=3), "cpu", 1)
+        out = time_method(m, [img[0], img[0]], seeds=[0, 1], conditions=GenerationConditions(num_frames=3),
+                          device="cpu", threads=1)
         assert torch.get_num_threads() == 2                          # the timing pass's 1 thread is undone
     finally:
         torch.set_num_threads(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -28,13 +29,13 @@ RUN = dict(report_to="none", progress=False, log_every=5, checkpoint_every=10, c
 def clips(tmp_path_factory):
     """40 pool clips: 32 to train on, 8 held out, with their classes."""
     spec = PoolSpec(size=40)
-    pool = build_pool(spec, tmp_path_factory.mktemp("pool"), log=lambda _: None)
+    pool = build_pool(spec, tmp_path_factory.mktemp("pool"))
     labels = pool_labels(spec)
     return pool[8:], labels[8:], pool[:8], labels[:8]
 
 
-def _trainer(out, clips, log=lambda _: None, **kw):
-    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), *clips, log=log)
+def _trainer(out, clips, **kw):
+    return DetectorTrainer(DetectorConfig(out=str(out), **{**RUN, **kw}), *clips)
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +123,17 @@ def test_a_tampered_or_missing_detector_is_refused(run, tmp_path, monkeypatch):
         "detector.safetensors"
 
 
-def test_resume_equals_the_uninterrupted_run(clips, tmp_path):
+def test_resume_equals_the_uninterrupted_run(clips, tmp_path, caplog):
     """With every augmentation on (its randomness, the batches and dropout all continue exactly)."""
     out, resumed = tmp_path / "straight", tmp_path / "resumed"
     kw = dict(batch_size=2, max_steps=6, checkpoint_every=3, p_degrade=0.5)
     _trainer(out, clips, **kw).run()
     shutil.copytree(out / "checkpoints" / "step-000003", resumed / "checkpoints" / "step-000003")
     shutil.copy(out / "config.json", resumed / "config.json")
-    logs = []
-    _trainer(resumed, clips, log=logs.append, resume="latest", **kw).run()
-    assert any("resumed from" in line and "(step 3)" in line for line in logs), logs
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        _trainer(resumed, clips, resume="latest", **kw).run()
+    assert any("resumed from" in line and "(step 3)" in line for line in caplog.messages), caplog.messages
     last = Path("checkpoints") / "step-000006"
     _same_tensors(out / last / "detector.safetensors", resumed / last / "detector.safetensors")
     sa, sb = (torch.load(p / last / "optimizer.pt", weights_only=True) for p in (out, resumed))

@@ -1,4 +1,4 @@
-"""TrainLoop.log: a console line through `logging` from the main process; a given callable gets it instead."""
+"""TrainLoop.log: a console line through `logging` from the main process."""
 from __future__ import annotations
 
 import logging
@@ -25,9 +25,3 @@ def test_the_loop_logs_through_logging_from_the_main_process_only(caplog):
         ("sfv_train.loop", logging.INFO, "step 1: loss 0.5"),
         ("sfv_train.loop", logging.WARNING, "warning: little disk left")]
 
-
-def test_a_log_callable_given_to_the_loop_gets_the_messages(caplog):
-    said = []
-    with caplog.at_level(logging.INFO, logger="sfv_train.loop"):
-        TrainLoop(_Cfg(), log=said.append).log("resumed from x (step 3)")
-    assert said == ["resumed from x (step 3)"] and not caplog.records

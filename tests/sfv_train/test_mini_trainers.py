@@ -4,6 +4,7 @@ uninterrupted run bit for bit."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ RUN = dict(report_to="none", progress=False, log_every=5, checkpoint_every=5, ch
 def clips(tmp_path_factory):
     """24 pool clips: 20 to train on, 4 held out (with their class labels)."""
     spec = PoolSpec(size=24)
-    pool = build_pool(spec, tmp_path_factory.mktemp("pool"), log=lambda _: None)
+    pool = build_pool(spec, tmp_path_factory.mktemp("pool"))
     labels = np.array([slot for slot, _, _ in spec.keys()[:4]])
     return pool[4:], pool[:4], labels
 
@@ -87,12 +88,12 @@ def vae_run(clips, tmp_path_factory):
     pool, held, labels = clips
     out = tmp_path_factory.mktemp("vae") / "frames"
     cfg = VAEConfig(out=str(out), stage="frames", max_steps=20, warmup_steps=4, eval_every=10, **RUN)
-    t = AutoencoderTrainer(cfg, pool, held, labels, log=lambda _: None)
+    t = AutoencoderTrainer(cfg, pool, held, labels)
     t.run()
     return out, [h["mse"] for h in t.history]
 
 
-def test_vae_frames_stage_learns_exports_and_resumes_exactly(vae_run, clips, tmp_path):
+def test_vae_frames_stage_learns_exports_and_resumes_exactly(vae_run, clips, tmp_path, caplog):
     from diffusers import AutoencoderKLTemporalDecoder
 
     out, mse = vae_run
@@ -107,11 +108,11 @@ def test_vae_frames_stage_learns_exports_and_resumes_exactly(vae_run, clips, tmp
     assert vae.config.latent_channels == 4 and vae_folder(out) == out / "export" / "vae"
 
     pool, held, labels = clips
-    logs = []
     run = _resume_copy(out, tmp_path / "resumed", 15)
-    AutoencoderTrainer(VAEConfig(out=str(run), resume="latest", stage="frames", max_steps=20, warmup_steps=4,
-                                 eval_every=10, **RUN), pool, held, labels, log=logs.append).run()
-    assert any("resumed from" in line and "(step 15)" in line for line in logs), logs
+    with caplog.at_level(logging.INFO):
+        AutoencoderTrainer(VAEConfig(out=str(run), resume="latest", stage="frames", max_steps=20, warmup_steps=4,
+                                     eval_every=10, **RUN), pool, held, labels).run()
+    assert any("resumed from" in line and "(step 15)" in line for line in caplog.messages), caplog.messages
     last = Path("checkpoints") / "step-000020"
     _same_tensors(out / last / "vae.safetensors", run / last / "vae.safetensors")
     _same_optimizer(out / last / "optimizer_vae.pt", run / last / "optimizer_vae.pt")
@@ -125,17 +126,17 @@ def test_vae_clips_stage_starts_from_the_frames_export(vae_run, clips, tmp_path)
     pool, held, labels = clips
     cfg = VAEConfig(out=str(tmp_path / "clips"), stage="clips", init=str(out), batch_size=1, max_steps=2,
                     warmup_steps=1, eval_every=10, **RUN)
-    t = AutoencoderTrainer(cfg, pool, held, log=lambda _: None)
+    t = AutoencoderTrainer(cfg, pool, held)
     assert t.cfg.init == str(out / "export" / "vae") and t.num_frames == 14
     t.setup()                                                        # starts at the frames stage's weights
     start = load_file(str(out / "export" / "vae" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(v, start[k]) for k, v in t.vae.state_dict().items())
-    AutoencoderTrainer(cfg, pool, held, log=lambda _: None).run()
+    AutoencoderTrainer(cfg, pool, held).run()
     q = json.loads((tmp_path / "clips" / "export" / "quality.json").read_text())
     assert q["stage"] == "clips" and q["steps"] == 2 and "psnr_clips_per_class" not in q
 
 
-def test_teacher_learns_exports_ema_and_resumes_exactly(vae_run, clips, stack, tmp_path):
+def test_teacher_learns_exports_ema_and_resumes_exactly(vae_run, clips, stack, tmp_path, caplog):
     from diffusers import UNetSpatioTemporalConditionModel
 
     pool, held, _ = clips
@@ -146,7 +147,7 @@ def test_teacher_learns_exports_ema_and_resumes_exactly(vae_run, clips, stack, t
                                max_steps=20, warmup_steps=4, eval_every=10, eval_clips=4, **RUN, **kw)
 
     out = tmp_path / "teacher"
-    t = DiffusionTrainer(cfg(out), pool, held, log=lambda _: None)
+    t = DiffusionTrainer(cfg(out), pool, held)
     t.run()
     assert _falls([h["loss"] for h in t.history]), [h["loss"] for h in t.history]
     evals = [m for m in _metrics(out) if "val" in m]
@@ -160,10 +161,11 @@ def test_teacher_learns_exports_ema_and_resumes_exactly(vae_run, clips, stack, t
     lat = load_file(str(out / "latents.safetensors"))
     assert lat["latents"].shape == (20, 14, 4, 8, 8) and lat["image_embeds"].shape == (20, 1, 32)
 
-    logs = []
     run = _resume_copy(out, tmp_path / "resumed", 15)                # no latents.safetensors: encoded again
-    DiffusionTrainer(cfg(run, resume="latest"), pool, held, log=logs.append).run()
-    assert any("encoding 20 pool clips" in line for line in logs)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        DiffusionTrainer(cfg(run, resume="latest"), pool, held).run()
+    assert any("encoding 20 pool clips" in line for line in caplog.messages)
     _same_tensors(out / "latents.safetensors", run / "latents.safetensors")
     last = Path("checkpoints") / "step-000020"
     for name in ("unet", "ema"):
@@ -173,8 +175,10 @@ def test_teacher_learns_exports_ema_and_resumes_exactly(vae_run, clips, stack, t
                   run / "export" / "unet" / "diffusion_pytorch_model.safetensors")
     assert [m for m in _metrics(run) if m["step"] == 20] == [m for m in _metrics(out) if m["step"] == 20]
 
-    logs.clear()                                                     # the cache is reused when its key matches
-    DiffusionTrainer(cfg(run, resume="latest"), pool, held, log=logs.append).setup()
+    caplog.clear()                                                   # the cache is reused when its key matches
+    with caplog.at_level(logging.INFO):
+        DiffusionTrainer(cfg(run, resume="latest"), pool, held).setup()
+    logs = caplog.messages
     assert not any("encoding" in line for line in logs) and any("(step 20)" in line for line in logs), logs
 
 

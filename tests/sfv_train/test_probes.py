@@ -157,7 +157,7 @@ def trainers(train_data, tmp_path_factory):
                               width=64, height=64, num_frames=6, batch_size=2, grad_accum=2, max_steps=10,
                               r1="none", report_to="none", progress=False, optimizer="adamw",
                               gradient_checkpointing=False, d_norm=norm)
-            made[norm] = Trainer(cfg, log=lambda _: None)
+            made[norm] = Trainer(cfg)
             made[norm].setup()
         return made[norm]
     return get

@@ -3,6 +3,8 @@
 resumable, shared out evenly over processes, its estimated time logged before it starts."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -32,30 +34,38 @@ def teacher(train_data, tmp_path_factory):
                 device="cpu"), tmp_path_factory.mktemp("teacher-cache")
 
 
-def test_bf16_teacher_within_tolerance_of_float32_batched_as_one_by_one(teacher):
+def _said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "sfv_train.data"]
+
+
+def test_bf16_teacher_within_tolerance_of_float32_batched_as_one_by_one(teacher, caplog):
+    caplog.set_level(logging.INFO, logger="sfv_train.data")
     args, cache = teacher
-    lines = []
-    fp32_one = _latents(prepare_teacher(**args, cache_root=cache, batch=1, log=lines.append))
+    fp32_one = _latents(prepare_teacher(**args, cache_root=cache, batch=1))
+    lines = _said(caplog)
     assert len(lines) == 1 and "for 4 of 4 videos, float32, batches of 1" in lines[0] and "min (" in lines[0], lines
-    fp32_batched = _latents(prepare_teacher(**args, cache_root=cache / "b", batch=3, log=lines.append))
+    fp32_batched = _latents(prepare_teacher(**args, cache_root=cache / "b", batch=3))
     # float32 rounding of batched matmuls, carried through the sampler: measured 1.7e-5 relative L2
     assert float((fp32_batched - fp32_one).norm() / fp32_one.norm()) < 1e-4
-    bf16 = prepare_teacher(**args, cache_root=cache, half=torch.bfloat16, batch=3, log=lines.append)
+    bf16 = prepare_teacher(**args, cache_root=cache, half=torch.bfloat16, batch=3)
+    lines = _said(caplog)
     assert "bfloat16" in lines[-1] and len({f.parent for f in bf16}) == 1
-    assert bf16[0].parent != prepare_teacher(**args, cache_root=cache, log=lines.append)[0].parent  # per precision
+    assert bf16[0].parent != prepare_teacher(**args, cache_root=cache)[0].parent  # per precision
     err = (_latents(bf16) - fp32_one).norm() / fp32_one.norm()
     print(f"bf16 vs float32 teacher latents: relative L2 error {float(err):.4f}")
     assert 0 < err < BF16_TOLERANCE
     assert err < 0.1 * (fp32_one[0] - fp32_one[1]).norm() / fp32_one[1].norm()    # two videos: 130 % apart
 
 
-def test_cached_teacher_resumes_where_it_stopped(teacher):
+def test_cached_teacher_resumes_where_it_stopped(teacher, caplog):
     args, cache = teacher
-    files = prepare_teacher(**args, cache_root=cache / "r", batch=2, log=lambda m: None)
+    files = prepare_teacher(**args, cache_root=cache / "r", batch=2)
     stamps = [f.stat().st_mtime_ns for f in files]
     files[2].unlink()                                            # an interrupted run had not made this one
-    lines = []
-    again = prepare_teacher(**args, cache_root=cache / "r", batch=2, log=lines.append)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sfv_train.data"):
+        again = prepare_teacher(**args, cache_root=cache / "r", batch=2)
+    lines = _said(caplog)
     assert again == files and "for 1 of 4 videos" in lines[0]
     assert [f.stat().st_mtime_ns for i, f in enumerate(files) if i != 2] == stamps[:2] + stamps[3:]
 
