@@ -40,6 +40,9 @@ def add_ablations(sub):
                                                 "name, seed N name-sN); the tables show each, mean, spread, verdict")
     p.add_argument("-n", "--num-videos", type=int, default=None,
                    help="test videos each cell is scored on (default: the mini world's 64; 150 = the whole test split)")
+    p.add_argument("--until-flat", type=int, default=0, metavar="MAX",
+                   help="train --steps more at a time until the FVD while training is flat (sfv_lab/convergence.py), "
+                        "at most MAX steps (default 0: --steps exactly)")
     p.set_defaults(func="sfv_lab.distill:cli_ablations")
 
 

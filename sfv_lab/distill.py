@@ -20,21 +20,21 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_fvd.stats import interval_text
 from sfv_train.config import PRESETS, TrainConfig, resume_config
+from sfv_train.evaluation import read_points
 
-from . import seeds
+from . import convergence, seeds
 
 log = logging.getLogger(__name__)
 PRESET_LAMBDA = PRESETS["sfv"]["recon_weight"]
 
 # What the mini size forces, for every method (TrainConfig fields). The paper: batch 32, SM3 at lr
 # 1e-5 (G) / 1e-4 (D), 50K steps on a 1.5B UNet; here a 2M-parameter UNet on 2 CPU cores.
-MINI = {"batch_size": 8, "grad_accum": 1, "lr_g": 1e-4, "lr_d": 1e-3, "r1": "lazy", "checkpoint_every": 250,
+MINI = {"batch_size": 8, "grad_accum": 1, "lr_g": 1e-4, "lr_d": 1e-3, "checkpoint_every": 250,
         "checkpoints_total_limit": 2, "preview_every": 0, "device": "cpu"}
 STEPS = {"sfv": 800, "ufogen": 800, "ladd": 800, "lcm": 800}
 MINI_WHY = ("batch 8 x 1 (one CPU process; the paper: 32 = 8 GPUs x 1 x 4), learning rates x10 (G 1e-4, "
-            "D 1e-3: a 2M-parameter UNet and ~1K steps instead of 50K), lazy R1 (exact every 16 steps, weight x16: "
-            "measured gamma R1 ~ 1e-10 against a hinge loss ~ 2, so exact R1 doubled the step time for no effect), "
-            "everything else the paper's preset")
+            "D 1e-3: a 2M-parameter UNet and ~1K steps instead of 50K), everything else the preset, R1 included "
+            "(sfv-train's default, approx)")
 
 
 def validation_root() -> Path:
@@ -91,6 +91,23 @@ def distil(method: str, out: Path, steps: int, world: Path | None = None, progre
     return out / "export" / "unet"
 
 
+def train_until(method: str, out: Path, steps: int, limit: int, **over) -> tuple[Path, convergence.Verdict | None]:
+    """``distil`` to ``steps``; with ``limit``, then ``steps`` more at a time until the FVD-while-training
+    curve is flat (``sfv_lab.convergence``) or the next length would pass ``limit``. Returns the exported UNet
+    and the verdict on the length reached (None without ``limit``). Resumable: a rerun judges the same
+    lengths from the same points and continues where the last call stopped."""
+    target = steps
+    while True:
+        unet = distil(method, out, target, **over)
+        if not limit:
+            return unet, None
+        verdict = convergence.judge(read_points(Path(out) / "logs" / "metrics.jsonl"), target)
+        if verdict.flat or target + steps > limit:
+            return unet, verdict
+        log.info(f"{method}: {out} at step {target}: {verdict.text()}; training {steps} more")
+        target += steps
+
+
 def score(spec: str, unet: Path | None, out: Path, **run_options) -> dict:
     """``sfv-bench run --methods SPEC`` in the mini world with ``unet`` as the method's UNet (a ``RunConfig``
     with ``run_options``, validated as the command line is); its record."""
@@ -134,9 +151,11 @@ def _fmt(rec: dict) -> str:
     return f"{rec['fvd']:.2f} {interval_text(interval)}" if interval else f"{rec['fvd']:.2f}"
 
 
-def _header(recs: dict, steps: int) -> list[str]:
+def _header(recs: dict, steps: int, until_flat: int = 0) -> list[str]:
     r = next(iter(recs.values()))
-    return [f"Mini world (NOT the paper's numbers): sfv:1 after {steps} sfv-train steps per cell from the mini "
+    length = (f"{steps} sfv-train steps per cell, then {steps} more at a time until its FVD while training is flat "
+              f"(sfv_lab/convergence.py) or {until_flat} steps," if until_flat else f"{steps} sfv-train steps per cell")
+    return [f"Mini world (NOT the paper's numbers): one step after {length} from the mini "
             f"teacher ({MINI_WHY}); FVD on {r.get('n_fake', '?')} test videos with the "
             f"{r['detector']['label']}, 95% interval in brackets; {r.get('device_name', '?')}, {r.get('dtype', '?')}.",
             ""]
@@ -150,14 +169,15 @@ def row_cells() -> dict[str, str]:
     return {f"row-{m}": m for m in ROWS}
 
 
-def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] = (0,)) -> list[Path]:
+def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] = (0,), until_flat: int = 0
+                 ) -> list[Path]:
     """table2.md, table3.md, table_lambda.md (unless only shipped rows ran) and, once a shipped row has run,
     table_rows.md: per cell the FVD of each training seed's run (``recs`` by run name,
     ``sfv_lab.seeds.run_name``), mean, spread and the verdict against SF-V's own setting (the rows: against
     sfv) by the seed rule of ``sfv_lab.seeds``. Returns the files written."""
     onestep = recs.get("onestep")
     ref = [f"Teacher's naive one step (onestep:1): {_fmt(onestep)}", ""] if onestep else []
-    head = _header(recs, steps) + ref
+    head = _header(recs, steps, until_flat) + ref
 
     def table(cols, rows, ref_label):
         return head + seeds.seed_table(cols, rows, recs, seed_list, ref_label, _fmt)
@@ -173,6 +193,7 @@ def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] =
         (f"lambda {lam:g}", [f"{lam:g}{' (preset)' if lam == PRESET_LAMBDA else ''}"],
          BASE if lam == PRESET_LAMBDA else f"lambda-{lam:g}") for lam in LAMBDAS], f"lambda {PRESET_LAMBDA:g}")
     tr = table(["row"], [(f"{m}:1", [f"{m}:1"], name) for name, m in row_cells().items()], "sfv:1")
+    tr += run_lines(recs, seed_list)
     ran = {n for n in {**cells(), **row_cells()} if any(seeds.run_name(n, s) in recs for s in seed_list)}
     files = {"table2.md": t2, "table3.md": t3, "table_lambda.md": tl} if ran - set(row_cells()) or not ran else {}
     if ran & set(row_cells()):
@@ -180,6 +201,23 @@ def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] =
     for name, lines in files.items():
         atomic_write_text(out / name, "\n".join(lines) + "\n")
     return [out / name for name in files]
+
+
+def run_lines(recs: dict, seed_list) -> list[str]:
+    """table_rows.md's second table: each shipped row's run per seed with its length, convergence verdict and
+    validation FVD, and per row the seed with the lowest validation FVD (the one to ship)."""
+    lines = ["", "Each run: steps trained, FVD while training over the last third (sfv_lab/convergence.py), FVD "
+             "on 150 validation videos (clips c06..c10 of the training groups; chooses the seed to ship).", "",
+             "| run | steps | FVD while training | validation FVD [95%] | shipped seed |", "|---|---|---|---|---|"]
+    for name, method in row_cells().items():
+        runs = {s: recs[seeds.run_name(name, s)] for s in seed_list if seeds.run_name(name, s) in recs}
+        valid = {s: r["validation"]["fvd"] for s, r in runs.items() if "validation" in r}
+        best = min(valid, key=valid.get) if valid else None
+        for s, r in runs.items():
+            conv = r.get("convergence") or {}
+            lines.append(f"| {method}:1 seed {s} | {conv.get('upto', '-')} | {conv.get('text', '-')} | "
+                         f"{_fmt(r['validation']) if 'validation' in r else '-'} | {'yes' if s == best else ''} |")
+    return lines
 
 
 def _ablation_cells(cells_arg: str | None) -> dict[str, tuple[str, dict]]:
@@ -203,6 +241,9 @@ def cli_ablations(args) -> int:
     if args.steps < 1:
         raise UserError("--steps must be >= 1")
     todo = _ablation_cells(args.cells)
+    until_flat = getattr(args, "until_flat", 0) or 0
+    if until_flat and until_flat < args.steps:
+        raise UserError(f"--until-flat {until_flat} must be at least --steps {args.steps} (or 0: a fixed length)")
     seed_list = seeds.parse_seeds(getattr(args, "seeds", None) or "0")
     n = args.num_videos
     if n is not None and n < 4:
@@ -215,13 +256,19 @@ def cli_ablations(args) -> int:
         for name, (method, over) in todo.items():
             run = seeds.run_name(name, seed)
             seeded = {**over, "seed": seed} if seed else over     # seed 0 is TrainConfig's default
-            unet = distil(method, out / "runs" / run, args.steps, **seeded)
+            unet, verdict = train_until(method, out / "runs" / run, args.steps, until_flat, **seeded)
             recs[run] = score(f"{method}:1", unet, out / sub / run, **flags)
-            write_tables(out, recs, args.steps, seed_list)
+            if verdict is not None:
+                recs[run]["convergence"] = verdict.to_dict()
+            if name in row_cells():        # the seed to ship is chosen on validation clips, never the test split
+                recs[run]["validation"] = score(f"{method}:1", unet, out / "validation-n150" / run,
+                                                world="mini", data=str(validation_root()), split="train",
+                                                num_videos=150)
+            write_tables(out, recs, args.steps, seed_list, until_flat)
             atomic_write_text(out / "ablations.json", json.dumps(
-                {"steps": args.steps, "seeds": list(seed_list), "seconds": round(time.time() - t0, 1),
-                 "cells": recs}, indent=1, default=str) + "\n")
-    written = write_tables(out, recs, args.steps, seed_list)
+                {"steps": args.steps, "until_flat": until_flat, "seeds": list(seed_list),
+                 "seconds": round(time.time() - t0, 1), "cells": recs}, indent=1, default=str) + "\n")
+    written = write_tables(out, recs, args.steps, seed_list, until_flat)
     print("\n".join(p.read_text() for p in written))
     log.info(f"wrote {', '.join(map(str, written))} ({(time.time() - t0) / 60:.1f} min this call)")
     return 0

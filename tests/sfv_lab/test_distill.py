@@ -18,7 +18,8 @@ def test_distill_config_is_the_preset_plus_what_the_size_forces(tmp_path):
     cfg = distill_config("sfv", tmp_path / "r", 300, heads="spatial", p_mean=0.0)
     assert (cfg.stack, cfg.method, cfg.max_steps, cfg.out, cfg.mini_world) == ("mini", "sfv", 300, str(tmp_path / "r"), "")
     assert (cfg.heads, cfg.p_mean) == ("spatial", 0.0)
-    assert {k: getattr(cfg, k) for k in MINI} == MINI and cfg.r1 == "lazy"     # MINI_WHY: lazy R1
+    # R1 is not a mini setting: the runs use sfv-train's default, as MINI_WHY says
+    assert {k: getattr(cfg, k) for k in MINI} == MINI and "r1" not in MINI and cfg.r1 == TrainConfig().r1 == "approx"
     argv = ["--stack", "mini", "--method", "sfv", "--out", str(tmp_path / "r"), "--max-steps", "300",
             "--heads", "spatial", "--p-mean", "0.0", *(a for k, v in MINI.items() for a in (f"--{k.replace('_', '-')}",
                                                                                           str(v)))]
@@ -112,7 +113,7 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
     rec = {"fvd": 12.5, "fvd_interval": [10.0, 15.0], "n_fake": 150, "detector": {"label": "mini detector"}}
     monkeypatch.setattr(d, "distil", lambda m, out, steps, **over: calls.append(("distil", m, out.name, steps, over))
                         or out / "export" / "unet")
-    monkeypatch.setattr(d, "score", lambda spec, unet, out, **flags: calls.append(("score", spec, out, flags)) or rec)
+    monkeypatch.setattr(d, "score", lambda spec, unet, out, **flags: calls.append(("score", spec, out, flags)) or dict(rec))
     args = argparse.Namespace(out=str(tmp_path), steps=40, cells="heads-spatial", num_videos=150)
     assert d.cli_ablations(args) == 0
     assert calls[0] == ("score", "onestep:1", tmp_path / "score-n150" / "onestep", {"num_videos": 150})
@@ -128,7 +129,13 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
     calls.clear()
     args = argparse.Namespace(out=str(tmp_path), steps=40, cells="heads-spatial,row-ladd", num_videos=None,
                               seeds="0,1,2")
+    monkeypatch.setattr(d, "validation_root", lambda: tmp_path / "val")
     assert d.cli_ablations(args) == 0
+    validated = [c for c in calls if c[0] == "score" and c[2].parent.name == "validation-n150"]
+    calls = [c for c in calls if c not in validated]
+    # only the shipped rows are scored on the validation clips too (their seed to ship is chosen there)
+    assert [c[2].name for c in validated] == ["row-ladd", "row-ladd-s1", "row-ladd-s2"]
+    assert validated[0][3] == {"world": "mini", "data": str(tmp_path / "val"), "split": "train", "num_videos": 150}
     trained = [c[1:] for c in calls if c[0] == "distil"]
     assert trained == [("sfv", "heads-spatial", 40, {"heads": "spatial"}), ("ladd", "row-ladd", 40, {}),
                        ("sfv", "heads-spatial-s1", 40, {"heads": "spatial", "seed": 1}),
@@ -284,3 +291,32 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
     b.stage("distill-sfv", lambda f: pytest.fail("a finished stage ran again"))
     done = json.loads((out / "distill-sfv" / "done.json").read_text())
     assert b.record["stages"]["distill-sfv"] == {**done, "seconds": round(done["seconds"], 1)}
+
+
+def test_until_flat_extends_a_run_until_its_fvd_curve_is_flat_and_a_rerun_ends_at_the_same_length(
+        tmp_path, monkeypatch):
+    """train_until: --steps more at a time while the curve still falls; stops when flat or at the limit; a rerun
+    over the same points reaches the same length without training again."""
+    import sfv_lab.distill as d
+
+    curve = {s: 100.0 - 0.05 * min(s, 1200) for s in range(100, 3300, 100)}      # falls until 1200, then flat
+    trained = {}
+
+    def distil(method, run, steps, **over):          # appends the FVD points of the steps not trained yet
+        done = max(trained.get(run.name, [0]))
+        if steps > done:
+            trained.setdefault(run.name, []).append(steps)
+            (run / "logs").mkdir(parents=True, exist_ok=True)
+            with open(run / "logs" / "metrics.jsonl", "a") as f:
+                for s in range(done + 100, steps + 1, 100):
+                    f.write(json.dumps({"step": s, "fvd": curve[s], "fvd_lo": curve[s] - 3, "fvd_hi": curve[s] + 3})
+                            + "\n")
+        return run / "export" / "unet"
+
+    monkeypatch.setattr(d, "distil", distil)
+    unet, verdict = d.train_until("sfv", tmp_path / "run", 800, 3200)
+    assert trained["run"] == [800, 1600, 2400] and verdict.flat and verdict.upto == 2400
+    assert d.train_until("sfv", tmp_path / "run", 800, 3200)[1] == verdict and trained["run"] == [800, 1600, 2400]
+    _, capped = d.train_until("sfv", tmp_path / "capped", 800, 1000)
+    assert trained["capped"] == [800] and capped.upto == 800 and not capped.flat   # never past the limit
+    assert d.train_until("sfv", tmp_path / "fixed", 800, 0)[1] is None             # no limit: --steps, no verdict
