@@ -221,9 +221,13 @@ def part_resume2(args, sfv_peak: int | None) -> dict:
         rec[key] = _torchrun_cli(argv)
         rec[key.replace("_rc", "_s")] = time.perf_counter() - start
         print(f"resume2 {key}: {rec[key]} in {rec[key.replace('_rc', '_s')]:.0f} s")
-    state = json.loads((out / "checkpoints" / "step-000003" / "state.json").read_text())
+    held = out / "checkpoints" / "step-000003" / "state.json"
+    state = json.loads(held.read_text()) if held.is_file() else {"step": None, "num_processes": None}
     rec["resumed_checkpoint"] = {"step": state["step"], "num_processes": state["num_processes"]}
-    ok = rec["refused_rc"] != 0 and rec["train_rc"] == 0 and rec["resume_rc"] == 0 and state["step"] == 3
+    # refused as a UserError (exit 2) without training the one-process run on; the resumed run records 2 processes
+    refused = rec["refused_rc"] == 2 and not (work / "sfv" / "checkpoints" / "step-000004").exists()
+    ok = (refused and rec["train_rc"] == 0 and rec["resume_rc"] == 0
+          and rec["resumed_checkpoint"] == {"step": 3, "num_processes": 2})
     rec["rc"] = 0 if ok else 1
     return rec
 

@@ -8,7 +8,8 @@ point, sends the project's loggers to the terminal:
   user reads is the message itself, nothing added; WARNING and above on stderr.
 * the main process only: under ``torchrun`` / ``accelerate launch`` (env ``RANK``) the other processes
   stay quiet except for errors, unless ``SFV_LOG_RANKS=all`` (every process speaks; the lines of rank N > 0
-  start with ``[rank N]``).
+  start with ``[rank N]``). Training says its progress once whatever this says: ``sfv-train`` logs through
+  its main process only (``TrainLoop.log``), so ``SFV_LOG_RANKS=all`` adds only the other ranks' own lines.
 * ``SFV_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; default INFO) sets how much is said.
 
 Other libraries' loggers (diffusers, accelerate, torch) are left as they are. Without ``setup_console()``

@@ -34,15 +34,20 @@ class Verdict:
         return {**asdict(self), "text": self.text()}
 
 
+def _scored(point: dict) -> bool:
+    return all(isinstance(point.get(k), (int, float)) for k in ("fvd", "fvd_lo", "fvd_hi"))
+
+
 def judge(points: list[dict], upto: int) -> Verdict:
     """The verdict on a run of ``upto`` steps from its FVD points (``step``, ``fvd``, ``fvd_lo``, ``fvd_hi``);
-    points after ``upto`` are ignored, so a rerun judges the same length the same way."""
-    tail = [p for p in points if 2 * upto / 3 < p["step"] <= upto]
-    if len(tail) < MIN_POINTS:
-        return Verdict(False, upto, len(tail), None, None)
+    points after ``upto``, and those of a failed evaluation (no numbers), are ignored, so a rerun judges the
+    same length the same way."""
+    tail = [p for p in points if 2 * upto / 3 < p["step"] <= upto and _scored(p)]    # a failed evaluation: no point
     xs, ys = [float(p["step"]) for p in tail], [float(p["fvd"]) for p in tail]
+    if len(set(xs)) < MIN_POINTS:
+        return Verdict(False, upto, len(set(xs)), None, None)
     mx, my = statistics.mean(xs), statistics.mean(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    fall = -slope * (xs[-1] - xs[0])
+    fall = -slope * (max(xs) - min(xs))
     half = statistics.median((p["fvd_hi"] - p["fvd_lo"]) / 2 for p in tail)
     return Verdict(fall <= half, upto, len(tail), fall, half)

@@ -84,11 +84,13 @@ def compare(x: list[SeedScore], y: list[SeedScore], x_name: str = "X", y_name: s
         return f"fewer than {MIN_SEEDS} seeds ({len(seeds)})"
     xs = {s.seed: s for s in x}
     px, py = [xs[s] for s in seeds], [ys[s] for s in seeds]
+    # judged on the shared seeds only: said when a cell has others (its mean and spread beside it cover them)
+    on = "" if len(seeds) == len(x) == len(y) else f" (on seeds {', '.join(map(str, seeds))})"
     if _beats(px, py):
-        return f"{x_name} beats {y_name}"
+        return f"{x_name} beats {y_name}{on}"
     if _beats(py, px):
-        return f"{y_name} beats {x_name}"
-    return NOT_SEPARABLE
+        return f"{y_name} beats {x_name}{on}"
+    return NOT_SEPARABLE + on
 
 
 def verdicts(cells: dict[str, list[SeedScore]], ref: str) -> dict[str, str]:

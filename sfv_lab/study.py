@@ -218,7 +218,7 @@ def cli_study(args) -> int:
         raise UserError(f"unknown study run(s) {', '.join(bad)}; valid: {', '.join(RUNS)}")
     if args.steps < 8 or args.num_videos < 4:
         raise UserError("--steps must be >= 8 and -n >= 4")
-    seed_list = seeds.parse_seeds(getattr(args, "seeds", None) or "0")
+    seed_list = seeds.parse_seeds("0" if getattr(args, "seeds", None) is None else args.seeds)
     val = validation_root()
     flags = {"world": "mini", "data": str(val), "split": "train", "num_videos": args.num_videos}
     state = out / "study.json"

@@ -42,14 +42,14 @@ WAITS = """
 import time
 from bench.dist import Dist
 d = Dist("cpu")
-def work(tick):                          # 5.4 s of rank 0 work in 0.9 s pieces, under a 3 s timeout
-    for _ in range(6):
+def work(tick):                          # 3.6 s of rank 0 work in 0.9 s pieces, under a 3 s timeout
+    for _ in range(4):
         time.sleep(0.9)
         tick()
     return "timed"
 print("main_alone:", d.main_alone(work), flush=True)
 if d.main:
-    time.sleep(5.4)                      # the same work, waited for in one barrier: past the timeout
+    time.sleep(3.6)                      # the same work, waited for in one barrier: past the timeout
 d.barrier()
 print("barrier passed", flush=True)
 """

@@ -47,3 +47,40 @@ def test_xt_view_shares_the_tensors():
     xt = smoke.xt_view(pipe, "tiny")
     mine, theirs = dict(xt.unet.named_parameters()), dict(pipe.unet.named_parameters())
     assert mine.keys() == theirs.keys() and all(mine[k].data_ptr() == theirs[k].data_ptr() for k in mine)
+
+
+def test_resume2_passes_only_on_a_refusal_that_trains_nothing_and_a_resume_that_records_two_processes(
+        tmp_path, monkeypatch):
+    """benchmarks/full_size_smoke_train.py's resume2 part, its three torchrun steps faked: a crash (not exit 2)
+    or an extended one-process run is no refusal, and the step-3 checkpoint must record 2 processes."""
+    import argparse
+    import json
+
+    import full_size_smoke_train as train_smoke
+
+    def run(codes, processes=2, extended=False):
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        calls = iter(codes)
+
+        def torchrun(argv):
+            rc = next(calls)
+            if argv[0] == "--resume" and argv[1].endswith("sfv") and extended:
+                (tmp_path / "runs" / "sfv" / "checkpoints" / "step-000004").mkdir(parents=True)
+            if argv[0] == "--resume" and argv[1].endswith("sfv-2procs") and rc == 0:
+                ckpt = tmp_path / "runs" / "sfv-2procs" / "checkpoints" / "step-000003"
+                ckpt.mkdir(parents=True)
+                (ckpt / "state.json").write_text(json.dumps({"step": 3, "num_processes": processes, "rng": 0}))
+            return rc
+
+        monkeypatch.setattr(train_smoke, "_torchrun_cli", torchrun)
+        rec = train_smoke.part_resume2(argparse.Namespace(work=str(tmp_path), size=8), sfv_peak=1)
+        import shutil
+        shutil.rmtree(tmp_path / "runs")
+        return rec
+
+    assert run([2, 0, 0])["rc"] == 0
+    assert run([2, 0, 0])["resumed_checkpoint"] == {"step": 3, "num_processes": 2}
+    assert run([137, 0, 0])["rc"] == 1                      # killed, not refused
+    assert run([2, 0, 0], extended=True)["rc"] == 1         # the one-process run went on
+    assert run([2, 0, 0], processes=1)["rc"] == 1
+    assert run([2, 0, 1])["rc"] == 1 and run([2, 0, 1])["resumed_checkpoint"]["step"] is None   # no crash

@@ -41,7 +41,7 @@ def _assert_same_tensors(a: dict, b: dict):
 
 # -------------------------------------------------------------------------------- tiny runs
 
-STEPS, EVERY = 12, 6       # each tiny run: steps, and the checkpoint / preview interval
+STEPS, EVERY = 8, 4        # each tiny run: steps, and the checkpoint / preview interval
 RUNS = {  # method -> extra options: each method also exercises one R1 form
     "sfv": ["--r1", "exact", "--report-to", "tensorboard", "--preview-every", str(EVERY)],
     "ufogen": ["--r1", "lazy", "--r1-every", "4", "--optimizer", "adamw", "--gradient-checkpointing", "off"],

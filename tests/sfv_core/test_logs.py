@@ -15,6 +15,8 @@ def console(monkeypatch):
     monkeypatch.delenv("SFV_LOG_LEVEL", raising=False)
     setup_console()
     yield logging.getLogger("bench.some_module")
+    for name in ("RANK", "SFV_LOG_RANKS", "SFV_LOG_LEVEL"):    # a test's own setting must not outlive it
+        monkeypatch.delenv(name, raising=False)
     setup_console()
 
 

@@ -270,8 +270,10 @@ def test_toy_detector_is_bit_stable_across_thread_counts(tmp_path):
 
     code = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); "
             "from sfv_fvd.detectors import toy_detector; print(toy_detector(0).sha256)")
-    shas = {subprocess.run([sys.executable, "-c", code, str(n)], capture_output=True, text=True, check=True,
-                           env={**os.environ, "SFV_BENCH_CACHE": str(tmp_path / str(n))}).stdout.strip()
-            for n in (1, 2)}                           # each its own empty cache: both build it
+    builds = [subprocess.Popen([sys.executable, "-c", code, str(n)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "SFV_BENCH_CACHE": str(tmp_path / str(n))})
+              for n in (1, 2)]                         # side by side, each its own empty cache: both build it
+    shas = {b.communicate()[0].strip() for b in builds}
+    assert [b.returncode for b in builds] == [0, 0]
     assert len(shas) == 1 and len(next(iter(shas))) == 64
     assert D.load_detector("toy").sha256 in shas       # = this session's, which its cache may have given

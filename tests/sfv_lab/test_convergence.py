@@ -28,3 +28,12 @@ def test_points_past_the_judged_length_are_ignored_and_too_few_points_are_not_fl
     assert not judge(falling_then_flat, 900).flat and judge(falling_then_flat, 1800).flat
     short = judge(points([60, 40, 30, 30]), 400)
     assert not short.flat and short.fall is None and "too few points" in short.text()
+
+
+def test_a_failed_evaluation_is_no_point_and_repeated_steps_count_once():
+    pts = points([60, 40, 30, 31, 29, 30.5, 30, 31, 29.5])
+    pts[-1] = {"step": 900, "fvd": None, "fvd_lo": None, "fvd_hi": None}       # the monitor's failed evaluation
+    v = judge(pts, 900)
+    assert v.points == 2 and v.fall is None and not v.flat
+    same_step = [{"step": 900, "fvd": f, "fvd_lo": f - 1, "fvd_hi": f + 1} for f in (30, 31, 32)]
+    assert judge(same_step, 900).fall is None

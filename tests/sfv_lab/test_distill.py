@@ -137,11 +137,11 @@ def test_ablations_command_trains_each_cell_and_scores_at_the_asked_n(tmp_path, 
     assert [c[2].name for c in validated] == ["row-ladd", "row-ladd-s1", "row-ladd-s2"]
     assert validated[0][3] == {"world": "mini", "data": str(tmp_path / "val"), "split": "train", "num_videos": 150}
     trained = [c[1:] for c in calls if c[0] == "distil"]
-    assert trained == [("sfv", "heads-spatial", 40, {"heads": "spatial"}), ("ladd", "row-ladd", 40, {}),
+    assert trained == [("sfv", "heads-spatial", 40, {"heads": "spatial"}), ("ladd", "row-ladd", 40, {"fvd_videos": 150}),
                        ("sfv", "heads-spatial-s1", 40, {"heads": "spatial", "seed": 1}),
-                       ("ladd", "row-ladd-s1", 40, {"seed": 1}),
+                       ("ladd", "row-ladd-s1", 40, {"fvd_videos": 150, "seed": 1}),
                        ("sfv", "heads-spatial-s2", 40, {"heads": "spatial", "seed": 2}),
-                       ("ladd", "row-ladd-s2", 40, {"seed": 2})]
+                       ("ladd", "row-ladd-s2", 40, {"fvd_videos": 150, "seed": 2})]
     scored = [(c[1], c[2].name) for c in calls if c[0] == "score"][1:]
     assert scored == [("sfv:1" if m == "sfv" else "ladd:1", name) for m, name, _, _ in trained]
     stored = json.loads((tmp_path / "ablations.json").read_text())
@@ -320,3 +320,59 @@ def test_until_flat_extends_a_run_until_its_fvd_curve_is_flat_and_a_rerun_ends_a
     _, capped = d.train_until("sfv", tmp_path / "capped", 800, 1000)
     assert trained["capped"] == [800] and capped.upto == 800 and not capped.flat   # never past the limit
     assert d.train_until("sfv", tmp_path / "fixed", 800, 0)[1] is None             # no limit: --steps, no verdict
+
+
+def test_a_started_run_continues_only_with_the_settings_it_was_started_with(tmp_path, monkeypatch):
+    """A folder trained under other settings (lazy R1, another lambda) is refused in one line naming them, so a
+    sweep never mixes it into a cell; the FVD-while-training options may differ between calls."""
+    import pytest
+
+    import sfv_lab.distill as d
+    import sfv_train.train
+    from sfv_core.errors import UserError
+
+    monkeypatch.setattr(sfv_train.train, "train", lambda cfg: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    held = {"method": "sfv", **d.MINI, "r1": "lazy", "recon_weight": 0.1, "fvd_every": 100, "max_steps": 800}
+    (run / "config.json").write_text(json.dumps(held))
+    with pytest.raises(UserError, match=r"other settings: r1 'lazy' \(asked 'approx'\); give another folder"):
+        d.distil("sfv", run, 1600)
+    with pytest.raises(UserError, match=r"recon_weight 0.1 \(asked 0.0\)"):
+        d.distil("sfv", run, 1600, r1="lazy", recon_weight=0.0)
+    d.distil("sfv", run, 1600, r1="lazy", recon_weight=0.1, fvd_every=200)
+
+
+def test_ablations_until_flat_records_each_runs_length_verdict_and_the_seed_chosen_on_validation(
+        tmp_path, monkeypatch):
+    import argparse
+
+    import pytest
+
+    import sfv_lab.distill as d
+    from sfv_core.errors import UserError
+    from sfv_lab.convergence import Verdict
+
+    val_fvd = {"row-sfv": 30.0, "row-sfv-s1": 20.0, "row-sfv-s2": 25.0}
+    monkeypatch.setattr(d, "validation_root", lambda: tmp_path / "val")
+    monkeypatch.setattr(d, "train_until", lambda m, out, steps, limit, **over: (
+        out / "export" / "unet", Verdict(True, 1600, 3, 0.5, 2.0)))
+    monkeypatch.setattr(d, "finished_steps", lambda out: 1600)
+
+    def score(spec, unet, out, **flags):
+        fvd = val_fvd[out.name] if out.parent.name == "validation-n150" else 40.0
+        return {"fvd": fvd, "fvd_interval": [fvd - 3, fvd + 3], "n_fake": 150, "detector": {"label": "mini"}}
+
+    monkeypatch.setattr(d, "score", score)
+    args = argparse.Namespace(out=str(tmp_path), steps=800, cells="row-sfv", num_videos=150, seeds="0,1,2",
+                              until_flat=3200)
+    assert d.cli_ablations(args) == 0
+    stored = json.loads((tmp_path / "ablations.json").read_text())
+    assert stored["until_flat"] == 3200 and stored["cells"]["row-sfv-s1"]["train_steps"] == 1600
+    assert stored["cells"]["row-sfv"]["convergence"]["flat"] is True
+    rows = (tmp_path / "table_rows.md").read_text()
+    assert "| sfv:1 seed 1 | 1600 | flat: fall 0.50 over steps > 1066, half-width 2.00 | 20.00 [17.00, 23.00] | yes |" in rows
+    assert rows.count("| yes |") == 1 and "then 800 more at a time until" in rows
+    args.until_flat = 400
+    with pytest.raises(UserError, match="--until-flat 400 must be at least --steps 800"):
+        d.cli_ablations(args)

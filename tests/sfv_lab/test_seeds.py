@@ -73,3 +73,22 @@ def test_the_shipped_r1_study_is_not_separable():
         assert seeds.compare(cells[x], cells[y], x, y) == seeds.NOT_SEPARABLE, (x, y)
     s = seeds.summary(cells["approx"])
     assert (round(s.mean, 2), round(s.lo, 2), round(s.hi, 2), round(s.sd, 2)) == (42.81, 34.11, 57.62, 12.90)
+
+
+def test_cells_with_other_seeds_are_judged_on_the_shared_ones_and_the_verdict_says_so():
+    x = cell(10.0, 30.0, 20.0, 60.0, 70.0, half=2.0)          # seeds 3 and 4 make its mean worse than y's
+    y = cell(15.0, 35.0, 25.0, half=2.0)
+    assert seeds.compare(x, y, "a", "b") == "a beats b (on seeds 0, 1, 2)"
+    assert seeds.compare(cell(10.0, 30.0, 20.0, half=2.0), y, "a", "b") == "a beats b"   # same seeds: no note
+    assert seeds.compare(cell(10.0, 30.0, 20.0, 9.0, half=3.0), cell(15.0, 35.0, 25.0, half=3.0)) == \
+        "not separable (on seeds 0, 1, 2)"
+
+
+def test_an_empty_seed_list_is_refused_not_read_as_seed_0():
+    import argparse
+
+    from sfv_core.errors import UserError
+    from sfv_lab.distill import cli_ablations
+
+    with pytest.raises(UserError, match="--seeds ''"):
+        cli_ablations(argparse.Namespace(out="x", steps=40, cells=None, num_videos=None, seeds=""))
