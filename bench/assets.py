@@ -46,6 +46,16 @@ def add_ablations(sub):
     p.set_defaults(func="sfv_lab.distill:cli_ablations")
 
 
+def add_claims(sub):
+    p = sub.add_parser("claims", help="the paper's claims point by point (reproduced / not / not separable) from "
+                                      "the cells sfv-bench ablations trained, by the seed rule")
+    p.add_argument("folders", nargs="+", help="folders written by sfv-bench ablations (their ablations.json)")
+    p.add_argument("--ladder", default=None, metavar="RUN",
+                   help="an sfv-bench run folder with svd:N rows scored alike: place the one-step rows on it")
+    p.add_argument("--write", default=None, metavar="FILE", help="also write the Markdown to FILE")
+    p.set_defaults(func="sfv_lab.claims:cli_claims")
+
+
 def add_study(sub):
     p = sub.add_parser("study", help="controlled sfv-train runs in the mini world (the SF-V study), scored on "
                                      "held-out validation clips, with the training probes summarised")

@@ -20,7 +20,7 @@ from sfv_core.paper import DEFAULT_SPECS
 from sfv_core.protocol import GEN
 from sfv_core.typed_config import add_options, apply_config_file, validate
 
-from .assets import add_ablations, add_build_mini, add_make_synthetic, add_study
+from .assets import add_ablations, add_build_mini, add_claims, add_make_synthetic, add_study
 from .latency import DEFAULT_TOLERANCE
 from .run_config import VARIANT_HELP, RunConfig
 
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark for few-step image-to-video diffusion (SF-V Table 1: FVD on UCF-101 + UNet latency).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_ls, _add_table, _add_fvd, add_make_synthetic, add_build_mini, add_ablations, add_study, _add_latency,
-                _add_regress):
+    for add in (_add_run, _add_ls, _add_table, _add_fvd, add_make_synthetic, add_build_mini, add_ablations, add_claims,
+                add_study, _add_latency, _add_regress):
         add(sub)
     return parser
 

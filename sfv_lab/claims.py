@@ -1,0 +1,133 @@
+"""`sfv-bench claims DIR...`: the paper's claims, point by point, in the mini world.
+
+Each claim is "cell X beats cell Y" over the cells ``sfv-bench ablations`` trained (their ``ablations.json``;
+several folders may be given, e.g. the Tables 2 / 3 / lambda sweep and the shipped rows' sweep), judged by
+the seed rule of ``sfv_lab.seeds``: reproduced (X beats Y), not reproduced (Y beats X), not separable, or not
+measured yet (fewer than 3 seeds). With ``--ladder RUN`` (an ``sfv-bench run`` folder holding svd:N rows
+scored alike), each one-step row is also placed on the teacher's step ladder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from sfv_core.errors import UserError
+from sfv_core.fsutil import atomic_write_text
+from sfv_core.paper import TABLE1, TABLE2, TABLE3
+
+from . import seeds
+from .distill import BASE
+
+log = logging.getLogger(__name__)
+
+_T1 = {spec: fvd for _, _, fvd, _, spec in TABLE1}
+_T2 = dict(TABLE2)
+_T3 = {(m, s): f for m, s, f in TABLE3}
+
+
+def _p(mean: float, std: float) -> str:
+    return f"heads-both_p{mean:g}{std:+g}"
+
+
+# claim, the paper's evidence, X, Y (X is the paper's winner)
+CLAIMS = [
+    ("one step: SF-V beats UFOGen", f"Table 1: {_T1['sfv:1']} vs {_T1['ufogen:1']}", "row-sfv", "row-ufogen"),
+    ("one step: SF-V beats LADD", f"Table 1: {_T1['sfv:1']} vs {_T1['ladd:1']}", "row-sfv", "row-ladd"),
+    ("heads: spatial + temporal beat spatial only", f"Table 2: {_T2['SP+TE']} vs {_T2['SP']}", BASE, "heads-spatial"),
+    ("heads: spatial + temporal beat temporal only", f"Table 2: {_T2['SP+TE']} vs {_T2['TE']}", BASE,
+     "heads-temporal"),
+    *[(f"D noise: (-1, -1) beats ({m:g}, {s:g})", f"Table 3: {_T3[-1.0, -1.0]} vs {_T3[m, s]}", BASE, _p(m, s))
+      for m, s, _ in TABLE3 if (m, s) != (-1.0, -1.0)],
+    ("the reconstruction term helps: lambda 0.01 beats lambda 0", "Sec. 3: the objective keeps it (no table)",
+     BASE, "lambda-0"),
+]
+OUTCOME = {"x": "reproduced", "y": "not reproduced: the reverse holds", "none": "not separable"}
+
+
+def load_cells(folders: list[Path]) -> tuple[dict, tuple[int, ...]]:
+    """The runs' records of every folder's ablations.json (by run name) and the union of their seeds."""
+    recs, seed_list = {}, set()
+    for folder in folders:
+        path = Path(folder) / "ablations.json"
+        if not path.is_file():
+            raise UserError(f"{folder} holds no ablations.json: give folders written by sfv-bench ablations")
+        data = json.loads(path.read_text())
+        recs.update(data["cells"])
+        seed_list.update(data.get("seeds", [0]))
+    return recs, tuple(sorted(seed_list))
+
+
+def scores(recs: dict, cell: str, seed_list) -> list[seeds.SeedScore]:
+    return [seeds.seed_score(s, recs[seeds.run_name(cell, s)]) for s in seed_list if seeds.run_name(cell, s) in recs]
+
+
+def outcome(x: list, y: list) -> str:
+    verdict = seeds.compare(x, y, "X", "Y")
+    if verdict.startswith("X beats Y"):
+        key = "x"
+    elif verdict.startswith("Y beats X"):
+        key = "y"
+    elif verdict.startswith(seeds.NOT_SEPARABLE):
+        key = "none"
+    else:
+        return f"not measured: {verdict}"
+    return OUTCOME[key] + verdict[len(verdict.split(" (")[0]):]        # keeps "(on seeds ...)"
+
+
+def _cell_text(cell_scores: list) -> str:
+    s = seeds.summary(cell_scores)
+    if s is None:
+        return "not run"
+    return f"{s.mean:.2f} ({s.lo:.2f}..{s.hi:.2f}, {s.n} seed{'s' if s.n > 1 else ''})"
+
+
+def claim_lines(recs: dict, seed_list) -> list[str]:
+    lines = ["| claim | paper (FVD, UCF-101) | mini: X mean (min..max) | mini: Y mean (min..max) | verdict |",
+             "|---|---|---|---|---|"]
+    for claim, paper, x, y in CLAIMS:
+        sx, sy = scores(recs, x, seed_list), scores(recs, y, seed_list)
+        lines.append(f"| {claim} | {paper} | {_cell_text(sx)} | {_cell_text(sy)} | {outcome(sx, sy)} |")
+    return lines
+
+
+def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
+    """Each shipped one-step row's seeds placed among the svd:N rows of ``ladder`` (scored alike): the svd:N
+    whose FVD lies on either side of the seed mean, and those inside the seeds' min..max."""
+    from bench.results import read_results
+
+    steps = sorted(((int(r["spec"].split(":")[1]), r) for r in read_results(ladder)
+                    if r.get("spec", "").startswith("svd:") and r.get("fvd") is not None), key=lambda t: t[0])
+    if not steps:
+        raise UserError(f"{ladder} holds no svd:N row: run sfv-bench run --methods svd:2,svd:4,... there first")
+    lines = ["| row | seed mean (min..max) | between | svd:N inside the seeds' min..max |", "|---|---|---|---|"]
+    for method in ("sfv", "ladd", "ufogen"):
+        s = seeds.summary(scores(recs, f"row-{method}", seed_list))
+        if s is None:
+            continue
+        worse = [f"svd:{n} {r['fvd']:.2f}" for n, r in steps if r["fvd"] >= s.mean]
+        better = [f"svd:{n} {r['fvd']:.2f}" for n, r in steps if r["fvd"] < s.mean]
+        inside = [f"svd:{n}" for n, r in steps if s.lo <= r["fvd"] <= s.hi]
+        between = f"{worse[-1] if worse else 'below every svd:N'} and {better[0] if better else 'above every svd:N'}"
+        lines.append(f"| {method}:1 | {s.mean:.2f} ({s.lo:.2f}..{s.hi:.2f}) | {between} | "
+                     f"{', '.join(inside) or 'none'} |")
+    return lines
+
+
+def cli_claims(args) -> int:
+    recs, seed_list = load_cells([Path(f) for f in args.folders])
+    lines = ["# The paper's claims in the mini world (NOT the paper's numbers)", "",
+             f"Cells from {', '.join(args.folders)} (`sfv-bench ablations`), seeds {', '.join(map(str, seed_list))}; "
+             "each seed's FVD on the test split with the mini detector. Verdicts by the seed rule "
+             "(sfv_lab/seeds.py): X beats Y only when it holds at every seed (X's interval below Y's) or the "
+             "seed means differ by more than the larger min..max; under 3 seeds nothing is claimed.", "",
+             *claim_lines(recs, seed_list)]
+    if args.ladder:
+        lines += ["", f"## The one-step rows on the teacher's step ladder ({args.ladder})", "",
+                  *ladder_lines(recs, seed_list, Path(args.ladder))]
+    text = "\n".join(lines) + "\n"
+    if args.write:
+        atomic_write_text(Path(args.write), text)
+        log.info(f"wrote {args.write}")
+    print(text, end="")
+    return 0

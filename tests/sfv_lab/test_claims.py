@@ -1,0 +1,72 @@
+"""The paper's claims in the mini world (sfv_lab.claims) on stored numbers: each claim's verdict by the seed
+rule, folders merged, the step ladder, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from sfv_lab import claims
+from sfv_lab.distill import BASE
+
+
+def rec(fvd, half=2.0):
+    return {"fvd": fvd, "fvd_interval": [fvd - half, fvd + half]}
+
+
+def write(folder, cells, seed_list=(0, 1, 2)):
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for cell, fvds in cells.items():
+        for s, f in zip(seed_list, fvds):
+            runs[cell if s == 0 else f"{cell}-s{s}"] = rec(f)
+    (folder / "ablations.json").write_text(json.dumps({"seeds": list(seed_list), "cells": runs}))
+    return folder
+
+
+def verdicts(text):
+    return {ln.split(" | ")[0][2:]: ln.rsplit(" | ", 1)[1].rstrip(" |") for ln in text.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| claim")}
+
+
+def test_each_claim_gets_the_seed_rules_verdict_from_several_folders(tmp_path, capsys):
+    write(tmp_path / "rows", {"row-sfv": [20, 25, 22], "row-ufogen": [70, 72, 69], "row-ladd": [24, 21, 30]})
+    write(tmp_path / "abl", {BASE: [30, 31, 29], "heads-spatial": [45, 50, 47], "heads-temporal": [25, 26, 24],
+                             "lambda-0": [30, 33, 28]})
+    assert main(["claims", str(tmp_path / "rows"), str(tmp_path / "abl"), "--write", str(tmp_path / "c.md")]) == 0
+    v = verdicts((tmp_path / "c.md").read_text())
+    assert v["one step: SF-V beats UFOGen"] == "reproduced"
+    assert v["one step: SF-V beats LADD"] == "not separable"
+    assert v["heads: spatial + temporal beat spatial only"] == "reproduced"
+    assert v["heads: spatial + temporal beat temporal only"] == "not reproduced: the reverse holds"
+    assert v["the reconstruction term helps: lambda 0.01 beats lambda 0"] == "not separable"
+    assert v["D noise: (-1, -1) beats (-2, -1)"] == "not measured: fewer than 3 seeds (0)"
+    assert "| 22.33 (20.00..25.00, 3 seeds) | 70.33 (69.00..72.00, 3 seeds) |" in capsys.readouterr().out
+
+
+def test_cells_with_fewer_seeds_are_not_claimed(tmp_path):
+    write(tmp_path / "rows", {"row-sfv": [20, 25], "row-ufogen": [70, 72]}, seed_list=(0, 1))
+    recs, seed_list = claims.load_cells([tmp_path / "rows"])
+    assert seed_list == (0, 1)
+    assert "not measured: fewer than 3 seeds (2)" in "\n".join(claims.claim_lines(recs, seed_list))
+
+
+def test_the_rows_are_placed_on_the_teachers_step_ladder(tmp_path, monkeypatch):
+    import bench.results
+
+    write(tmp_path / "rows", {"row-sfv": [20, 25, 22]})
+    ladder = [{"spec": f"svd:{n}", "fvd": f} for n, f in ((2, 60.0), (4, 30.0), (6, 21.0), (8, 16.0))]
+    monkeypatch.setattr(bench.results, "read_results", lambda out: ladder + [{"spec": "onestep:1", "fvd": 68.0}])
+    recs, seed_list = claims.load_cells([tmp_path / "rows"])
+    lines = claims.ladder_lines(recs, seed_list, tmp_path)
+    assert lines[2] == "| sfv:1 | 22.33 (20.00..25.00) | svd:4 30.00 and svd:6 21.00 | svd:6 |"
+    monkeypatch.setattr(bench.results, "read_results", lambda out: [])
+    with pytest.raises(Exception, match="holds no svd:N row"):
+        claims.ladder_lines(recs, seed_list, tmp_path)
+
+
+def test_a_folder_without_ablations_json_is_one_line(tmp_path, capsys):
+    assert main(["claims", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no ablations.json" in err and err.count("\n") == 1
