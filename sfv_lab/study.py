@@ -77,6 +77,19 @@ R1_RUNS = {f"r1-{r1}-s{seed}": ("sfv", {"d_norm": "frames", "r1": r1, "seed": se
            for seed in R1_SEEDS for r1 in R1_VARIANTS}         # not in the default runs: --runs names them
 RUNS.update(R1_RUNS)
 STUDY_REFERENCE = "sfv-element-lambda0.01"      # the SF-V preset: seeded runs are compared with it
+# What limits SF-V (issue: learning rates, SM3's missing bias correction, EMA, D capacity): each one change to
+# the preset, compared with STUDY_REFERENCE at the same seeds. Not in the default runs: --runs names them.
+_PRESET = RUNS[STUDY_REFERENCE][1]
+LIMIT_RUNS = {
+    "lim-lrg3e-5": ("sfv", {**_PRESET, "lr_g": 3e-5}, "G learning rate 3e-5 (x0.3)"),
+    "lim-lrg3e-4": ("sfv", {**_PRESET, "lr_g": 3e-4}, "G learning rate 3e-4 (x3)"),
+    "lim-lrd3e-4": ("sfv", {**_PRESET, "lr_d": 3e-4}, "D learning rate 3e-4 (x0.3)"),
+    "lim-adamw": ("sfv", {**_PRESET, "optimizer": "adamw"}, "AdamW (bias-corrected moments) instead of SM3"),
+    "lim-raw": ("sfv", {**_PRESET, "export_weights": "raw"}, "no EMA: the trained generator exported"),
+    "lim-ema0.99": ("sfv", {**_PRESET, "ema": 0.99}, "EMA decay 0.99 (preset 0.95)"),
+    "lim-cmap256": ("sfv", {**_PRESET, "cmap_dim": 256}, "D heads' projection 256 (preset 64)"),
+}
+RUNS.update(LIMIT_RUNS)
 
 
 def base_run(run: str) -> str | None:

@@ -146,7 +146,8 @@ def test_study_command_line_defaults():
     args = build_parser().parse_args(["study", "OUT"])
     assert (args.out, args.runs, args.steps, args.num_videos, args.install) == ("OUT", None, 400, 150, False)
     assert args.func == "sfv_lab.study:cli_study"
-    assert study.DEFAULT_RUNS + tuple(study.R1_RUNS) == tuple(study.RUNS)     # the R1 study: --runs r1-...
+    # the R1 study and the limits study: --runs r1-... / lim-...
+    assert study.DEFAULT_RUNS + tuple(study.R1_RUNS) + tuple(study.LIMIT_RUNS) == tuple(study.RUNS)
     for name, (method, over, what) in study.RUNS.items():
         assert method in ("sfv", "ufogen", "ladd") and over["d_norm"] in ("frames", "videos") and what, name
 
@@ -204,3 +205,12 @@ def test_study_refuses_bad_seeds(fake_world, tmp_path):
             study.cli_study(args)
     assert study.base_run("sfv-videos-s12") == "sfv-videos" and study.base_run("r1-exact-s0") == "r1-exact-s0"
     assert study.base_run("bogus-s1") is None and study.base_run("sfv-videos-sx") is None
+
+
+def test_each_limits_run_is_the_preset_with_one_change():
+    from sfv_train.config import TrainConfig
+
+    preset = study.RUNS[study.STUDY_REFERENCE][1]
+    for name, (method, over, what) in study.LIMIT_RUNS.items():
+        changed = {k for k in {**preset, **over} if preset.get(k) != over.get(k)}
+        assert method == "sfv" and len(changed) == 1 and changed <= set(TrainConfig.__dataclass_fields__), name
