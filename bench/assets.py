@@ -23,10 +23,13 @@ def add_build_mini(sub):
     p.add_argument("--redistil", default=None, metavar="M,M",
                    help="only the distill stages of these methods (sfv,ufogen,ladd,lcm), from the shipped teacher, "
                         "VAE and detector; the other rows stay the shipped ones")
+    p.add_argument("--ship-rows", default=None, metavar="DIR,DIR",
+                   help="ship the one-step rows these sfv-bench ablations folders trained at every seed: per row the "
+                        "seed with the lowest validation FVD")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the result depends on it)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.set_defaults(func="sfv_lab.mini:cli_build_mini")
+    p.set_defaults(func="sfv_lab.build_command:cli_build_mini")
 
 
 def add_ablations(sub):

@@ -114,7 +114,7 @@ class Build:
         return folder
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
+def copy_tree(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
@@ -153,7 +153,7 @@ def assemble_stack(vae_dir: Path, scaling: float, out: Path, unet=None, seed: in
 
 def install(world: Path, record: Path, results: Path, repo_results: Path) -> None:
     """Ship: OUT/world (+ OUT/build.json) -> methods/models/mini/, OUT/evaluate -> results/mini/."""
-    _copy_tree(world, SHIPPED)
+    copy_tree(world, SHIPPED)
     shutil.copy2(record, SHIPPED / "build.json")
     repo_results.mkdir(parents=True, exist_ok=True)
     for f in results.iterdir():
@@ -304,7 +304,7 @@ def assemble_world(folder: Path, vae_run: Path, scaling: float, teacher_run: Pat
     vae = load_vae(vae_run / "export" / "vae")
     vae.register_to_config(scaling_factor=float(scaling))
     save_stack(build_pipeline(MINI_CONFIGS, 0, vae=vae, unet=unet), folder / "stack", dtype=torch.float16)
-    _copy_tree(detector_run / "export", folder / "detector")
+    copy_tree(detector_run / "export", folder / "detector")
     files = write_manifest(folder)
     return {"files": len(files), "bytes": sum((folder / k).stat().st_size for k in files)}
 
@@ -323,66 +323,3 @@ def evaluate(world: Path, held: np.ndarray, labels, folder: Path, curves: dict, 
             figures["distilled"][m] = json.loads((run / "fvd_best.json").read_text())
     atomic_write_json(folder / "quality.json", figures)
     return figures
-
-
-def redistil(out: Path, methods: list[str], *, device: str = "cpu", threads: int = 0, resume: bool = False,
-             install_to_repo: bool = False, progress: bool = True) -> Path:
-    """``build-mini OUT --redistil sfv,ufogen,ladd``: the distill stages of ``methods`` again, from the
-    SHIPPED world (its teacher, VAE, CLIP and detector, checked against its manifest), into OUT/world; the
-    other stages and rows are the shipped ones and keep their build.json entries. Resumable like a build."""
-    from methods.models.mini import verified
-
-    bad = [m for m in methods if m not in DISTILL_STEPS]
-    if not methods or bad:
-        raise UserError(f"--redistil takes a comma list of {', '.join(DISTILL_STEPS)} (got {','.join(methods)!r})")
-    device = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
-    world = out / "world"
-    if not world.is_dir():
-        for part in ("stack", "detector"):          # the shipped files checked (sha256) before they are copied
-            verified(part, SHIPPED)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(SHIPPED, world, ignore=shutil.ignore_patterns("build.json", "done.json"))
-    b = Build(out, device, torch.get_num_threads(), 1.0, resume, progress)
-    if not b.record_path.is_file():       # the shipped build's record, its distill stages to be replaced
-        b.record = json.loads((SHIPPED / "build.json").read_text())
-        for m in methods:
-            b.record["stages"].pop(f"distill-{m}", None)
-    b.record["redistilled"] = {"methods": methods, "from": "the shipped world (teacher, VAE, CLIP, detector)"}
-    for m in methods:
-        b.stage(f"distill-{m}", lambda f, m=m: distill_stage(b, f, m, world))
-    repo_results = Path(__file__).resolve().parents[1] / "results" / "mini"
-    figures = json.loads((repo_results / "quality.json").read_text())
-    for m in methods:
-        run = out / f"distill-{m}" / "run"
-        figures["distilled"][m] = json.loads((run / "fvd_best.json").read_text())
-        shutil.copy2(run / "fvd_vs_step.png", out / f"fvd_vs_step_{m}.png")
-    atomic_write_json(out / "quality.json", figures)
-    write_manifest(world)
-    atomic_write_json(b.record_path, b.record)
-    if install_to_repo:
-        _copy_tree(world, SHIPPED)
-        shutil.copy2(b.record_path, SHIPPED / "build.json")
-        for f in ["quality.json"] + [f"fvd_vs_step_{m}.png" for m in methods]:
-            shutil.copy2(out / f, repo_results / f)
-        shutil.copy2(b.record_path, repo_results / "build.json")
-        log.info(f"installed the re-distilled rows ({', '.join(methods)}) into {SHIPPED} and results/mini/")
-    return world
-
-
-def cli_build_mini(args) -> int:
-    """``sfv-bench build-mini OUT``: every stage of sfv_lab.mini, then (``--install``) ship it."""
-    if args.scale <= 0 or args.threads < 0:
-        raise UserError("--scale must be > 0 and --threads >= 0")
-    t0 = time.time()
-    if getattr(args, "redistil", None):
-        world = redistil(Path(args.out), args.redistil.split(","), device=args.device, threads=args.threads,
-                         resume=args.resume, install_to_repo=args.install, progress=args.progress)
-        log.info(f"re-distilled {args.redistil} into {world} ({(time.time() - t0) / 60:.1f} min this call)")
-        return 0
-    world = build_mini(Path(args.out), device=args.device, threads=args.threads, scale=args.scale,
-                       resume=args.resume, install_to_repo=args.install, progress=args.progress)
-    log.info(f"mini world built in {world} ({(time.time() - t0) / 60:.1f} min this call; per-stage times in "
-          f"{Path(args.out) / 'build.json'})")
-    return 0

@@ -231,8 +231,9 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
 
     import pytest
 
-    import sfv_lab.mini as mini
     import methods.models.mini
+    import sfv_lab.mini as mini
+    import sfv_lab.ship as ship
     from sfv_core.errors import UserError
 
     shipped = tmp_path / "shipped"
@@ -253,14 +254,14 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
         (folder / "run" / "fvd_vs_step.png").write_bytes(b"\x89PNG fake")
         return {"fvd": 5.0}
 
-    monkeypatch.setattr(mini, "SHIPPED", shipped)
-    monkeypatch.setattr(mini, "distill_stage", distill_stage)
+    monkeypatch.setattr(ship, "SHIPPED", shipped)
+    monkeypatch.setattr(ship, "distill_stage", distill_stage)
     monkeypatch.setattr(mini, "git_commit", lambda: "abc")
     monkeypatch.setattr(methods.models.mini, "verified", lambda part, world=None: checked.append((part, world)))
     monkeypatch.delenv("SFV_MINI_WORLD", raising=False)
     out = tmp_path / "out"
-    caplog.set_level("INFO", logger="sfv_lab.mini")
-    world = mini.redistil(out, ["sfv"])
+    caplog.set_level("INFO", logger="sfv_lab")
+    world = ship.redistil(out, ["sfv"])
     assert world == out / "world" and checked == [("stack", shipped), ("detector", shipped)] and ran == ["sfv"]
     assert "SFV_MINI_WORLD" not in os.environ
     assert (world / "unets" / "sfv" / "w.bin").read_text() == "new sfv"
@@ -281,10 +282,10 @@ def test_redistil_replaces_only_the_named_rows_and_keeps_the_shipped_record(tmp_
                                                                        if m != "sfv"}
     assert (out / "fvd_vs_step_sfv.png").read_bytes() == b"\x89PNG fake"
     assert json.loads((shipped / "build.json").read_text())["stages"] == stages      # no --install: untouched
-    mini.redistil(out, ["sfv"])                                                      # finished: skipped
+    ship.redistil(out, ["sfv"])                                                      # finished: skipped
     assert ran == ["sfv"] and any("[distill-sfv] done" in r.message and "skipped" in r.message for r in caplog.records)
     with pytest.raises(UserError, match="--redistil takes a comma list"):
-        mini.redistil(out, ["sfv", "dmd"])
+        ship.redistil(out, ["sfv", "dmd"])
     # Build.stage: a stage finished by another call, absent from this record, is filled from its done.json
     b = mini.Build(out, "cpu", 1, 1.0, False)
     del b.record["stages"]["distill-sfv"]
