@@ -45,7 +45,8 @@ def add_ablations(sub):
                    help="test videos each cell is scored on (default: the mini world's 64; 150 = the whole test split)")
     p.add_argument("--until-flat", type=int, default=0, metavar="MAX",
                    help="train --steps more at a time until the FVD while training is flat (sfv_lab/convergence.py), "
-                        "at most MAX steps (default 0: --steps exactly)")
+                        "at most MAX steps (default 0: --steps exactly; meant for the rows, whose FVD while training "
+                        "uses 150 videos: at the cells' 32 the interval is as wide as the fall)")
     p.set_defaults(func="sfv_lab.distill:cli_ablations")
 
 

@@ -17,7 +17,7 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE1, TABLE2, TABLE3
 
 from . import seeds
-from .distill import BASE
+from .distill import BASE, read_sweep
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ def load_cells(folders: list[Path]) -> tuple[dict, tuple[int, ...]]:
     """The runs' records of every folder's ablations.json (by run name) and the union of their seeds."""
     recs, seed_list = {}, set()
     for folder in folders:
-        path = Path(folder) / "ablations.json"
-        if not path.is_file():
-            raise UserError(f"{folder} holds no ablations.json: give folders written by sfv-bench ablations")
-        data = json.loads(path.read_text())
+        data = read_sweep(folder)
+        twice = [k for k, v in data["cells"].items() if k in recs and recs[k] != v]
+        if twice:
+            raise UserError(f"{folder} holds runs another folder also holds, with other scores: {', '.join(twice)}")
         recs.update(data["cells"])
         seed_list.update(data.get("seeds", [0]))
     return recs, tuple(sorted(seed_list))
@@ -91,6 +91,11 @@ def claim_lines(recs: dict, seed_list) -> list[str]:
     return lines
 
 
+def _scoring(rec: dict) -> tuple:
+    """What makes two FVDs comparable: the number of videos and the detector."""
+    return rec.get("n_fake"), (rec.get("detector") or {}).get("sha256")
+
+
 def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
     """Each shipped one-step row's seeds placed among the svd:N rows of ``ladder`` (scored alike): the svd:N
     whose FVD lies on either side of the seed mean, and those inside the seeds' min..max."""
@@ -100,6 +105,10 @@ def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
                     if r.get("spec", "").startswith("svd:") and r.get("fvd") is not None), key=lambda t: t[0])
     if not steps:
         raise UserError(f"{ladder} holds no svd:N row: run sfv-bench run --methods svd:2,svd:4,... there first")
+    scored = {_scoring(r) for r in recs.values()} | {_scoring(r) for _, r in steps}
+    if len(scored) > 1:
+        raise UserError(f"{ladder}'s svd:N rows and the cells were scored differently (N, detector sha256): "
+                        f"{sorted(scored, key=str)}; score the ladder as the cells were (-n, --fvd-detector)")
     lines = ["| row | seed mean (min..max) | between | svd:N inside the seeds' min..max |", "|---|---|---|---|"]
     for method in ("sfv", "ladd", "ufogen"):
         s = seeds.summary(scores(recs, f"row-{method}", seed_list))
@@ -108,7 +117,9 @@ def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
         worse = [f"svd:{n} {r['fvd']:.2f}" for n, r in steps if r["fvd"] >= s.mean]
         better = [f"svd:{n} {r['fvd']:.2f}" for n, r in steps if r["fvd"] < s.mean]
         inside = [f"svd:{n}" for n, r in steps if s.lo <= r["fvd"] <= s.hi]
-        between = f"{worse[-1] if worse else 'below every svd:N'} and {better[0] if better else 'above every svd:N'}"
+        between = (f"{worse[-1]} and {better[0]}" if worse and better else
+                   f"worse than every svd:N (worst: {better[0]})" if better else
+                   f"better than every svd:N (best: {worse[-1]})")
         lines.append(f"| {method}:1 | {s.mean:.2f} ({s.lo:.2f}..{s.hi:.2f}) | {between} | "
                      f"{', '.join(inside) or 'none'} |")
     return lines

@@ -20,7 +20,6 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE2, TABLE3
 from sfv_fvd.stats import interval_text
 from sfv_train.config import PRESETS, TrainConfig, resume_config
-from sfv_train.evaluation import read_points
 
 from . import convergence, seeds
 
@@ -83,12 +82,13 @@ def distil(method: str, out: Path, steps: int, world: Path | None = None, progre
     from sfv_train.train import train
 
     out = Path(out)
+    if (out / "config.json").is_file():      # finished or not: a run made under other settings is never reused
+        _refuse_other_settings(out, over)
     if finished_steps(out) >= steps:
         log.info(f"{method}: {out} already holds {steps} steps, skipped")
         return out / "export" / "unet"
     quiet = {} if progress else {"progress": False}
     if (out / "config.json").is_file():
-        _refuse_other_settings(out, over)
         world_field = {} if world is None else {"mini_world": str(world)}   # a resume refuses another world
         cfg = resume_config(out, max_steps=steps, **world_field, **quiet)
     else:
@@ -112,6 +112,8 @@ def train_until(method: str, out: Path, steps: int, limit: int, **over) -> tuple
     and the verdict on the length reached (None without ``limit``). Resumable: a rerun judges the same
     lengths from the same points and continues where the last call stopped; a run that already holds more
     steps is judged at the length it holds."""
+    from sfv_train.evaluation import read_points
+
     target = max(steps, finished_steps(out))
     while True:
         unet = distil(method, out, target, **over)
@@ -222,16 +224,31 @@ def write_tables(out: Path, recs: dict, steps: int, seed_list: tuple[int, ...] =
     return [out / name for name in files]
 
 
+def read_sweep(folder: Path) -> dict:
+    """A folder's ablations.json (``cli_ablations``): steps, seeds and every run's record by run name."""
+    path = Path(folder) / "ablations.json"
+    if not path.is_file():
+        raise UserError(f"{folder} holds no ablations.json: give folders written by sfv-bench ablations")
+    return json.loads(path.read_text())
+
+
+def seed_to_ship(runs: dict[int, dict | None]) -> int | None:
+    """The seed whose run has the lowest FVD on the validation clips, once every seed's run (``runs``: seed ->
+    its record, None while unfinished) has been scored there; None before."""
+    if not runs or any(r is None or "validation" not in r for r in runs.values()):
+        return None
+    return min(runs, key=lambda s: runs[s]["validation"]["fvd"])
+
+
 def run_lines(recs: dict, seed_list) -> list[str]:
     """table_rows.md's second table: each shipped row's run per seed with its length, convergence verdict and
-    validation FVD, and per row the seed with the lowest validation FVD (the one to ship)."""
+    validation FVD, and per row the seed to ship (``seed_to_ship``: marked once every seed has finished)."""
     lines = ["", "Each run: steps trained, FVD while training over the last third (sfv_lab/convergence.py), FVD "
              "on 150 validation videos (clips c06..c10 of the training groups; chooses the seed to ship).", "",
              "| run | steps | FVD while training | validation FVD [95%] | shipped seed |", "|---|---|---|---|---|"]
     for name, method in row_cells().items():
         runs = {s: recs[seeds.run_name(name, s)] for s in seed_list if seeds.run_name(name, s) in recs}
-        valid = {s: r["validation"]["fvd"] for s, r in runs.items() if "validation" in r}
-        best = min(valid, key=valid.get) if valid else None
+        best = seed_to_ship({s: recs.get(seeds.run_name(name, s)) for s in seed_list})   # every seed finished
         for s, r in runs.items():
             conv = r.get("convergence") or {}
             lines.append(f"| {method}:1 seed {s} | {r.get('train_steps', '-')} | {conv.get('text', '-')} | "

@@ -24,7 +24,7 @@ from sfv_core.fsutil import atomic_write_json
 
 from . import seeds
 from .distill import STEPS as DISTILL_STEPS
-from .distill import row_cells, ship_unet
+from .distill import read_sweep, row_cells, seed_to_ship, ship_unet
 from .mini import Build, copy_tree, distill_stage, write_manifest
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def finish_rows(out: Path, runs: dict[str, Path], install_to_repo: bool) -> None
     FVD-while-distilling plots from each row's run, the manifest, and (``install_to_repo``) the world into
     methods/models/mini/ and the figures into results/mini/."""
     repo_results = Path(__file__).resolve().parents[1] / "results" / "mini"
-    figures = json.loads((repo_results / "quality.json").read_text())
+    earlier = out / "quality.json"        # an earlier call's rows keep their figures
+    figures = json.loads((earlier if earlier.is_file() else repo_results / "quality.json").read_text())
     for m, run in runs.items():
         figures["distilled"][m] = json.loads((run / "fvd_best.json").read_text())
         shutil.copy2(run / "fvd_vs_step.png", out / f"fvd_vs_step_{m}.png")
@@ -82,8 +83,8 @@ def finish_rows(out: Path, runs: dict[str, Path], install_to_repo: bool) -> None
     if install_to_repo:
         copy_tree(out / "world", SHIPPED)
         shutil.copy2(out / "build.json", SHIPPED / "build.json")
-        for f in ["quality.json"] + [f"fvd_vs_step_{m}.png" for m in runs]:
-            shutil.copy2(out / f, repo_results / f)
+        for f in [out / "quality.json", *sorted(out.glob("fvd_vs_step_*.png"))]:
+            shutil.copy2(f, repo_results / f.name)
         shutil.copy2(out / "build.json", repo_results / "build.json")
         log.info(f"installed the rows {', '.join(runs)} into {SHIPPED} and results/mini/")
 
@@ -93,18 +94,15 @@ def chosen_rows(folders: list[Path]) -> dict[str, dict]:
     each row whose every sweep seed has finished (a row still training is left out, with a warning)."""
     chosen = {}
     for folder in folders:
-        path = Path(folder) / "ablations.json"
-        if not path.is_file():
-            raise UserError(f"{folder} holds no ablations.json: give folders written by sfv-bench ablations")
-        data = json.loads(path.read_text())
+        data = read_sweep(folder)
         for cell, method in row_cells().items():
             runs = {s: data["cells"].get(seeds.run_name(cell, s)) for s in data.get("seeds", [0])}
             if not any(runs.values()):
                 continue
-            if any(r is None or "validation" not in r for r in runs.values()):
+            seed = seed_to_ship(runs)
+            if seed is None:
                 log.warning(f"{method}: not every seed of {sorted(runs)} in {folder} has finished: not shipped")
                 continue
-            seed = min(runs, key=lambda s: runs[s]["validation"]["fvd"])
             rec = runs[seed]
             chosen[method] = {"run": str(Path(folder) / "runs" / seeds.run_name(cell, seed)), "seed": seed,
                               "seeds": sorted(runs), "train_steps": rec.get("train_steps"),
@@ -120,7 +118,8 @@ def ship_rows(out: Path, folders: list[Path], install_to_repo: bool) -> Path:
         raise UserError(f"no one-step row has finished at every seed in {', '.join(map(str, folders))}: nothing "
                         "to ship (rerun the sweep to finish it)")
     world = copy_shipped(out)
-    record = json.loads((SHIPPED / "build.json").read_text())
+    earlier = out / "build.json"          # rows shipped into OUT by an earlier call stay, with their records
+    record = json.loads((earlier if earlier.is_file() else SHIPPED / "build.json").read_text())
     for method, info in chosen.items():
         run = Path(info["run"])
         ship_unet(run / "export" / "unet", world, method)
@@ -129,7 +128,8 @@ def ship_rows(out: Path, folders: list[Path], install_to_repo: bool) -> Path:
                                                   "shipped_from": info}
         log.info(f"{method}: seed {info['seed']} of {info['seeds']} ({info['train_steps']} steps; validation FVD "
                  f"{info['validation_fvd']:.2f}, test {info['test_fvd']:.2f})")
-    record["shipped_rows"] = {"methods": sorted(chosen), "rule": "the seed with the lowest FVD on 150 validation "
+    methods = sorted({*record.get("shipped_rows", {}).get("methods", []), *chosen})
+    record["shipped_rows"] = {"methods": methods, "rule": "the seed with the lowest FVD on 150 validation "
                               "videos (clips c06..c10 of the training groups) among the sweep's seeds"}
     atomic_write_json(out / "build.json", record)
     finish_rows(out, {m: Path(i["run"]) for m, i in chosen.items()}, install_to_repo)

@@ -55,15 +55,28 @@ def test_cells_with_fewer_seeds_are_not_claimed(tmp_path):
 def test_the_rows_are_placed_on_the_teachers_step_ladder(tmp_path, monkeypatch):
     import bench.results
 
-    write(tmp_path / "rows", {"row-sfv": [20, 25, 22]})
+    write(tmp_path / "rows", {"row-sfv": [20, 25, 22], "row-ufogen": [70, 72, 69], "row-ladd": [5, 6, 7]})
     ladder = [{"spec": f"svd:{n}", "fvd": f} for n, f in ((2, 60.0), (4, 30.0), (6, 21.0), (8, 16.0))]
     monkeypatch.setattr(bench.results, "read_results", lambda out: ladder + [{"spec": "onestep:1", "fvd": 68.0}])
     recs, seed_list = claims.load_cells([tmp_path / "rows"])
     lines = claims.ladder_lines(recs, seed_list, tmp_path)
     assert lines[2] == "| sfv:1 | 22.33 (20.00..25.00) | svd:4 30.00 and svd:6 21.00 | svd:6 |"
+    assert lines[3] == "| ladd:1 | 6.00 (5.00..7.00) | better than every svd:N (best: svd:8 16.00) | none |"
+    assert lines[4] == "| ufogen:1 | 70.33 (69.00..72.00) | worse than every svd:N (worst: svd:2 60.00) | none |"
+    ladder[1]["n_fake"] = 64                                  # scored at another N: not comparable
+    with pytest.raises(Exception, match=r"scored differently \(N, detector sha256\)"):
+        claims.ladder_lines(recs, seed_list, tmp_path)
     monkeypatch.setattr(bench.results, "read_results", lambda out: [])
     with pytest.raises(Exception, match="holds no svd:N row"):
         claims.ladder_lines(recs, seed_list, tmp_path)
+
+
+def test_a_run_two_folders_hold_with_other_scores_is_refused(tmp_path):
+    write(tmp_path / "a", {"row-sfv": [20, 25, 22]})
+    write(tmp_path / "b", {"row-sfv": [20, 26, 22]})
+    with pytest.raises(Exception, match="runs another folder also holds, with other scores: row-sfv-s1"):
+        claims.load_cells([tmp_path / "a", tmp_path / "b"])
+    assert claims.load_cells([tmp_path / "a", tmp_path / "a"])[1] == (0, 1, 2)     # the same records: fine
 
 
 def test_a_folder_without_ablations_json_is_one_line(tmp_path, capsys):

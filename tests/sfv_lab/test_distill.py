@@ -342,6 +342,10 @@ def test_a_started_run_continues_only_with_the_settings_it_was_started_with(tmp_
     with pytest.raises(UserError, match=r"recon_weight 0.1 \(asked 0.0\)"):
         d.distil("sfv", run, 1600, r1="lazy", recon_weight=0.0)
     d.distil("sfv", run, 1600, r1="lazy", recon_weight=0.1, fvd_every=200)
+    (run / "export").mkdir()                                # finished: still refused, never reused
+    (run / "export" / "sfv_train.json").write_text(json.dumps({"train_steps": 1600}))
+    with pytest.raises(UserError, match="other settings: r1 'lazy'"):
+        d.distil("sfv", run, 800)
 
 
 def test_ablations_until_flat_records_each_runs_length_verdict_and_the_seed_chosen_on_validation(

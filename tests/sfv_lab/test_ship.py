@@ -63,3 +63,17 @@ def test_a_row_with_an_unfinished_seed_is_not_shipped(tmp_path, shipped, capsys)
     assert main(["build-mini", str(tmp_path / "out"), "--ship-rows", str(rows)]) == 2
     err = capsys.readouterr().err
     assert "ladd: not every seed of [0, 1, 2]" in err and "nothing to ship" in err
+
+
+def test_rows_shipped_by_an_earlier_call_into_the_same_folder_keep_their_records(tmp_path, shipped):
+    out = tmp_path / "out"
+    assert main(["build-mini", str(out), "--ship-rows", str(sweep(tmp_path / "a", "row-sfv", {0: 30.0, 1: 22.0,
+                                                                                            2: 25.0}))]) == 0
+    assert main(["build-mini", str(out), "--ship-rows", str(sweep(tmp_path / "b", "row-ladd", {0: 20.0, 1: 28.0,
+                                                                                             2: 25.0}))]) == 0
+    rec = json.loads((out / "build.json").read_text())
+    assert rec["shipped_rows"]["methods"] == ["ladd", "sfv"]
+    assert rec["stages"]["distill-sfv"]["shipped_from"]["seed"] == 1
+    assert rec["stages"]["distill-ladd"]["shipped_from"]["seed"] == 0
+    q = json.loads((out / "quality.json").read_text())["distilled"]
+    assert (q["sfv"]["fvd"], q["ladd"]["fvd"]) == (23.0, 21.0)
