@@ -15,6 +15,7 @@ Torch-free: the command line imports this.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -114,7 +115,7 @@ def validate(cls, values: dict, source: str = ""):
     for name, value in values.items():      # pydantic's lax mode reads true as 1: a switch is not a number
         if isinstance(value, bool) and _number_field(cls, name):
             raise UserError(f"{where}{name} = {value!r}: {_flag(cls, name)} takes a number, not true/false")
-    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
+    values = {k: _numeric_choice(cls, k, os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
     try:
         return _adapter(cls).validate_python(values)
     except pydantic.ValidationError as e:
@@ -133,6 +134,15 @@ def _one_line(error: dict, cls, source: str) -> str:
     where = f"{source}: " if source else ""
     message = error["msg"].replace("Input should be", "takes", 1)
     return f"{where}{key} = {error['input']!r}: {_flag(cls, key)} {message}"
+
+
+def _numeric_choice(cls, name: str, value):
+    """``"2"`` for a choice among ints is 2, as lax mode reads ``"64"`` for an int (pydantic leaves a string
+    unconverted for ``Literal[1, 2, 3]``)."""
+    if isinstance(value, str) and any(type(v) is int for v in _literal(_without_none(_hints(cls)[name])) or ()):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return value
 
 
 def _number_field(cls, name: str) -> bool:

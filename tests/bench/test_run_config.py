@@ -69,3 +69,14 @@ def test_a_run_config_built_in_code_is_validated_as_the_command_line_is():
         Settings(RunConfig(world="tiny", num_videos="many"))
     with pytest.raises(UserError, match="save_size"):
         Settings(RunConfig(world="tiny", save_size="huge"))
+
+
+def test_a_number_written_as_a_string_is_read_alike_for_a_number_and_a_choice_among_numbers():
+    """A config file's `fold = "2"` is read as `width = "64"` is: as the number; a word is still refused."""
+    from sfv_core.typed_config import validate
+    from sfv_train.config import TrainConfig
+
+    cfg = validate(TrainConfig, {"fold": "2", "width": "64"})
+    assert (cfg.fold, cfg.width) == (2, 64)
+    with pytest.raises(UserError, match="fold = 'two': --fold takes 1, 2 or 3"):
+        validate(TrainConfig, {"fold": "two"})

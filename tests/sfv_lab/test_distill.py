@@ -376,7 +376,8 @@ def test_ablations_until_flat_records_each_runs_length_verdict_and_the_seed_chos
     assert stored["until_flat"] == 3200 and stored["cells"]["row-sfv-s1"]["train_steps"] == 1600
     assert stored["cells"]["row-sfv"]["convergence"]["flat"] is True
     rows = (tmp_path / "table_rows.md").read_text()
-    assert "| sfv:1 seed 1 | 1600 | flat: fall 0.50 over steps > 1066, half-width 2.00 | 20.00 [17.00, 23.00] | yes |" in rows
+    assert ("| sfv:1 seed 1 | 1600 | flat: fall 0.50 over steps > 1066, half-width 2.00 | 20.00 [17.00, 23.00] "
+            "| yes |") in rows
     assert rows.count("| yes |") == 1 and "then 800 more at a time until" in rows
     args.until_flat = 400
     with pytest.raises(UserError, match="--until-flat 400 must be at least --steps 800"):
