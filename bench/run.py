@@ -267,6 +267,11 @@ def _write_outputs(ctx: RunContext, merged: list, my_records: list, t_start: flo
                  f"{', previews/' if settings.previews else ''} in {time.time() - t_start:.1f} s")
 
 
+def _row_stack(settings, spec, method, desc: dict) -> str:
+    """The stack a row ran on: the run's SVD stack, or the pipeline a method brings itself (i2v)."""
+    return settings.stack_for(spec) if method.info.default_stack != "none" else desc.get("stack", "none")
+
+
 def _method_row(ctx: RunContext, spec, method) -> dict:
     """Generate what is missing of one method's samples, time it, score it."""
     settings, dist = ctx.settings, ctx.dist
@@ -280,7 +285,7 @@ def _method_row(ctx: RunContext, spec, method) -> dict:
     dist.barrier()
     rec = {"method": spec.name, "spec": spec.key, "label": spec.name, "steps": spec.steps,
            "unet_calls": calls["calls"], "unet_batch": calls["batch"], "cfg": bool(method.cfg),
-           "stack": settings.stack_for(spec), "adapter": desc, "samples": str(sdir)}
+           "stack": _row_stack(settings, spec, method, desc), "adapter": desc, "samples": str(sdir)}
     timing = sdir / "latency.json"
     need_timing = dist.main and (settings.redo_latency or spec in settings.force or not timing.is_file())
     try:

@@ -274,6 +274,7 @@ def test_one_step_and_multi_step_rows(folders, synthetic_root, tmp_path):
         mapping = r["adapter"]["protocol_mapping"]
         assert mapping["frames_scored_14_at_7fps"] == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15]
         assert r["adapter"]["options"]["prompt"] == "a video of {words}"
+        assert r["stack"] == r["adapter"]["stack"] == str(folders["ltx"])   # its own pipeline, not the run's SVD stack
     table = (tmp_path / "r" / "table.md").read_text()
     assert f"{ltx}:1:" in table and f"{ltx}:3:" in table
     sample = next((tmp_path / "r" / "samples").rglob("*.npz"))
