@@ -57,6 +57,7 @@ def add_claims(sub):
     p.add_argument("--ladder", default=None, metavar="RUN",
                    help="an sfv-bench run folder with svd:N rows scored alike: place the one-step rows on it")
     p.add_argument("--write", default=None, metavar="FILE", help="also write the Markdown to FILE")
+    p.add_argument("--curves", default=None, metavar="PNG", help="plot the rows' FVD while training, every seed")
     p.set_defaults(func="sfv_lab.claims:cli_claims")
 
 

@@ -125,6 +125,51 @@ def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
     return lines
 
 
+def row_curves(folders: list[Path]) -> dict[str, dict[int, list[dict]]]:
+    """Method -> seed -> the FVD-while-training points of that row's run (validation clips), for every
+    shipped-row run the folders hold (finished or not)."""
+    from sfv_train.evaluation import read_points
+
+    from .distill import row_cells
+
+    out: dict[str, dict[int, list[dict]]] = {}
+    for folder in folders:
+        seed_list = read_sweep(folder).get("seeds", [0])
+        for cell, method in row_cells().items():
+            for s in seed_list:
+                points = read_points(Path(folder) / "runs" / seeds.run_name(cell, s) / "logs" / "metrics.jsonl")
+                if points:
+                    out.setdefault(method, {})[s] = points
+    return out
+
+
+def plot_curves(curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
+    """One panel per row: each seed's FVD while training with its 95% interval as a band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sfv_core.fsutil import atomic_path
+
+    fig = Figure(figsize=(4.2 * max(1, len(curves)), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (method, by_seed) in enumerate(sorted(curves.items())):
+        ax = fig.add_subplot(1, max(1, len(curves)), i + 1)
+        for s, pts in sorted(by_seed.items()):
+            pts = [p for p in pts if isinstance(p.get("fvd"), (int, float))]
+            x = [p["step"] for p in pts]
+            ax.plot(x, [p["fvd"] for p in pts], "o-", ms=2, lw=1, label=f"seed {s}")
+            ax.fill_between(x, [p.get("fvd_lo") or p["fvd"] for p in pts], [p.get("fvd_hi") or p["fvd"] for p in pts],
+                            alpha=0.2)
+        ax.set_title(f"{method}:1, FVD while training (validation, N = {pts[0].get('fvd_n', '?') if pts else '?'})",
+                     fontsize=8)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def cli_claims(args) -> int:
     recs, seed_list = load_cells([Path(f) for f in args.folders])
     lines = ["# The paper's claims in the mini world (NOT the paper's numbers)", "",
@@ -136,6 +181,9 @@ def cli_claims(args) -> int:
     if args.ladder:
         lines += ["", f"## The one-step rows on the teacher's step ladder ({args.ladder})", "",
                   *ladder_lines(recs, seed_list, Path(args.ladder))]
+    if getattr(args, "curves", None):
+        plot_curves(row_curves([Path(f) for f in args.folders]), Path(args.curves))
+        log.info(f"wrote {args.curves}")
     text = "\n".join(lines) + "\n"
     if args.write:
         atomic_write_text(Path(args.write), text)

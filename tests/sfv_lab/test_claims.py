@@ -83,3 +83,17 @@ def test_a_folder_without_ablations_json_is_one_line(tmp_path, capsys):
     assert main(["claims", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds no ablations.json" in err and err.count("\n") == 1
+
+
+def test_the_rows_curves_are_read_per_seed_and_plotted(tmp_path):
+    folder = write(tmp_path / "rows", {"row-sfv": [20, 25, 22]})
+    for run, shift in (("row-sfv", 0), ("row-sfv-s2", 5)):
+        (folder / "runs" / run / "logs").mkdir(parents=True)
+        (folder / "runs" / run / "logs" / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "fvd": 50 - s / 100 + shift, "fvd_lo": 45.0, "fvd_hi": 55.0, "fvd_n": 150}) + "\n"
+            for s in (100, 200, 300)) + json.dumps({"step": 300, "g_loss": 1.0}) + "\n")
+    curves = claims.row_curves([folder])
+    assert sorted(curves) == ["sfv"] and sorted(curves["sfv"]) == [0, 2]
+    assert [p["fvd"] for p in curves["sfv"][2]] == [54.0, 53.0, 52.0]
+    assert main(["claims", str(folder), "--curves", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
