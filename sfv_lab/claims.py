@@ -17,7 +17,7 @@ from sfv_core.fsutil import atomic_write_text
 from sfv_core.paper import TABLE1, TABLE2, TABLE3
 
 from . import seeds
-from .distill import BASE, read_sweep
+from .distill import BASE, read_sweep, run_lines
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,8 @@ def cli_claims(args) -> int:
     if args.ladder:
         lines += ["", f"## The one-step rows on the teacher's step ladder ({args.ladder})", "",
                   *ladder_lines(recs, seed_list, Path(args.ladder))]
+    if any(k.startswith("row-") for k in recs):
+        lines += ["", "## The one-step rows' runs", *run_lines(recs, seed_list)]
     if getattr(args, "curves", None):
         plot_curves(row_curves([Path(f) for f in args.folders]), Path(args.curves))
         log.info(f"wrote {args.curves}")

@@ -42,7 +42,9 @@ def test_each_claim_gets_the_seed_rules_verdict_from_several_folders(tmp_path, c
     assert v["heads: spatial + temporal beat temporal only"] == "not reproduced: the reverse holds"
     assert v["the reconstruction term helps: lambda 0.01 beats lambda 0"] == "not separable"
     assert v["D noise: (-1, -1) beats (-2, -1)"] == "not measured: fewer than 3 seeds (0)"
-    assert "| 22.33 (20.00..25.00, 3 seeds) | 70.33 (69.00..72.00, 3 seeds) |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| 22.33 (20.00..25.00, 3 seeds) | 70.33 (69.00..72.00, 3 seeds) |" in out
+    assert "## The one-step rows' runs" in out and "| ufogen:1 seed 2 | - | - | - |  |" in out   # each row run
 
 
 def test_cells_with_fewer_seeds_are_not_claimed(tmp_path):
