@@ -1,13 +1,12 @@
 """The loop every trainer shares: accelerate, the run folder, exact resume, logs, progress, export.
 
 A trainer subclasses ``TrainLoop`` and implements ``build()`` (data, models, optimisers, once the
-accelerator exists), ``train_step()`` (one optimisation step -> metrics), ``checkpoint_parts()``
-(what a checkpoint holds) and ``export()``; optionally ``preview()``. The configuration is a
-dataclass with ``out``, ``resume``, ``max_steps``, ``seed``, ``device``, ``report_to``, ``progress``,
-``log_every``, ``checkpoint_every``, ``checkpoints_total_limit``, ``preview_every``, a
-``resolved()`` (defaults, validation) and ``compared()`` (what a resume must share). With
-``fvd_every`` > 0 in the configuration, a trainer that implements
-``sample_videos()`` is scored with FVD while it trains (``sfv_train.evaluation``).
+accelerator exists), ``train_step()`` (one optimisation step -> metrics), ``checkpoint_parts()`` (what a
+checkpoint holds) and ``export()``; optionally ``preview()``. The configuration is a dataclass with ``out``,
+``resume``, ``max_steps``, ``seed``, ``device``, ``report_to``, ``progress``, ``log_every``,
+``checkpoint_every``, ``checkpoints_total_limit``, ``preview_every``, a ``resolved()`` (defaults,
+validation) and ``compared()`` (what a resume must share). With ``fvd_every`` > 0 in the configuration, a
+trainer that implements ``sample_videos()`` is scored with FVD while it trains (``sfv_train.evaluation``).
 
 Run folder::
 
@@ -27,10 +26,9 @@ Run folder::
 A start removes what a killed run left (``.tmp-step-*``, ``.export-tmp``) and says so, and logs what one
 checkpoint weighs. The processes wait for each other at most ``process_group_timeout`` seconds in any
 collective (accelerate's ``InitProcessGroupKwargs``; 1800 s when the config has no such field). The tracker
-gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's
-learning rate (``optimizer_x`` -> ``lr/x``), the mean step time (``time/step_s``) and the previews
-(TensorBoard "videos": an animated GIF in an image summary, the format add_video writes, encoded here
-with Pillow so that moviepy is not needed).
+gets the metrics under ``tracker_names`` (``grad_norm_x`` -> ``grad_norm/x``), each optimiser's learning
+rate (``optimizer_x`` -> ``lr/x``), the mean step time (``time/step_s``) and the previews (TensorBoard
+"videos": an animated GIF in an image summary, add_video's format, encoded with Pillow: no moviepy).
 """
 from __future__ import annotations
 
@@ -48,7 +46,8 @@ import torch
 
 from sfv_core.env import PROCESS_GROUP_TIMEOUT_S
 from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_write_json, atomic_write_text
+from sfv_core.fsutil import atomic_write_json, atomic_write_text, folder_lock
+from sfv_core.logs import process_rank
 
 from .checkpoint import (CKPT_PREFIX, MILESTONES, check_processes, checkpoint_sizes, find_resume, load_checkpoint,
                          remove_stale, save_checkpoint, state_dict_bytes)
@@ -154,6 +153,9 @@ class TrainLoop:
     def setup(self) -> None:
         """Check the run folder, start accelerate, build, resume, write config.json, start the tracker."""
         device, tracker = self._checked_options()
+        if getattr(self, "_held", None) and process_rank() == 0:   # run(), the options sound: hold the folder
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._held.enter_context(folder_lock(self.out, "sfv-train"))
         resume_from = find_resume(self.cfg.resume, self.ckpt_root, self._compare_config)
         if resume_from is None and self.cfg.resume:
             self.log(f"--resume: no checkpoint in {self.ckpt_root} yet, starting from step 0")
@@ -348,7 +350,12 @@ class TrainLoop:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
 
     def run(self) -> Path:
-        """Train to ``max_steps`` (checkpointing, logging, previewing on the way), then export."""
+        """Train to ``max_steps`` (checkpointing, logging, previewing on the way), then export; the main process
+        holds the run folder's lock throughout (a second sfv-train into the same --out is refused)."""
+        with contextlib.ExitStack() as self._held:
+            return self._train()
+
+    def _train(self) -> Path:
         from tqdm.auto import tqdm
 
         self.setup()

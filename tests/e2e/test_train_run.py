@@ -265,8 +265,11 @@ def test_resume_equals_uninterrupted(data_root, tmp_path, method):
 # -------------------------------------------------------------------------------- bad input
 
 def _snapshot(folder: Path) -> dict:
+    """Every file of a run folder but its lock (which names the last process that held it)."""
+    from sfv_core.fsutil import LOCK_NAME
+
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 def _one_line_error(capsys, *needles):

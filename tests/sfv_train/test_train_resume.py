@@ -64,3 +64,16 @@ def test_damaged_latest_checkpoint_resumes_from_the_older(run_copy, trained_run,
         _same_tensors(trained_run / "checkpoints" / "step-000002" / f"{name}.safetensors",
                       run_copy / "checkpoints" / "step-000002" / f"{name}.safetensors")
     assert _steps(run_copy) == [1, 2]
+
+
+def test_a_second_sfv_train_into_a_held_run_folder_is_refused_naming_the_lock(train_data, tmp_path, capsys):
+    """Two sfv-train processes never write one --out: the second is refused in one line, the folder untouched."""
+    from sfv_core.fsutil import folder_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out, "sfv-train"):
+        rc = train_main(["--data", str(train_data), "--out", str(out), "--max-steps", "2", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is in use" in err and ".sfv-bench.lock" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in out.iterdir()) == [".sfv-bench.lock"]
