@@ -45,12 +45,16 @@ CLAIMS = [
 OUTCOME = {"x": "reproduced", "y": "not reproduced: the reverse holds", "none": "not separable"}
 
 
+def _score(rec: dict) -> tuple:
+    return rec.get("fvd"), tuple(rec.get("fvd_interval") or ())
+
+
 def load_cells(folders: list[Path]) -> tuple[dict, tuple[int, ...]]:
     """The runs' records of every folder's ablations.json (by run name) and the union of their seeds."""
     recs, seed_list = {}, set()
     for folder in folders:
         data = read_sweep(folder)
-        twice = [k for k, v in data["cells"].items() if k in recs and recs[k] != v]
+        twice = [k for k, v in data["cells"].items() if k in recs and _score(recs[k]) != _score(v)]
         if twice:
             raise UserError(f"{folder} holds runs another folder also holds, with other scores: {', '.join(twice)}")
         recs.update(data["cells"])
@@ -170,13 +174,22 @@ def plot_curves(curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
         fig.savefig(tmp, format="png")
 
 
+def _scored_on(recs: dict) -> str:
+    """World, N, detector, device, dtype and threads of the scores (from one record)."""
+    r = next((v for k, v in recs.items() if k != "onestep"), None) or next(iter(recs.values()), {})
+    return (f"World: mini (trained on synthetic data). FVD of N = {r.get('n_fake', '?')} videos, "
+            f"{(r.get('detector') or {}).get('label', '?')}; generated on {r.get('device_name', '?')}, "
+            f"{r.get('dtype', '?')}, {(r.get('latency') or {}).get('threads', '?')} thread(s).")
+
+
 def cli_claims(args) -> int:
     recs, seed_list = load_cells([Path(f) for f in args.folders])
     lines = ["# The paper's claims in the mini world (NOT the paper's numbers)", "",
              f"Cells from {', '.join(args.folders)} (`sfv-bench ablations`), seeds {', '.join(map(str, seed_list))}; "
              "each seed's FVD on the test split with the mini detector. Verdicts by the seed rule "
              "(sfv_lab/seeds.py): X beats Y only when it holds at every seed (X's interval below Y's) or the "
-             "seed means differ by more than the larger min..max; under 3 seeds nothing is claimed.", "",
+             "seed means differ by more than the larger min..max; under 3 seeds nothing is claimed.",
+             "", _scored_on(recs), "",
              *claim_lines(recs, seed_list)]
     if args.ladder:
         lines += ["", f"## The one-step rows on the teacher's step ladder ({args.ladder})", "",

@@ -79,6 +79,10 @@ def test_a_run_two_folders_hold_with_other_scores_is_refused(tmp_path):
     with pytest.raises(Exception, match="runs another folder also holds, with other scores: row-sfv-s1"):
         claims.load_cells([tmp_path / "a", tmp_path / "b"])
     assert claims.load_cells([tmp_path / "a", tmp_path / "a"])[1] == (0, 1, 2)     # the same records: fine
+    data = json.loads((tmp_path / "a" / "ablations.json").read_text())
+    data["cells"]["row-sfv"]["seconds"] = 12.0                # the same score, other bookkeeping (onestep): fine
+    (tmp_path / "b" / "ablations.json").write_text(json.dumps(data))
+    assert claims.load_cells([tmp_path / "a", tmp_path / "b"])[0]["row-sfv"]["fvd"] == 20
 
 
 def test_a_folder_without_ablations_json_is_one_line(tmp_path, capsys):
