@@ -8,16 +8,15 @@ scored alike), each one-step row is also placed on the teacher's step ladder.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from sfv_core.errors import UserError
-from sfv_core.fsutil import atomic_write_text
+from sfv_core.fsutil import atomic_path, atomic_write_text
 from sfv_core.paper import TABLE1, TABLE2, TABLE3
 
 from . import seeds
-from .distill import BASE, read_sweep, run_lines
+from .distill import BASE, read_sweep, row_cells, run_lines
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +113,8 @@ def ladder_lines(recs: dict, seed_list, ladder: Path) -> list[str]:
         raise UserError(f"{ladder}'s svd:N rows and the cells were scored differently (N, detector sha256): "
                         f"{sorted(scored, key=str)}; score the ladder as the cells were (-n, --fvd-detector)")
     lines = ["| row | seed mean (min..max) | between | svd:N inside the seeds' min..max |", "|---|---|---|---|"]
-    for method in ("sfv", "ladd", "ufogen"):
-        s = seeds.summary(scores(recs, f"row-{method}", seed_list))
+    for cell, method in row_cells().items():
+        s = seeds.summary(scores(recs, cell, seed_list))
         if s is None:
             continue
         worse = [f"svd:{n} {r['fvd']:.2f}" for n, r in steps if r["fvd"] >= s.mean]
@@ -134,8 +133,6 @@ def row_curves(folders: list[Path]) -> dict[str, dict[int, list[dict]]]:
     shipped-row run the folders hold (finished or not)."""
     from sfv_train.evaluation import read_points
 
-    from .distill import row_cells
-
     out: dict[str, dict[int, list[dict]]] = {}
     for folder in folders:
         seed_list = read_sweep(folder).get("seeds", [0])
@@ -151,8 +148,6 @@ def plot_curves(curves: dict[str, dict[int, list[dict]]], path: Path) -> None:
     """One panel per row: each seed's FVD while training with its 95% interval as a band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from sfv_core.fsutil import atomic_path
 
     fig = Figure(figsize=(4.2 * max(1, len(curves)), 3.6), dpi=100)
     FigureCanvasAgg(fig)
