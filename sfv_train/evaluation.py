@@ -169,9 +169,10 @@ class FVDMonitor:
                                         ("time/fvd_s", float(r["seconds"]))) if v is not None}, step=step)
         best = self.publish(r)
         shown = "failed" if fvd is None else f"{fvd:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if lo is not None else "")
-        log.log(logging.WARNING if fvd is None else logging.INFO, f"step {step}: FVD {shown} (N={int(r['n'])}, {r.get('detector', '?')} detector, "
-                 f"{float(r['seconds']):.1f} s)" + (f"; {r['error']}" if r.get("error") else "")
-                 + (f"; best {best['fvd']:.4g} at step {best['step']}" if best else ""))
+        log.log(logging.WARNING if fvd is None else logging.INFO,
+                f"step {step}: FVD {shown} (N={int(r['n'])}, {r.get('detector', '?')} detector, "
+                f"{float(r['seconds']):.1f} s)" + (f"; {r['error']}" if r.get("error") else "")
+                + (f"; best {best['fvd']:.4g} at step {best['step']}" if best else ""))
         return r
 
     def publish(self, r: dict) -> dict | None:

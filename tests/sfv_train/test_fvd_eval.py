@@ -261,3 +261,29 @@ def test_fvd_data_and_split_choose_the_evaluation_set_and_are_run_only(train_dat
         assert seen.pop() == (Path(want[0]), want[1])
     args = build_train_parser().parse_args(["--fvd-data", "VAL", "--fvd-split", "train"])
     assert (args.fvd_data, args.fvd_split) == ("VAL", "train")
+
+
+def test_a_failed_evaluation_is_a_warning_and_a_point_without_numbers(tmp_path, caplog):
+    """An evaluation that fails (no FVD) says so on stderr as a warning; its metrics line has no numbers."""
+    import logging
+    from types import SimpleNamespace
+
+    from sfv_train.evaluation import FVDMonitor, read_points
+
+    (tmp_path / "logs").mkdir()
+    lines = []
+
+    def append_metrics(m):
+        lines.append(m)
+        with open(tmp_path / "logs" / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": 5, **m}) + "\n")
+
+    loop = SimpleNamespace(out=tmp_path, ckpt_root=tmp_path / "checkpoints", step=5, name="sfv",
+                           sample_videos=None, append_metrics=append_metrics,
+                           acc=SimpleNamespace(log=lambda *a, **k: None))
+    failed = {"fvd": None, "n": 8, "seconds": 0.1, "error": "detector refused the clips", "detector": "toy"}
+    with caplog.at_level(logging.INFO, logger="sfv_train"):
+        FVDMonitor(loop, lambda sample, step: failed)(5)
+    record = next(r for r in caplog.records if "step 5: FVD failed" in r.message)
+    assert record.levelno == logging.WARNING and "detector refused the clips" in record.message
+    assert lines[0]["fvd"] is None and read_points(tmp_path / "logs" / "metrics.jsonl")[0]["fvd"] is None
